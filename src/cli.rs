@@ -1,0 +1,117 @@
+//! The command line: clap structs for the global flags and the subcommands, and the mapping of
+//! outcomes to exit codes (0 all done, 1 some items failed, 2 fatal). Each subcommand's own
+//! flags live beside its implementation in `commands/`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::device::{DTypeArg, DeviceSpec};
+
+const EXAMPLES: &str = "\
+Examples:
+  mtsum run releases/ --out out/            translate and summarize a folder of releases
+  mtsum translate release.txt               English translation to stdout
+  mtsum translate --lines < sentences.txt   one translated line per input line
+  mtsum summarize --lines < docs.txt        one summary line per input line
+  mtsum models fetch                        download the default models into the cache
+  mtsum segment release.txt                 show how a release is cut into sentences
+";
+
+/// Russian press releases into English translations and short bilingual summaries.
+#[derive(Debug, Parser)]
+#[command(name = "mtsum", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand understands.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Translator: hub id[@revision], preset name (see `models/`) or local directory.
+    #[arg(long, global = true, value_name = "MODEL")]
+    pub translator: Option<String>,
+    /// Summarizer: hub id[@revision], preset name or local directory.
+    #[arg(long, global = true, value_name = "MODEL")]
+    pub summarizer: Option<String>,
+    /// Where models run: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, global = true, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// Floating-point type (default: f32 on the CPU, f16 on a GPU).
+    #[arg(long, global = true, value_enum)]
+    pub dtype: Option<DTypeArg>,
+    /// CPU threads to use (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Beam width (default: the model's generation config).
+    #[arg(long, global = true, value_name = "N")]
+    pub beams: Option<usize>,
+    /// Most tokens to generate per segment (like transformers' max_new_tokens).
+    #[arg(long, global = true, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Fewest tokens to generate per segment (like transformers' min_new_tokens).
+    #[arg(long, global = true, value_name = "N")]
+    pub min_length: Option<usize>,
+    /// Token budget of one batch (source tokens times rows).
+    #[arg(long, global = true, value_name = "N")]
+    pub batch_tokens: Option<usize>,
+    /// Make no network call: use only the local cache (also HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// Print only errors.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// Print timing and throughput as one JSON object on stderr at the end.
+    #[arg(long, global = true)]
+    pub stats: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Translate and summarize every release; write Markdown, JSON, a digest and a report.
+    Run(commands::run::RunArgs),
+    /// Translate releases (or, with --lines, each input line) to English.
+    Translate(commands::translate::TranslateArgs),
+    /// Summarize releases (or, with --lines, each input line) in Russian and English.
+    Summarize(commands::summarize::SummarizeArgs),
+    /// Download, list and verify cached models.
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
+    /// Show the token ids a model's tokenizer gives (or decode ids).
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Show how text is cut into paragraphs and sentences.
+    Segment(commands::segment::SegmentArgs),
+    /// Run any seq2seq model on each input line with its own generation settings.
+    Generate(commands::generate::GenerateArgs),
+    /// Measure throughput on a fixed batch.
+    Bench(commands::bench::BenchArgs),
+}
+
+/// How a command ended when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything processed.
+    Done,
+    /// Some items failed; the others were written.
+    SomeFailed,
+}
+
+/// Parses the command line, runs the command and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(Outcome::Done) => ExitCode::from(0),
+        Ok(Outcome::SomeFailed) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {}", crate::progress::chain(&err));
+            ExitCode::from(2)
+        }
+    }
+}
