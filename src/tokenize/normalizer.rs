@@ -99,6 +99,8 @@ impl CharsMap {
 #[derive(Debug, Clone)]
 pub struct SpmNormalizer {
     charsmap: Option<CharsMap>,
+    /// User-defined pieces, longest first: matched verbatim, before and instead of the charsmap.
+    user_defined: Vec<String>,
     add_dummy_prefix: bool,
     remove_extra_whitespaces: bool,
     escape_whitespaces: bool,
@@ -111,14 +113,19 @@ struct Step {
 }
 
 impl SpmNormalizer {
-    pub fn new(spec: &NormalizerSpec) -> Result<Self, CharsMapError> {
+    /// `user_defined` are the model's user-defined pieces, which SentencePiece leaves as typed.
+    pub fn new(spec: &NormalizerSpec, user_defined: &[&str]) -> Result<Self, CharsMapError> {
         let charsmap = if spec.precompiled_charsmap.is_empty() {
             None
         } else {
             Some(CharsMap::parse(&spec.precompiled_charsmap)?)
         };
+        let mut user_defined: Vec<String> = user_defined.iter().map(|p| p.to_string()).collect();
+        user_defined.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        user_defined.retain(|p| !p.is_empty());
         Ok(Self {
             charsmap,
+            user_defined,
             add_dummy_prefix: spec.add_dummy_prefix,
             remove_extra_whitespaces: spec.remove_extra_whitespaces,
             escape_whitespaces: spec.escape_whitespaces,
@@ -135,8 +142,16 @@ impl SpmNormalizer {
         self.steps(text).into_iter().map(|s| s.out).collect()
     }
 
-    /// The replacement of the longest rule at the start of `rest`, or its first character.
+    /// A user-defined piece at the start of `rest`, else the replacement of the longest rule,
+    /// else its first character; with the number of bytes consumed.
     fn prefix<'s>(&'s self, rest: &'s str) -> (&'s str, usize) {
+        if let Some(piece) = self
+            .user_defined
+            .iter()
+            .find(|p| rest.starts_with(p.as_str()))
+        {
+            return (&rest[..piece.len()], piece.len());
+        }
         if let Some(found) = self.charsmap.as_ref().and_then(|m| m.longest_match(rest)) {
             return found;
         }
@@ -248,12 +263,12 @@ mod tests {
     use super::*;
 
     fn plain(add_dummy_prefix: bool, remove_extra_whitespaces: bool) -> SpmNormalizer {
-        SpmNormalizer::new(&NormalizerSpec {
+        let spec = NormalizerSpec {
             add_dummy_prefix,
             remove_extra_whitespaces,
             ..NormalizerSpec::default()
-        })
-        .unwrap()
+        };
+        SpmNormalizer::new(&spec, &["<x>"]).unwrap()
     }
 
     #[test]
@@ -265,6 +280,8 @@ mod tests {
         // Without a charsmap a tab is not a space.
         assert_eq!(n.normalize_str("a\tb"), "▁a\tb");
         assert_eq!(plain(false, false).normalize_str(" a  b "), "▁a▁▁b▁");
+        // User-defined pieces are kept as typed.
+        assert_eq!(n.normalize_str("a <x> b"), "▁a▁<x>▁b");
     }
 
     #[test]

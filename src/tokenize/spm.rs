@@ -74,7 +74,14 @@ impl SpmModel {
             Some(p) if p.kind == PieceKind::Unknown => {}
             _ => return Err(format!("unk_id {unk_id} is not an unknown piece")),
         }
-        let normalizer = SpmNormalizer::new(&proto.normalizer).map_err(|e| e.to_string())?;
+        let user_defined: Vec<&str> = proto
+            .pieces
+            .iter()
+            .filter(|p| p.kind == PieceKind::UserDefined)
+            .map(|p| p.piece.as_str())
+            .collect();
+        let normalizer =
+            SpmNormalizer::new(&proto.normalizer, &user_defined).map_err(|e| e.to_string())?;
         let split = normalizer.escapes_whitespace() && !has_inner_space(&proto);
         let unigram = Unigram::from(unigram_vocab(&proto), Some(unk_id), false)
             .map_err(|e| format!("cannot build the unigram model: {e}"))?;
