@@ -327,7 +327,7 @@ mod tests {
         piece.extend(field(2, 5, &(-1.5f32).to_le_bytes()));
         piece.extend(field(3, 0, &[6]));
         let mut bytes = field(1, 2, &piece);
-        bytes.extend(field(2, 2, &[0xa8, 0x02, 0x01])); // field 35 (byte_fallback) = 1
+        bytes.extend(field(2, 2, &[0x98, 0x02, 0x01])); // field 35 (byte_fallback) = 1
         bytes.extend(field(3, 2, &field(3, 0, &[0])));
         let model = ModelProto::parse(&bytes).unwrap();
         assert_eq!(
