@@ -69,6 +69,11 @@ impl SpmModel {
                 proto.trainer.model_type
             ));
         }
+        if proto.trainer.treat_whitespace_as_suffix {
+            return Err(
+                "a treat_whitespace_as_suffix model; only prefix `▁` models are supported".into(),
+            );
+        }
         let unk_id = proto.trainer.unk_id as usize;
         match proto.pieces.get(unk_id) {
             Some(p) if p.kind == PieceKind::Unknown => {}
