@@ -401,12 +401,14 @@ mod tests {
 
     #[test]
     fn unsupported_models_are_refused_with_the_reason() {
-        let mut proto = ModelProto::default();
-        proto.pieces = vec![Piece {
-            piece: "<unk>".into(),
-            score: 0.0,
-            kind: PieceKind::Normal,
-        }];
+        let mut proto = ModelProto {
+            pieces: vec![Piece {
+                piece: "<unk>".into(),
+                score: 0.0,
+                kind: PieceKind::Normal,
+            }],
+            ..ModelProto::default()
+        };
         assert!(SpmModel::from_proto(proto.clone())
             .unwrap_err()
             .contains("not an unknown piece"));
