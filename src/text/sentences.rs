@@ -199,13 +199,13 @@ fn full_stop_ends_sentence(before: &str, fragment: &str, next: Next) -> bool {
     let Some(last) = chain.last() else {
         return number_ends_sentence(last_token(before), fragment);
     };
+    if abbrev::is_initial(last) || abbrev::is_roman(last) {
+        return false; // `Ю. Шток`, `Н. Э. Баумана` (not `н. э.`), `XIV.`
+    }
     if let Some((kind, key_len)) = abbreviation(&chain) {
         let first_part = chain[chain.len() - key_len];
         let after_number = follows_number(before, first_part);
         return abbreviation_ends_sentence(kind, after_number, fragment, next);
-    }
-    if abbrev::is_initial(last) || abbrev::is_roman(last) {
-        return false;
     }
     let single_lower = last.chars().count() == 1 && last.chars().all(char::is_lowercase);
     !single_lower
