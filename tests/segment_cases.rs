@@ -69,16 +69,54 @@ fn every_segmentation_case_passes() {
     for (name, total, ok) in &groups {
         println!("  {name}: {ok}/{total}");
     }
-    assert!(failures.is_empty(), "failed cases:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn cases_cover_every_trap_named_in_the_issue() {
-    let all: String = cases().iter().map(Case::input).collect::<Vec<_>>().join("\n");
+    let all: String = cases()
+        .iter()
+        .map(Case::input)
+        .collect::<Vec<_>>()
+        .join("\n");
     let traps = [
-        "Ю. Шток", "И. П. Карташовым", " г. ", " гг. ", "т. е.", "т. д.", "т. п.", "т.н.", " др.",
-        "ул.", "им.", "тыс.", "млн", "млрд", "руб.", "проц.", " п. ", "ст.", "оз.", "к.п.н.", "Дж.",
-        "3.5", "6 июля 2007 г.", "№", "8.1.", "§2.", "IV.", "...", "…", "«", "(", "?!", ".\"",
+        "Ю. Шток",
+        "И. П. Карташовым",
+        " г. ",
+        " гг. ",
+        "т. е.",
+        "т. д.",
+        "т. п.",
+        "т.н.",
+        " др.",
+        "ул.",
+        "им.",
+        "тыс.",
+        "млн",
+        "млрд",
+        "руб.",
+        "проц.",
+        " п. ",
+        "ст.",
+        "оз.",
+        "к.п.н.",
+        "Дж.",
+        "3.5",
+        "6 июля 2007 г.",
+        "№",
+        "8.1.",
+        "§2.",
+        "IV.",
+        "...",
+        "…",
+        "«",
+        "(",
+        "?!",
+        ".\"",
         "— ",
     ];
     for trap in traps {
