@@ -12,201 +12,73 @@ pub(crate) enum AbbrevKind {
     /// Usually followed by a number (`рис. 5`, `стр. 12`), but also a common word, so it ends a
     /// sentence when no number follows.
     HeadBeforeNumber,
-    /// Closes a phrase (`и т. д.`, `5 млн руб.`): may end a sentence when a capital follows.
+    /// Closes an enumeration or a name (`и т. д.`, `и др.`, `Group-IB Ltd.`): ends a sentence
+    /// before a capital or a number.
     Tail,
-    /// A unit after a number (`2007 г.`, `XX в.`, `100 т.`), a head abbreviation otherwise
-    /// (`г. Москва`, `в. Новгород` is not one, but `т. 2` is).
+    /// A unit or magnitude (`5 млн руб.`, `300 тыс.`): ends a sentence before a capital, not
+    /// before a number, which continues a compound amount (`5 руб. 50 коп.`).
+    Measure,
+    /// A one-letter unit after a number (`100 т.`, `10 ч. 30 мин.`), which is a head
+    /// abbreviation otherwise (`т. 2`, `ч. 3 ст. 159`, `с. Покровское`).
     Unit,
+    /// A year or century marker after a number (`2007 г.`, `XX в.`): ends a sentence before a
+    /// capital or a number, unless the sentence so far is only a date (`В 2007 г. Президент...`).
+    /// A head abbreviation otherwise (`г. Москва`, `гг. Москва и Казань`).
+    Year,
 }
 
+/// Places and addresses, references into documents, titles and roles, academic degrees as they
+/// stand before a name, connectives (`т. е.`), language names, Latin-script ones.
+#[rustfmt::skip]
 const HEAD: &[&str] = &[
-    // places and addresses
-    "гор",
-    "ул",
-    "пр",
-    "просп",
-    "пер",
-    "пл",
-    "наб",
-    "ш",
-    "б-р",
-    "бул",
-    "д",
-    "корп",
-    "кв",
-    "оф",
-    "пос",
-    "пгт",
-    "дер",
-    "обл",
-    "р-н",
-    "респ",
-    "оз",
-    "о",
-    "им",
-    "св",
-    "ст",
-    "ж.д",
-    "мкр",
-    "стр",
-    // references into documents
-    "п",
-    "пп",
-    "подп",
-    "абз",
-    "разд",
-    "прим",
-    "ср",
-    "напр",
-    "тт",
-    // titles and roles
-    "акад",
-    "проф",
-    "доц",
-    "ген",
-    "адм",
-    "зам",
-    "нач",
-    "пред",
-    "канд",
-    "докт",
-    "тов",
-    "гр",
-    "г-н",
-    "г-жа",
-    "засл",
-    "нар",
-    "мл",
-    "и.о",
-    "вр.и.о",
-    "врио",
-    "ред",
-    "сост",
-    "авт",
-    // academic degrees as they stand before a name
-    "к.п.н",
-    "д.п.н",
-    "к.т.н",
-    "д.т.н",
-    "к.э.н",
-    "д.э.н",
-    "к.ю.н",
-    "д.ю.н",
-    "к.м.н",
-    "д.м.н",
-    "к.ф.н",
-    "д.ф.н",
-    "к.и.н",
-    "д.и.н",
-    "к.б.н",
-    "д.б.н",
-    "к.х.н",
-    "д.х.н",
-    "к.ф.м.н",
-    "д.ф.м.н",
-    "к.с.х.н",
-    "д.с.х.н",
-    // connectives
-    "т.е",
-    "т.к",
-    "т.н",
-    "т.ч",
-    "т.о",
-    "т.наз",
-    "ок",
-    "прибл",
-    "вкл",
-    "искл",
-    "букв",
-    "англ",
-    "франц",
-    "фр",
-    "нем",
-    "лат",
-    "рус",
-    "греч",
-    "исп",
-    "итал",
-    "кит",
-    "араб",
-    "яп",
-    "укр",
-    "бел",
-    "каз",
-    // Latin-script abbreviations met in Russian texts
-    "mr",
-    "mrs",
-    "ms",
-    "dr",
-    "prof",
-    "st",
-    "no",
-    "nr",
-    "vs",
-    "e.g",
-    "i.e",
-    "cf",
-    "approx",
+    "гор", "ул", "пр", "просп", "пер", "пл", "наб", "ш", "б-р", "бул", "д", "корп", "кв", "оф",
+    "пос", "пгт", "дер", "обл", "р-н", "респ", "оз", "о", "им", "св", "ст", "ж.д", "мкр", "стр",
+    "п", "пп", "подп", "абз", "разд", "прим", "ср", "напр", "тт", "акад", "проф", "доц", "ген",
+    "адм", "зам", "нач", "пред", "канд", "докт", "тов", "гр", "г-н", "г-жа", "засл", "нар", "мл",
+    "и.о", "вр.и.о", "врио", "ред", "сост", "авт", "к.п.н", "д.п.н", "к.т.н", "д.т.н", "к.э.н",
+    "д.э.н", "к.ю.н", "д.ю.н", "к.м.н", "д.м.н", "к.ф.н", "д.ф.н", "к.и.н", "д.и.н", "к.б.н",
+    "д.б.н", "к.х.н", "д.х.н", "к.ф.м.н", "д.ф.м.н", "к.с.х.н", "д.с.х.н", "т.е", "т.к", "т.н",
+    "т.ч", "т.о", "т.наз", "ок", "прибл", "вкл", "искл", "букв", "англ", "франц", "фр", "нем",
+    "лат", "рус", "греч", "исп", "итал", "кит", "араб", "яп", "укр", "бел", "каз", "mr", "mrs",
+    "ms", "dr", "prof", "st", "no", "nr", "vs", "e.g", "i.e", "cf", "approx",
 ];
 
+#[rustfmt::skip]
 const HEAD_BEFORE_NUMBER: &[&str] = &[
     "рис", "табл", "илл", "гл", "вып", "изд", "арт", "тел", "моб", "факс", "инв", "рег", "fig",
     "p", "pp", "vol", "tel",
 ];
 
+#[rustfmt::skip]
 const TAIL: &[&str] = &[
-    "тыс",
-    "млн",
-    "млрд",
-    "трлн",
-    "руб",
-    "коп",
-    "долл",
-    "проц",
-    "чел",
-    "шт",
-    "ед",
-    "экз",
-    "мес",
-    "сут",
-    "нед",
-    "мин",
-    "сек",
-    "кг",
-    "мг",
-    "мм",
-    "км",
-    "кв.м",
-    "куб.м",
-    "кв.км",
-    "др",
-    "проч",
-    "т.д",
-    "т.п",
-    "н.э",
-    "до.н.э",
-    "etc",
-    "inc",
-    "ltd",
-    "co",
-    "corp",
-    "jr",
-    "sr",
+    "др", "проч", "т.д", "т.п", "н.э", "до.н.э", "etc", "inc", "ltd", "co", "corp", "jr", "sr",
     "llc",
 ];
 
-const UNIT: &[&str] = &["г", "гг", "в", "вв", "ч", "м", "см", "т", "л", "с", "р"];
+#[rustfmt::skip]
+const MEASURE: &[&str] = &[
+    "тыс", "млн", "млрд", "трлн", "руб", "коп", "долл", "проц", "чел", "шт", "ед", "экз", "мес",
+    "сут", "нед", "мин", "сек", "кг", "мг", "мм", "км", "кв.м", "куб.м", "кв.км",
+];
+
+const UNIT: &[&str] = &["ч", "м", "см", "т", "л", "с", "р"];
+
+const YEAR: &[&str] = &["г", "гг", "в", "вв"];
 
 /// Multi-letter initials of first names (`Дж. Смит`); single capitals are handled apart.
 const INITIALS: &[&str] = &["дж", "вл", "вс", "ал", "конст"];
 
 /// The kind of the abbreviation `key` (lower case, dots inside kept), if it is one.
 ///
-/// A unit abbreviation is also a head one (`см. выше`, `т. 2`), so the caller decides with
-/// [`AbbrevKind::Unit`] by looking at what stands before it.
+/// Unit and year abbreviations are also head ones (`см. выше`, `г. Москва`): the caller tells
+/// them apart by looking at what stands before them.
 pub(crate) fn kind(key: &str) -> Option<AbbrevKind> {
-    if UNIT.contains(&key) {
+    if YEAR.contains(&key) {
+        Some(AbbrevKind::Year)
+    } else if UNIT.contains(&key) {
         Some(AbbrevKind::Unit)
+    } else if MEASURE.contains(&key) {
+        Some(AbbrevKind::Measure)
     } else if TAIL.contains(&key) {
         Some(AbbrevKind::Tail)
     } else if HEAD_BEFORE_NUMBER.contains(&key) {
@@ -216,6 +88,24 @@ pub(crate) fn kind(key: &str) -> Option<AbbrevKind> {
     } else {
         None
     }
+}
+
+/// Whether `word` (lower case) is a unit or magnitude, abbreviated or not, so that a number
+/// before it continues an amount (`5 руб. 50 коп.`).
+pub(crate) fn is_unit_word(word: &str) -> bool {
+    const UNIT_STEMS: &[&str] = &["руб", "коп", "тыс", "млн", "млрд", "мин", "сек", "час", "долл"];
+    matches!(kind(word), Some(AbbrevKind::Measure | AbbrevKind::Unit))
+        || UNIT_STEMS.iter().any(|stem| word.starts_with(stem))
+}
+
+/// Whether `text` speaks of an address, where `пр.` is `проспект`.
+pub(crate) fn mentions_address(text: &str) -> bool {
+    const ADDRESS_WORDS: &[&str] = &[
+        "ул.", "пер.", "пл.", "наб.", "просп.", "ш.", "улиц", "переул", "площад", "пересечени",
+        "адрес", "проспект",
+    ];
+    let text = text.to_lowercase();
+    ADDRESS_WORDS.iter().any(|w| text.contains(w))
 }
 
 /// Whether `word` (any case) is the initial of a first name: a single capital, or `Дж`.
@@ -230,57 +120,16 @@ pub(crate) fn is_initial(word: &str) -> bool {
 
 /// Prepositions and words that, with numbers and months, make up a date adverbial such as
 /// `В 2007 г.` or `С 1 января по 31 марта 2024 г.`: a fragment made only of them is no sentence.
+#[rustfmt::skip]
 const DATE_WORDS: &[&str] = &[
-    "в",
-    "во",
-    "с",
-    "со",
-    "к",
-    "ко",
-    "до",
-    "по",
-    "на",
-    "от",
-    "за",
-    "около",
-    "после",
-    "перед",
-    "между",
-    "и",
-    "или",
-    "течение",
-    "конце",
-    "начале",
-    "середине",
-    "концу",
-    "началу",
-    "период",
-    "г",
-    "гг",
-    "вв",
-    "год",
-    "года",
-    "году",
-    "годы",
-    "годов",
-    "годах",
-    "-",
-    "–",
-    "—",
+    "в", "во", "с", "со", "к", "ко", "до", "по", "на", "от", "за", "около", "после", "перед",
+    "между", "и", "или", "течение", "конце", "начале", "середине", "концу", "началу", "период",
+    "г", "гг", "вв", "год", "года", "году", "годы", "годов", "годах", "-", "–", "—",
 ];
 
+#[rustfmt::skip]
 const MONTHS: &[&str] = &[
-    "январ",
-    "феврал",
-    "март",
-    "апрел",
-    "ма",
-    "июн",
-    "июл",
-    "август",
-    "сентябр",
-    "октябр",
-    "ноябр",
+    "январ", "феврал", "март", "апрел", "ма", "июн", "июл", "август", "сентябр", "октябр", "ноябр",
     "декабр",
 ];
 
@@ -312,7 +161,9 @@ mod tests {
         assert_eq!(kind("ул"), Some(AbbrevKind::Head));
         assert_eq!(kind("т.е"), Some(AbbrevKind::Head));
         assert_eq!(kind("т.д"), Some(AbbrevKind::Tail));
-        assert_eq!(kind("г"), Some(AbbrevKind::Unit));
+        assert_eq!(kind("г"), Some(AbbrevKind::Year));
+        assert_eq!(kind("т"), Some(AbbrevKind::Unit));
+        assert_eq!(kind("руб"), Some(AbbrevKind::Measure));
         assert_eq!(kind("рис"), Some(AbbrevKind::HeadBeforeNumber));
         assert_eq!(kind("москва"), None);
     }

@@ -187,11 +187,11 @@ fn ends_sentence(c: &Candidate, fragment: &str) -> bool {
     if !c.closers.is_empty() {
         return true; // `."` / `.»` / `.)` before a capital
     }
-    full_stop_ends_sentence(c.before, fragment, next)
+    full_stop_ends_sentence(c.before, fragment, c.after)
 }
 
 /// The decision for a lone full stop from the token before it.
-fn full_stop_ends_sentence(before: &str, fragment: &str, next: Next) -> bool {
+fn full_stop_ends_sentence(before: &str, fragment: &str, after: &str) -> bool {
     if is_label(fragment) {
         return false;
     }
@@ -204,8 +204,9 @@ fn full_stop_ends_sentence(before: &str, fragment: &str, next: Next) -> bool {
     }
     if let Some((kind, key_len)) = abbreviation(&chain) {
         let first_part = chain[chain.len() - key_len];
+        let kind = closes_enumeration(before, first_part, fragment, kind);
         let after_number = follows_number(before, first_part);
-        return abbreviation_ends_sentence(kind, after_number, fragment, next);
+        return abbreviation_ends_sentence(kind, after_number, fragment, after);
     }
     let single_lower = last.chars().count() == 1 && last.chars().all(char::is_lowercase);
     !single_lower
@@ -215,13 +216,43 @@ fn abbreviation_ends_sentence(
     kind: AbbrevKind,
     after_number: bool,
     fragment: &str,
-    next: Next,
+    after: &str,
 ) -> bool {
     match kind {
         AbbrevKind::Head => false,
-        AbbrevKind::Unit if !after_number => false,
-        AbbrevKind::HeadBeforeNumber => next != Next::Digit,
-        AbbrevKind::Tail | AbbrevKind::Unit => next != Next::Digit && !is_date_adverbial(fragment),
+        AbbrevKind::Unit | AbbrevKind::Year if !after_number => false,
+        AbbrevKind::HeadBeforeNumber => next_kind(after) != Next::Digit,
+        AbbrevKind::Measure | AbbrevKind::Unit => !continues_amount(after),
+        AbbrevKind::Tail => true,
+        AbbrevKind::Year => !is_date_adverbial(fragment),
+    }
+}
+
+/// Whether `after` goes on with the amount before it: a number and a smaller unit
+/// (`5 руб. | 50 коп.`, `10 ч. | 30 мин.`, `2 млн | 300 тыс.`).
+fn continues_amount(after: &str) -> bool {
+    let number_len = run_len(after, |c| c.is_ascii_digit() || c == ',' || c == ' ');
+    let unit: String = after[number_len..]
+        .chars()
+        .take_while(|c| c.is_alphabetic())
+        .collect();
+    number_len > 0 && abbrev::is_unit_word(&unit.to_lowercase())
+}
+
+/// `и пр.` is `и прочее` and closes a list, unless the sentence speaks of streets
+/// (`ул. Ленина и пр. Победы`, where it is `проспект`).
+fn closes_enumeration(
+    before: &str,
+    first_part: &str,
+    fragment: &str,
+    kind: AbbrevKind,
+) -> AbbrevKind {
+    let start = first_part.as_ptr() as usize - before.as_ptr() as usize;
+    let after_and = last_token(before[..start].trim_end_matches(is_space)).to_lowercase() == "и";
+    if after_and && first_part == "пр" && !abbrev::mentions_address(fragment) {
+        AbbrevKind::Tail
+    } else {
+        kind
     }
 }
 
