@@ -145,7 +145,8 @@ def years(r):
 
 
 def money(r):
-    return "amounts", f"{r.choice(['Ущерб составил', 'Сумма похищенного превысила', 'На программу выделено', 'Штраф составит'])} {amount(r)}"  + "."
+    text = f"{r.choice(['Ущерб составил', 'Сумма похищенного превысила', 'На программу выделено', 'Штраф составит'])} {amount(r)}"
+    return "amounts", text if text.endswith(".") else text + "."
 
 
 def people_count(r):
@@ -236,17 +237,88 @@ def brackets(r):
 
 
 def latin(r):
-    return "latin", f"Отчёт подготовлен компанией {r.choice(COMPANIES)}"  + r.choice([".", " при участии экспертов Europol."])
+    company = r.choice(COMPANIES)
+    end = r.choice(["", " при участии экспертов Europol."])
+    return "latin", f"Отчёт подготовлен компанией {company}{end}" + ("" if (end or company).endswith(".") else ".")
 
 
 def century(r):
     return "dates", f"В {r.choice(['XIX', 'XX', 'XVIII'])} в. {r.choice(['город', 'район', 'порт'])} был важным {r.choice(['торговым', 'промышленным'])} центром."
 
 
+def web(r):
+    site = r.choice(["мвд.рф", "gibdd.ru", "www.mchs.gov.ru", "press@mvd.ru"])
+    return "web", f"Подробности {r.choice(['опубликованы на сайте', 'можно узнать по адресу'])} {site}."
+
+
+def percent_time(r):
+    return "numbers", f"{r.choice(['Раскрываемость выросла на', 'Доля нарушений снизилась на'])} {r.randint(2, 40)}% {r.choice(['к 18:00', 'за сутки', 'по итогам года'])}."
+
+
+def ends_with_number(r):
+    return "numbers", f"{r.choice(['Число пострадавших составило', 'Всего задержанных', 'Количество эвакуированных достигло'])} {r.randint(2, 900)}."
+
+
+def ends_with_date(r):
+    return "dates", f"Информация актуальна на {r.randint(10, 28)}.{r.randint(10, 12)}.{r.randint(2015, 2025)}."
+
+
+def ends_with_acronym(r):
+    return "plain", f"{r.choice(['Делегация прибыла из', 'Соглашение подписано с представителями', 'Запрос направлен в'])} {r.choice(['США', 'ООН', 'ОБСЕ', 'КНР', 'ЕАЭС', 'МВД РФ'])}."
+
+
+def parenthesis_end(r):
+    return "brackets", f"{r.choice(['Фото', 'Видео', 'Схема проезда'])} предоставлено пресс-службой ({r.choice(['архив', 'иллюстрация', 'фото: МВД'])})."
+
+
+def quote_start(r):
+    return "quotes", f"«{r.choice(['Ростелеком', 'Аэрофлот', 'Почта России', 'Сбербанк'])}» {r.choice(['сообщил о сбое', 'предупредил клиентов', 'усилил защиту данных'])}."
+
+
+def quoted_question(r):
+    return "quotes", f"«{r.choice(QUESTIONS)}?» — {r.choice(['спрашивают читатели', 'такой вопрос задали школьники'])}."
+
+
+def because(r):
+    return "abbreviations", f"Движение ограничено, т. к. {r.choice(['ведутся ремонтные работы', 'проходят учения', 'на трассе гололёд'])}."
+
+
+def for_example(r):
+    return "abbreviations", f"Мошенники используют {r.choice(['мессенджеры', 'соцсети'])}, напр. {r.choice(['Telegram', 'WhatsApp', 'VK'])}, для рассылки ссылок."
+
+
+def see_also(r):
+    return "abbreviations", f"Порядок действий описан в памятке (см. {r.choice(['приложение', 'раздел'])} {r.randint(1, 9)})."
+
+
+def approx(r):
+    return "amounts", f"В мероприятии участвовали ок. {r.randint(2, 900)} человек из {r.randint(2, 60)} регионов."
+
+
+def short(r):
+    return "plain", r.choice(["Пострадавших нет.", "Возбуждено уголовное дело.", "Расследование продолжается.",
+                              "Задержанный заключён под стражу.", "Угрозы жизни нет.", "Ведётся проверка."])
+
+
+def inline_list(r):
+    return "lists", f"Задачи на год: 1) {r.choice(ADVICE).lower()}; 2) {r.choice(ADVICE).lower()}."
+
+
+def monarch(r):
+    return "hard", f"Музей посвящён эпохе {r.choice(['Петра I', 'Екатерины II', 'Александра III'])}."
+
+
+def grade_letter(r):
+    return "hard", f"Обучение прошли водители категории {r.choice(['B', 'C', 'D'])}."
+
+
 TEMPLATES = [plain, org_action, with_person, person_first, dated, dated_end, years, money,
              people_count, number_start, decimal, legal, legal_section, order_no, abbreviations,
              that_is, so_called, address, named_after, quote, quote_inner, quote_colon, quote_name,
-             question, exclaim, ellipsis, dialogue, dialogue_reply, brackets, latin, century]
+             question, exclaim, ellipsis, dialogue, dialogue_reply, brackets, latin, century, web,
+             percent_time, ends_with_number, ends_with_date, ends_with_acronym, parenthesis_end,
+             quote_start, quoted_question, because, for_example, see_also, approx, short,
+             inline_list, monarch, grade_letter]
 
 
 def documents(count, seed):
@@ -296,18 +368,20 @@ def compare(binary, count, seed):
     docs = documents(count, seed)
     texts = [text for text, _ in docs]
     ours = run_mtsum(binary, texts)
-    disagree, errors = 0, {"mtsum": Counter(), "razdel": Counter()}
+    disagree, by_kind, errors = 0, Counter(), {"mtsum": Counter(), "razdel": Counter()}
     for (text, spans), our in zip(docs, ours):
         truth = {end for _, _, end in spans[:-1]}
         mine = ends(text, our)
         theirs = ends(text, [s.text for s in sentenize(text)])
         disagree += len(mine ^ theirs)
+        by_kind.update(kind_at(spans, offset) for offset in mine ^ theirs)
         for name, found in (("mtsum", mine), ("razdel", theirs)):
             for offset in found ^ truth:
                 errors[name][kind_at(spans, offset)] += 1
     per_k = lambda n: 1000.0 * n / count
     print(f"{count} generated sentences in {len(docs)} documents (seed {seed})")
-    print(f"disagreements mtsum vs razdel: {disagree} = {per_k(disagree):.1f} per 1,000 sentences")
+    detail = ", ".join(f"{k} {v}" for k, v in by_kind.most_common())
+    print(f"disagreements mtsum vs razdel: {disagree} = {per_k(disagree):.1f} per 1,000 sentences ({detail})")
     for name, counter in errors.items():
         total = sum(counter.values())
         detail = ", ".join(f"{k} {v}" for k, v in counter.most_common())

@@ -93,7 +93,9 @@ pub(crate) fn kind(key: &str) -> Option<AbbrevKind> {
 /// Whether `word` (lower case) is a unit or magnitude, abbreviated or not, so that a number
 /// before it continues an amount (`5 руб. 50 коп.`).
 pub(crate) fn is_unit_word(word: &str) -> bool {
-    const UNIT_STEMS: &[&str] = &["руб", "коп", "тыс", "млн", "млрд", "мин", "сек", "час", "долл"];
+    const UNIT_STEMS: &[&str] = &[
+        "руб", "коп", "тыс", "млн", "млрд", "мин", "сек", "час", "долл",
+    ];
     matches!(kind(word), Some(AbbrevKind::Measure | AbbrevKind::Unit))
         || UNIT_STEMS.iter().any(|stem| word.starts_with(stem))
 }
@@ -101,8 +103,18 @@ pub(crate) fn is_unit_word(word: &str) -> bool {
 /// Whether `text` speaks of an address, where `пр.` is `проспект`.
 pub(crate) fn mentions_address(text: &str) -> bool {
     const ADDRESS_WORDS: &[&str] = &[
-        "ул.", "пер.", "пл.", "наб.", "просп.", "ш.", "улиц", "переул", "площад", "пересечени",
-        "адрес", "проспект",
+        "ул.",
+        "пер.",
+        "пл.",
+        "наб.",
+        "просп.",
+        "ш.",
+        "улиц",
+        "переул",
+        "площад",
+        "пересечени",
+        "адрес",
+        "проспект",
     ];
     let text = text.to_lowercase();
     ADDRESS_WORDS.iter().any(|w| text.contains(w))

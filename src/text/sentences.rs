@@ -199,8 +199,11 @@ fn full_stop_ends_sentence(before: &str, fragment: &str, after: &str) -> bool {
     let Some(last) = chain.last() else {
         return number_ends_sentence(last_token(before), fragment);
     };
-    if abbrev::is_initial(last) || abbrev::is_roman(last) {
-        return false; // `Ю. Шток`, `Н. Э. Баумана` (not `н. э.`), `XIV.`
+    if let Some(ends) = latin_capitals_end_sentence(last, after) {
+        return ends;
+    }
+    if abbrev::is_initial(last) {
+        return false; // `Ю. Шток`, `Н. Э. Баумана` (not `н. э.`)
     }
     if let Some((kind, key_len)) = abbreviation(&chain) {
         let first_part = chain[chain.len() - key_len];
@@ -210,6 +213,24 @@ fn full_stop_ends_sentence(before: &str, fragment: &str, after: &str) -> bool {
     }
     let single_lower = last.chars().count() == 1 && last.chars().all(char::is_lowercase);
     !single_lower
+}
+
+/// A Roman numeral of several letters ends a sentence (`эпохи Петра II.`; as a label it was
+/// caught before). A single Latin capital is an initial before a Latin word (`J. P. Morgan`)
+/// and ends the sentence before anything else (`Петра I. Музей`, `категории B. 15 человек`).
+/// `None` for anything else.
+fn latin_capitals_end_sentence(word: &str, after: &str) -> Option<bool> {
+    let mut chars = word.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_uppercase() => Some(!starts_with_latin(after)),
+        (Some(_), Some(_)) if abbrev::is_roman(word) => Some(true),
+        _ => None,
+    }
+}
+
+fn starts_with_latin(text: &str) -> bool {
+    text.trim_start_matches(|c: char| !c.is_alphanumeric())
+        .starts_with(|c: char| c.is_ascii_alphabetic())
 }
 
 fn abbreviation_ends_sentence(
