@@ -63,16 +63,14 @@ pub(crate) struct Boundary {
 
 /// Every sentence boundary of `text`, protected ones included, in order.
 pub(crate) fn boundaries(text: &str) -> Vec<Boundary> {
-    let pairs = matched_pairs(text);
+    let mut quoted = QuotedSpans::new(matched_pairs(text));
     let mut found = Vec::new();
     let mut fragment_start = 0;
     for candidate in candidates(text) {
         if !ends_sentence(&candidate, &text[fragment_start..candidate.punct_start]) {
             continue;
         }
-        let protected = pairs
-            .iter()
-            .any(|pair| pair.start < candidate.pos && candidate.pos < pair.end);
+        let protected = quoted.contains(candidate.pos);
         if !protected {
             fragment_start = candidate.pos;
         }
@@ -82,6 +80,37 @@ pub(crate) fn boundaries(text: &str) -> Vec<Boundary> {
         });
     }
     found
+}
+
+/// Answers "is this position inside a quotation?" for ascending positions in linear time.
+struct QuotedSpans {
+    /// Matched pairs, by start.
+    pairs: Vec<Range<usize>>,
+    /// How many pairs start before the last position asked about.
+    started: usize,
+    /// The furthest end among them.
+    furthest_end: usize,
+}
+
+impl QuotedSpans {
+    fn new(mut pairs: Vec<Range<usize>>) -> Self {
+        pairs.sort_by_key(|pair| pair.start);
+        QuotedSpans {
+            pairs,
+            started: 0,
+            furthest_end: 0,
+        }
+    }
+
+    /// Whether some pair opens before `pos` and closes after it; `pos` must not decrease
+    /// between calls.
+    fn contains(&mut self, pos: usize) -> bool {
+        while let Some(pair) = self.pairs.get(self.started).filter(|p| p.start < pos) {
+            self.furthest_end = self.furthest_end.max(pair.end);
+            self.started += 1;
+        }
+        pos < self.furthest_end
+    }
 }
 
 /// Terminal punctuation with its closers, followed by whitespace and more text.
@@ -347,9 +376,16 @@ fn follows_number(before: &str, first_part: &str) -> bool {
             .is_some_and(|(number, _)| is_digits(number))
 }
 
+/// Labels and date adverbials are short: longer fragments are not examined, which also keeps
+/// the segmenter linear on long runs of candidates that do not split (`Ю. Ю. Ю. ...`).
+const SHORT_FRAGMENT_BYTES: usize = 160;
+
 /// A list label alone: `1`, `8.1`, `§ 2`, `IV`, `а`, `Статья 5`, `Глава IV`.
 fn is_label(fragment: &str) -> bool {
     const LABEL_WORDS: &[&str] = &["статья", "глава", "раздел", "часть", "пункт", "приложение"];
+    if fragment.len() > SHORT_FRAGMENT_BYTES {
+        return false;
+    }
     let words: Vec<&str> = fragment.split(is_space).filter(|w| !w.is_empty()).collect();
     let label = match words.as_slice() {
         [label] => *label,
@@ -365,6 +401,9 @@ fn is_label(fragment: &str) -> bool {
 
 /// A date adverbial alone (`В 2007 г`, `С 1 по 15 июля 2024 г`): a sentence needs more.
 fn is_date_adverbial(fragment: &str) -> bool {
+    if fragment.len() > SHORT_FRAGMENT_BYTES {
+        return false;
+    }
     let words: Vec<String> = fragment
         .split(|c: char| is_space(c) || c == '.' || c == ',')
         .filter(|w| !w.is_empty())
@@ -375,6 +414,8 @@ fn is_date_adverbial(fragment: &str) -> bool {
         .any(|w| w.starts_with(|c: char| c.is_ascii_digit()))
         && words.iter().all(|w| abbrev::is_date_word(w))
 }
+
+const MAX_NESTING: usize = 8;
 
 /// Start and end (exclusive, the byte index of the closing mark) of each matched pair of quotes
 /// or brackets. An opening mark that is never closed protects nothing.
@@ -394,7 +435,11 @@ fn matched_pairs(text: &str) -> Vec<Range<usize>> {
         match role {
             Some(true) => open.push((c, i)),
             Some(false) => {
-                if let Some(depth) = open.iter().rposition(|(o, _)| closes(*o, c)) {
+                // Look a few levels down only: a closer skips unclosed openers inside it, but
+                // real nesting is shallow, and this keeps hostile input linear.
+                let searched = open.len().saturating_sub(MAX_NESTING);
+                if let Some(depth) = open[searched..].iter().rposition(|(o, _)| closes(*o, c)) {
+                    let depth = searched + depth;
                     pairs.push(open[depth].1..i);
                     open.truncate(depth);
                 }
