@@ -2,8 +2,10 @@
 
 use super::sentences::is_space;
 
-/// What a block is in the document's structure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a block is in the document's structure (`"heading"`, `"paragraph"`, `"list_item"` in
+/// JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BlockKind {
     Heading,
     Paragraph,

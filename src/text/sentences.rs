@@ -180,22 +180,24 @@ enum Next {
 }
 
 fn next_kind(after: &str) -> Next {
-    let mut chars = after.chars().filter(|c| !is_invisible(*c));
-    let Some(first) = chars.next() else {
+    let after = after.trim_start_matches(is_invisible);
+    let Some(first) = after.chars().next() else {
         return Next::Punctuation;
     };
+    if DASHES.contains(&first) {
+        // A dialogue line: what matters is the word after the dash.
+        let rest = after.trim_start_matches(|c: char| DASHES.contains(&c) || is_space(c));
+        return match next_kind(rest) {
+            Next::Lower => Next::Lower,
+            _ => Next::Capital,
+        };
+    }
     if first.is_lowercase() {
         Next::Lower
     } else if first.is_uppercase() {
         Next::Capital
     } else if first.is_numeric() {
         Next::Digit
-    } else if DASHES.contains(&first) {
-        let rest: String = chars.collect();
-        match next_kind(rest.trim_start_matches(is_space)) {
-            Next::Lower => Next::Lower,
-            _ => Next::Capital,
-        }
     } else if OPENERS.contains(&first) || "№§$€£+*•".contains(first) {
         Next::Capital
     } else {
