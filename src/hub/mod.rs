@@ -237,8 +237,10 @@ impl HubModel<'_> {
             }
             other => other?,
         };
-        self.fetch_needed(&remote, &listing)?;
+        // Recorded first, as huggingface_hub does: after an interrupted fetch, offline mode
+        // names the files still missing rather than the whole model.
         self.cached.write_ref(self.revision, &listing.sha)?;
+        self.fetch_needed(&remote, &listing)?;
         Ok(listing.sha)
     }
 
