@@ -96,8 +96,9 @@ pub struct ResolvedModel {
     pub preset: Option<Preset>,
 }
 
-/// What a model spec names.
+/// What a model spec names. Short-lived, so the preset is not boxed.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 enum Spec {
     Local(PathBuf),
     Hub {
