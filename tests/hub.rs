@@ -218,6 +218,39 @@ fn revisions_pin_branches_tags_and_commits() {
 }
 
 #[test]
+fn a_commit_cached_in_full_is_used_without_asking_the_hub() {
+    let hub = MockHub::start();
+    let commit = hub.publish("org/marian", "main", marian_repo("a"));
+    let cache = tempfile::tempdir().unwrap();
+    let spec = format!("org/marian@{commit}");
+    hub::resolve(&spec, &online(&hub, cache.path())).unwrap();
+    hub.clear_log();
+    let again = hub::resolve(&spec, &online(&hub, cache.path())).unwrap();
+    assert_eq!(again.commit, Some(commit));
+    assert_eq!(hub.requests().len(), 0, "{:?}", hub.requests());
+}
+
+#[test]
+fn a_leftover_part_file_longer_than_the_blob_is_discarded() {
+    let hub = MockHub::start();
+    let files = marian_repo("a");
+    hub.publish("org/marian", "main", files.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let weights = file(&files, "model.safetensors");
+    let blobs = repo_dir(cache.path(), "org/marian").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let part = blobs.join(format!("{}.part", weights.sha256()));
+    std::fs::write(&part, vec![0u8; weights.bytes.len() + 10]).unwrap();
+
+    let model = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();
+    assert_eq!(
+        std::fs::read(model.dir.join("model.safetensors")).unwrap(),
+        weights.bytes
+    );
+    assert!(!part.exists());
+}
+
+#[test]
 fn unknown_repos_and_revisions_are_named_as_such() {
     let hub = MockHub::start();
     hub.publish("org/marian", "main", marian_repo("a"));
@@ -391,6 +424,7 @@ fn a_download_interrupted_in_one_run_is_never_used_and_resumes_in_the_next() {
     assert!(resumed_from[0] >= 20_000, "{resumed_from:?}");
 }
 
+#[cfg(unix)]
 #[test]
 fn a_cache_written_in_the_huggingface_hub_layout_by_hand_is_used_as_is() {
     let hub = MockHub::start();

@@ -9,28 +9,8 @@ use assert_cmd::Command;
 use common::mock_hub::MockHub;
 use common::{marian_repo, t5_repo};
 
-/// `mtsum` with a clean hub environment: HF_HOME and HF_ENDPOINT set, nothing else inherited.
 fn mtsum(hub: &MockHub, home: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("mtsum").unwrap();
-    for var in [
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_HUB_OFFLINE",
-        "XDG_CACHE_HOME",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("HF_HOME", home).env("HF_ENDPOINT", hub.endpoint());
-    cmd
+    common::mtsum_with_hub(&hub.endpoint(), home)
 }
 
 fn stdout(output: &std::process::Output) -> String {

@@ -133,3 +133,19 @@ pub(crate) fn is_disk_full(err: &std::io::Error) -> bool {
         || matches!(err.raw_os_error(), Some(28) if cfg!(unix))
         || matches!(err.raw_os_error(), Some(39 | 112) if cfg!(windows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        let err = HubError::io("/cache/blobs/x", std::io::Error::from_raw_os_error(28));
+        if cfg!(unix) {
+            assert!(matches!(err, HubError::DiskFull { .. }), "{err}");
+            assert!(err.to_string().contains("HF_HUB_CACHE"), "{err}");
+        }
+        let err = HubError::io("/cache/x", std::io::ErrorKind::NotFound.into());
+        assert!(matches!(err, HubError::Io { .. }));
+    }
+}

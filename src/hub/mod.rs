@@ -222,6 +222,12 @@ impl HubModel<'_> {
         if self.config.offline {
             return self.cached_commit();
         }
+        if is_commit(self.revision) {
+            // A commit never changes: a complete snapshot of it needs no word from the hub.
+            if let Ok(commit) = self.cached_commit() {
+                return Ok(commit);
+            }
+        }
         let remote = Remote::new(self.config)?;
         let listing = match remote.listing(&self.cached.repo_id, self.revision) {
             Err(err @ HubError::Unreachable { .. }) => {

@@ -133,11 +133,19 @@ impl Remote {
         sibling: &Sibling,
     ) -> Result<PathBuf, HubError> {
         let file = sibling.rfilename.as_str();
+        let pointer = cached.snapshot(commit).join(file);
+        if let Ok(meta) = std::fs::metadata(&pointer) {
+            // Checked when it was downloaded; `mtsum models verify` checks it again on demand.
+            if sibling.size().is_none_or(|size| size == meta.len()) {
+                return Ok(pointer);
+            }
+        }
         if let Some(pointer) = self.reuse_blob(cached, commit, sibling)? {
             return Ok(pointer);
         }
         // hf-hub keeps an existing snapshot entry as it is; a bad one must go first.
         cached.remove(commit, file);
+        discard_overlong_part(cached, sibling);
         let repo = Repo::with_revision(cached.repo_id.clone(), RepoType::Model, commit.into());
         let downloaded = if self.config.progress && std::io::stderr().is_terminal() {
             let bar = FileBar(indicatif::ProgressBar::new(0));
@@ -252,6 +260,18 @@ impl Remote {
                     .to_string(),
             },
         }
+    }
+}
+
+/// hf-hub resumes `blobs/<etag>.part` from its length and refuses one longer than the file;
+/// such a leftover can only be garbage, so it goes and the download starts over.
+fn discard_overlong_part(cached: &CachedRepo, sibling: &Sibling) {
+    let (Some(expected), Some(size)) = (sibling.expected(), sibling.size()) else {
+        return;
+    };
+    let part = cached.blob(&format!("{}.part", expected.hex()));
+    if std::fs::metadata(&part).is_ok_and(|m| m.len() > size) {
+        let _ = std::fs::remove_file(part);
     }
 }
 

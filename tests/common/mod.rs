@@ -4,7 +4,35 @@
 
 pub mod mock_hub;
 
+use std::path::Path;
+
 use mock_hub::MockFile;
+
+/// The `mtsum` binary with a clean hub environment: `HF_HOME` (an empty folder for a cold
+/// cache) and `HF_ENDPOINT` (the mock hub) set, no token, cache override, offline switch or
+/// proxy inherited from the machine running the tests.
+pub fn mtsum_with_hub(endpoint: &str, home: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("mtsum").expect("the mtsum binary");
+    for var in [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "XDG_CACHE_HOME",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HF_HOME", home).env("HF_ENDPOINT", endpoint);
+    cmd
+}
 
 /// A Marian-style repo as Helsinki-NLP publishes them: the files mtsum needs and the ones it
 /// must leave alone (TF, Rust-bert, README). Contents are small stand-ins: the hub does not
