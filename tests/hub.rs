@@ -239,7 +239,7 @@ fn a_leftover_part_file_longer_than_the_blob_is_discarded() {
     let weights = file(&files, "model.safetensors");
     let blobs = repo_dir(cache.path(), "org/marian").join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
-    let part = blobs.join(format!("{}.part", weights.sha256()));
+    let part = blobs.join(format!("{}.incomplete", weights.sha256()));
     std::fs::write(&part, vec![0u8; weights.bytes.len() + 10]).unwrap();
 
     let model = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();

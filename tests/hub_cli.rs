@@ -171,6 +171,16 @@ fn the_token_is_sent_to_the_hub_and_never_shown() {
     assert!(resolves
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Bearer hf_right_cli_token")));
+    let cdn: Vec<_> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/cdn/"))
+        .collect();
+    assert!(!cdn.is_empty());
+    assert!(
+        cdn.iter().all(|r| r.authorization.is_none()),
+        "the token left the hub: {cdn:?}"
+    );
     let cache = home.path().join("hub");
     for path in walk(&cache) {
         let bytes = std::fs::read(&path).unwrap_or_default();

@@ -69,15 +69,6 @@ impl CachedRepo {
             .map_err(|e| HubError::io(self.ref_path(revision), e))
     }
 
-    /// hf-hub writes `refs/<revision>` after each download, and we download by commit so that
-    /// all files come from the same one; huggingface_hub never names a ref by a commit, so that
-    /// file is taken away again.
-    pub fn drop_commit_ref(&self, commit: &str) {
-        if is_commit(commit) {
-            let _ = std::fs::remove_file(self.ref_path(commit));
-        }
-    }
-
     /// Every `refs/` entry (branches, tags, `pr/N`) with its commit.
     pub fn refs(&self) -> Vec<(String, String)> {
         let root = self.dir.join("refs");

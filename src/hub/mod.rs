@@ -12,6 +12,7 @@
 
 mod checksum;
 mod config;
+mod download;
 mod error;
 mod layout;
 mod needs;

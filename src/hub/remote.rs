@@ -1,25 +1,19 @@
-//! Talking to the hub: the repo listing and file downloads through hf-hub's blocking client,
-//! with what hf-hub leaves out added on top: checksum and size checks after every download,
-//! reuse of blobs already cached, and errors that name the cause (from the hub's
-//! `X-Error-Code` header, as huggingface_hub's `hf_raise_for_status` reads it).
-//!
-//! hf-hub downloads into `blobs/<etag>.part`, resuming from its length with a Range request
-//! (and retrying an interrupted body from where it stopped), then renames it to the blob: a
-//! half-downloaded file never has the blob's name.
+//! Talking to the hub: the repo listing through hf-hub's blocking client, file downloads
+//! through `download.rs`, and on top what hf-hub leaves out: size and checksum checks before a
+//! download takes its blob name, reuse of blobs already cached, and errors that name the cause
+//! (from the hub's `X-Error-Code` header, as huggingface_hub's `hf_raise_for_status` reads it).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{Api, ApiBuilder, ApiError};
+use hf_hub::api::sync::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 
 use super::checksum::Expected;
 use super::config::HubConfig;
+use super::download::{self, Download, DownloadError};
 use super::layout::{blob_of, CachedRepo};
 use super::HubError;
-
-/// How many times hf-hub resumes an interrupted body before giving up.
-const RETRIES: usize = 3;
 
 /// A repo's files at one commit, from `/api/models/{repo}/revision/{rev}?blobs=true`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -78,7 +72,10 @@ struct Target<'a> {
 }
 
 pub(crate) struct Remote {
+    /// hf-hub's client: URLs, and the repo listing (sent to the hub only).
     api: Api,
+    /// File downloads (see `download.rs` for why not hf-hub's).
+    agent: ureq::Agent,
     config: HubConfig,
 }
 
@@ -88,12 +85,12 @@ impl Remote {
             .with_endpoint(config.endpoint.clone())
             .with_token(config.token.clone())
             .with_progress(false)
-            .with_retries(RETRIES)
             .with_user_agent("mtsum", env!("CARGO_PKG_VERSION"))
             .build()
             .map_err(|e| HubError::Other(format!("cannot set up the hub client: {e}")))?;
         Ok(Remote {
             api,
+            agent: download::agent(),
             config: config.clone(),
         })
     }
@@ -123,9 +120,10 @@ impl Remote {
         })
     }
 
-    /// Makes `snapshots/<commit>/<file>` hold the hub's file, downloading it unless a blob with
-    /// its checksum is cached already. The file is checked (size, then checksum) before it is
-    /// used; a bad one is removed and reported.
+    /// Makes `snapshots/<commit>/<file>` hold the hub's file, downloading it unless it or a
+    /// blob with its checksum is cached already. A download lands in
+    /// `blobs/<etag>.incomplete` and takes the blob's name only once its size and checksum
+    /// are right; a bad one is removed and reported.
     pub fn fetch_file(
         &self,
         cached: &CachedRepo,
@@ -143,36 +141,66 @@ impl Remote {
         if let Some(pointer) = self.reuse_blob(cached, commit, sibling)? {
             return Ok(pointer);
         }
-        // hf-hub keeps an existing snapshot entry as it is; a bad one must go first.
-        cached.remove(commit, file);
-        discard_overlong_part(cached, sibling);
-        let repo = Repo::with_revision(cached.repo_id.clone(), RepoType::Model, commit.into());
-        let downloaded = if self.config.progress && std::io::stderr().is_terminal() {
-            let bar = FileBar(indicatif::ProgressBar::new(0));
-            self.api.repo(repo).download_with_progress(file, bar)
-        } else {
-            self.api.repo(repo).download_with_progress(file, ())
-        };
-        cached.drop_commit_ref(commit);
         let target = Target {
             repo: &cached.repo_id,
             revision: commit,
             file: Some(file),
         };
-        let pointer = downloaded.map_err(|e| self.api_error(e, &target, cached))?;
-        if let Some(what) = check(&pointer, sibling)? {
-            cached.remove(commit, file);
+        let (Some(expected), Some(size)) = (sibling.expected(), sibling.size()) else {
+            return Err(HubError::Http {
+                url: format!("{}/api/models/{}", self.config.endpoint, cached.repo_id),
+                status: 200,
+                message: format!("the repo listing gives no size or checksum for {file}"),
+            });
+        };
+        let blob = cached.blob(expected.hex());
+        let part = cached.blob(&format!("{}.incomplete", expected.hex()));
+        let blobs = cached.dir.join("blobs");
+        std::fs::create_dir_all(&blobs).map_err(|e| HubError::io(&blobs, e))?;
+        let repo = Repo::with_revision(cached.repo_id.clone(), RepoType::Model, commit.into());
+        let bar = self.progress_bar(file, size);
+        Download {
+            agent: &self.agent,
+            url: self.api.repo(repo).url(file),
+            token: self.config.token.as_deref(),
+            part: &part,
+            size,
+        }
+        .run(&mut |held| bar.set_position(held))
+        .map_err(|e| self.download_error(e, &target, &part))?;
+        bar.finish();
+        if let Some(what) = check(&part, sibling)? {
+            let _ = std::fs::remove_file(&part);
             return Err(HubError::Corrupt {
                 repo: cached.repo_id.clone(),
                 file: file.into(),
                 what,
             });
         }
+        std::fs::rename(&part, &blob).map_err(|e| HubError::io(&blob, e))?;
         if self.config.progress && !std::io::stderr().is_terminal() {
-            let size = indicatif::HumanBytes(sibling.size().unwrap_or(0));
-            eprintln!("fetched {} {file} ({size})", cached.repo_id);
+            eprintln!(
+                "fetched {} {file} ({})",
+                cached.repo_id,
+                indicatif::HumanBytes(size)
+            );
         }
-        Ok(pointer)
+        cached.link(commit, file, expected.hex())
+    }
+
+    /// A bar per file on a terminal; nothing otherwise (a line is printed when done).
+    fn progress_bar(&self, file: &str, size: u64) -> indicatif::ProgressBar {
+        if !self.config.progress || !std::io::stderr().is_terminal() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:>28} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        indicatif::ProgressBar::new(size)
+            .with_style(style)
+            .with_message(file.to_string())
     }
 
     /// Links the file to a blob already cached (from another commit or another tool) when
@@ -195,26 +223,14 @@ impl Remote {
             .map(Some)
     }
 
-    fn api_error(&self, err: ApiError, target: &Target, cached: &CachedRepo) -> HubError {
+    fn download_error(&self, err: DownloadError, target: &Target, part: &Path) -> HubError {
         match err {
-            ApiError::RequestError(e) => self.request_error(*e, target),
-            ApiError::TooManyRetries(inner) => self.api_error(*inner, target, cached),
-            ApiError::IoError(e) if super::error::is_disk_full(&e) => HubError::DiskFull {
-                path: cached.dir.join("blobs"),
-            },
-            ApiError::IoError(e) => HubError::Interrupted {
+            DownloadError::Request(e) => self.request_error(*e, target),
+            DownloadError::Write(e) => HubError::io(part, e),
+            DownloadError::Interrupted(reason) => HubError::Interrupted {
                 repo: target.repo.into(),
                 file: target.file.unwrap_or_default().into(),
-                reason: e.to_string(),
-            },
-            ApiError::LockAcquisition(path) => HubError::Other(format!(
-                "another process is downloading into {}; wait for it, or remove that lock file if none is",
-                path.display()
-            )),
-            other => HubError::Http {
-                url: format!("{}/{}", self.config.endpoint, target.repo),
-                status: 0,
-                message: other.to_string(),
+                reason,
             },
         }
     }
@@ -263,18 +279,6 @@ impl Remote {
     }
 }
 
-/// hf-hub resumes `blobs/<etag>.part` from its length and refuses one longer than the file;
-/// such a leftover can only be garbage, so it goes and the download starts over.
-fn discard_overlong_part(cached: &CachedRepo, sibling: &Sibling) {
-    let (Some(expected), Some(size)) = (sibling.expected(), sibling.size()) else {
-        return;
-    };
-    let part = cached.blob(&format!("{}.part", expected.hex()));
-    if std::fs::metadata(&part).is_ok_and(|m| m.len() > size) {
-        let _ = std::fs::remove_file(part);
-    }
-}
-
 /// Why a cached or downloaded file is not the hub's, if it is not: size first (cheap), then
 /// the checksum from the listing, or else the one the blob's name promises.
 pub(crate) fn check(path: &Path, sibling: &Sibling) -> Result<Option<String>, HubError> {
@@ -294,30 +298,5 @@ pub(crate) fn check(path: &Path, sibling: &Sibling) -> Result<Option<String>, Hu
     match expected {
         Some(expected) => expected.check(path),
         None => Ok(None),
-    }
-}
-
-/// One indicatif bar per downloaded file.
-struct FileBar(indicatif::ProgressBar);
-
-impl hf_hub::api::Progress for FileBar {
-    fn init(&mut self, size: usize, filename: &str) {
-        let style = indicatif::ProgressStyle::with_template(
-            "{msg:>28} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        self.0.set_style(style);
-        self.0.set_length(size as u64);
-        self.0.set_position(0);
-        self.0.set_message(filename.to_string());
-    }
-
-    fn update(&mut self, size: usize) {
-        self.0.inc(size as u64);
-    }
-
-    fn finish(&mut self) {
-        self.0.finish();
     }
 }

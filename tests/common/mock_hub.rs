@@ -2,11 +2,12 @@
 //! with the headers the real hub sends, a request log, and faults on demand.
 //!
 //! - `GET /api/models/{repo}/revision/{rev}[?blobs=true]`: the listing (`sha`, `siblings` with
-//!   `blobId`, `size`, `lfs.sha256`).
+//!   `blobId`, `size`, `lfs.sha256`), and `GET /api/models/{repo}/tree/{rev}` (huggingface_hub's
+//!   snapshot_download lists with it).
 //! - `GET|HEAD /{repo}/resolve/{rev}/{file}`: small files directly (`ETag` = git blob id), LFS
-//!   files as a 302 to an absolute CDN-like URL (`X-Linked-Etag` = sha256, `X-Linked-Size`);
+//!   files as a 302 to an absolute CDN URL (`X-Linked-Etag` = sha256, `X-Linked-Size`);
 //!   `X-Repo-Commit` always.
-//! - `GET|HEAD /cdn/{sha256}`: LFS content.
+//! - `GET|HEAD /cdn/{sha256}` on a second port (another origin, like the real CDN): LFS content.
 //! - Range requests (`bytes=a-` and `bytes=a-b`) answer 206 with `Content-Range`.
 //! - Errors carry `X-Error-Code` as the hub's do: `RepoNotFound` (401 without a token, 404
 //!   with one), `RevisionNotFound`, `EntryNotFound`, `GatedRepo` (401 without a token, 403 with
@@ -173,19 +174,17 @@ pub struct MockHub {
 }
 
 impl MockHub {
+    /// Starts the hub and its CDN on two ports: another origin, as the real CDN is, so that
+    /// clients neither send the token there nor take its answers for the hub's.
     pub fn start() -> MockHub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = Arc::clone(&state);
-        let base = endpoint.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let state = Arc::clone(&shared);
-                let base = base.clone();
-                std::thread::spawn(move || serve(stream, &state, &base));
-            }
-        });
+        let hub = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let cdn = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let endpoint = format!("http://{}", hub.local_addr().unwrap());
+        // Named `localhost`, not 127.0.0.1: another host to clients, like the real CDN.
+        let cdn_base = format!("http://localhost:{}", cdn.local_addr().unwrap().port());
+        listen(hub, Arc::clone(&state), Some(cdn_base));
+        listen(cdn, Arc::clone(&state), None);
         MockHub { endpoint, state }
     }
 
@@ -253,6 +252,17 @@ impl MockHub {
     }
 }
 
+/// Serves each connection on its own thread: the hub when `cdn_base` is given, else the CDN.
+fn listen(listener: TcpListener, state: Arc<Mutex<State>>, cdn_base: Option<String>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let state = Arc::clone(&state);
+            let cdn_base = cdn_base.clone();
+            std::thread::spawn(move || serve(stream, &state, cdn_base.as_deref()));
+        }
+    });
+}
+
 /// An answer before it is written.
 struct Reply {
     status: u16,
@@ -298,13 +308,19 @@ struct Request {
     headers: HashMap<String, String>,
 }
 
-fn serve(mut stream: TcpStream, state: &Mutex<State>, base: &str) {
+fn serve(mut stream: TcpStream, state: &Mutex<State>, cdn_base: Option<&str>) {
     let Some(request) = read_request(&stream) else {
         return;
     };
     let reply = {
         let mut state = state.lock().unwrap();
-        let reply = route(&request, &mut state, base);
+        let reply = match cdn_base {
+            Some(cdn_base) => route(&request, &mut state, cdn_base),
+            None => match request.path.strip_prefix("/cdn/") {
+                Some(sha) => cdn(&request, &mut state, sha),
+                None => Reply::error(404, "", "NoSuchKey"),
+            },
+        };
         state.log.push(Logged {
             method: request.method.clone(),
             path: request.path.clone(),
@@ -375,22 +391,29 @@ fn write_reply(stream: &mut TcpStream, request: &Request, reply: Reply) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn route(request: &Request, state: &mut State, base: &str) -> Reply {
+fn route(request: &Request, state: &mut State, cdn_base: &str) -> Reply {
     let path = request.path.as_str();
     if let Some(rest) = path.strip_prefix("/api/models/") {
-        let Some((repo, revision)) = rest.split_once("/revision/") else {
-            return Reply::error(404, "", "no such endpoint");
-        };
-        return listing(request, state, repo, &decode(revision));
-    }
-    if let Some(sha) = path.strip_prefix("/cdn/") {
-        return cdn(request, state, sha);
+        if let Some((repo, revision)) = rest.split_once("/revision/") {
+            return listing(request, state, repo, &decode(revision));
+        }
+        if let Some((repo, revision)) = rest.split_once("/tree/") {
+            return tree(request, state, repo, &decode(revision));
+        }
+        return Reply::error(404, "", "no such endpoint");
     }
     if let Some((repo, rest)) = path.trim_start_matches('/').split_once("/resolve/") {
         let Some((revision, file)) = rest.split_once('/') else {
             return Reply::error(404, "EntryNotFound", "no file named");
         };
-        return resolve(request, state, repo, &decode(revision), &decode(file), base);
+        return resolve(
+            request,
+            state,
+            repo,
+            &decode(revision),
+            &decode(file),
+            cdn_base,
+        );
     }
     Reply::error(404, "", "no such endpoint")
 }
@@ -463,13 +486,42 @@ fn listing(request: &Request, state: &State, repo: &str, revision: &str) -> Repl
     }))
 }
 
+/// `/api/models/{repo}/tree/{rev}?recursive=true`, what huggingface_hub's snapshot_download
+/// lists a repo with.
+fn tree(request: &Request, state: &State, repo: &str, revision: &str) -> Reply {
+    let (entry, commit) = match find(request, state, repo, revision) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    let entries: Vec<serde_json::Value> = entry.commits[&commit]
+        .iter()
+        .map(|f| {
+            let mut e = serde_json::json!({
+                "type": "file",
+                "path": f.name,
+                "size": f.bytes.len(),
+                "oid": if f.lfs { git_sha1(f.pointer().as_bytes()) } else { f.git_sha1() },
+            });
+            if f.lfs {
+                e["lfs"] = serde_json::json!({
+                    "oid": f.sha256(),
+                    "size": f.bytes.len(),
+                    "pointerSize": f.pointer().len(),
+                });
+            }
+            e
+        })
+        .collect();
+    Reply::new(200).json(serde_json::Value::Array(entries))
+}
+
 fn resolve(
     request: &Request,
     state: &mut State,
     repo: &str,
     revision: &str,
     file: &str,
-    base: &str,
+    cdn_base: &str,
 ) -> Reply {
     let (entry, commit) = match find(request, state, repo, revision) {
         Ok(found) => found,
@@ -497,7 +549,7 @@ fn resolve(
         );
     };
     if found.lfs {
-        let location = format!("{base}/cdn/{}?file={}", found.sha256(), found.name);
+        let location = format!("{cdn_base}/cdn/{}?file={}", found.sha256(), found.name);
         let mut reply = Reply::new(302)
             .header("Location", location)
             .header(
