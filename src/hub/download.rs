@@ -64,7 +64,7 @@ impl Download<'_> {
                 Ok(response) => response,
                 // Nothing arrived in this run yet: the hub is out of reach or refused.
                 Err(err) if attempt == 0 || !is_transport(&err) => {
-                    return Err(DownloadError::Request(Box::new(err)))
+                    return Err(DownloadError::Request(err))
                 }
                 Err(err) => {
                     last_break = err.to_string();
@@ -91,7 +91,7 @@ impl Download<'_> {
     }
 
     /// GET from `start`, following redirects; the token does not leave the hub's origin.
-    fn request(&self, start: u64) -> Result<ureq::Response, ureq::Error> {
+    fn request(&self, start: u64) -> Result<ureq::Response, Box<ureq::Error>> {
         let mut url = self.url.clone();
         let mut token = self.token;
         for _ in 0..MAX_REDIRECTS {
@@ -102,7 +102,7 @@ impl Download<'_> {
             if let Some(token) = token {
                 request = request.set("Authorization", &format!("Bearer {token}"));
             }
-            let response = request.call()?;
+            let response = request.call().map_err(Box::new)?;
             if !(300..400).contains(&response.status()) {
                 return Ok(response);
             }
@@ -161,10 +161,10 @@ fn is_transport(err: &ureq::Error) -> bool {
     matches!(err, ureq::Error::Transport(_))
 }
 
-fn bad_redirect(url: &str) -> ureq::Error {
-    ureq::Error::from(std::io::Error::other(format!(
+fn bad_redirect(url: &str) -> Box<ureq::Error> {
+    Box::new(ureq::Error::from(std::io::Error::other(format!(
         "a redirect from {url} has no usable Location"
-    )))
+    ))))
 }
 
 /// Same scheme, host and port (huggingface_hub sends the token to nothing else).
