@@ -390,6 +390,30 @@ fn an_interrupted_body_is_resumed_with_a_range_request() {
 }
 
 #[test]
+fn a_server_that_ignores_range_makes_the_download_start_over() {
+    let hub = MockHub::start();
+    let files = marian_repo("a");
+    hub.publish("org/marian", "main", files.clone());
+    hub.fault("model.safetensors", Fault::Disconnect(50_000), 1);
+    hub.fault("model.safetensors", Fault::IgnoreRange, 1);
+    let cache = tempfile::tempdir().unwrap();
+
+    let model = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();
+    let weights = file(&files, "model.safetensors");
+    assert_eq!(
+        std::fs::read(model.dir.join("model.safetensors")).unwrap(),
+        weights.bytes
+    );
+    let cdn: Vec<_> = hub
+        .downloads()
+        .into_iter()
+        .filter(|r| r.path.contains(&weights.sha256()))
+        .map(|r| (r.range_start(), r.status))
+        .collect();
+    assert_eq!(cdn, [(Some(0), 206), (Some(50_000), 200)]);
+}
+
+#[test]
 fn a_download_interrupted_in_one_run_is_never_used_and_resumes_in_the_next() {
     let hub = MockHub::start();
     let files = marian_repo("a");
@@ -406,7 +430,7 @@ fn a_download_interrupted_in_one_run_is_never_used_and_resumes_in_the_next() {
         .to_string();
     assert!(text.contains("missing: model.safetensors"), "{text}");
 
-    hub.fault("model.safetensors", Fault::Disconnect(0), 0);
+    hub.clear_faults();
     hub.clear_log();
     let model = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();
     let weights = file(&files, "model.safetensors");

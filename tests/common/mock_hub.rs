@@ -118,6 +118,8 @@ pub enum Fault {
     Corrupt,
     /// Promise the full length, send n bytes, close the connection.
     Disconnect(usize),
+    /// Answer a Range request with 200 and the whole file, as some servers do.
+    IgnoreRange,
 }
 
 /// One request as the hub saw it.
@@ -162,8 +164,8 @@ struct MockRepo {
 struct State {
     repos: HashMap<String, MockRepo>,
     log: Vec<Logged>,
-    /// file name -> (fault, times left)
-    faults: HashMap<String, (Fault, usize)>,
+    /// (file name, fault, times left), applied in order.
+    faults: Vec<(String, Fault, usize)>,
     commits_made: usize,
 }
 
@@ -230,10 +232,21 @@ impl MockHub {
             .gate = Some(token.into());
     }
 
-    /// Misbehaves the next `times` times the content of `file` (in any repo) is served.
+    /// Misbehaves the next `times` times the content of `file` (in any repo) is served, after
+    /// the faults planned before for it are used up.
     pub fn fault(&self, file: &str, fault: Fault, times: usize) {
         let mut state = self.state.lock().unwrap();
-        state.faults.insert(file.into(), (fault, times));
+        state.faults.push((file.into(), fault, times));
+    }
+
+    /// Behaves again.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    /// Publishes a folder's files (see [`MockFile::from_dir`]) on `main`; returns the commit.
+    pub fn publish_dir(&self, repo: &str, dir: &Path) -> String {
+        self.publish(repo, "main", MockFile::from_dir(dir))
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -587,24 +600,29 @@ fn content(request: &Request, state: &mut State, file: MockFile) -> Reply {
     let probe = range == Some("bytes=0-0");
     let mut bytes = file.bytes.clone();
     let mut cut_after = None;
-    if !probe {
-        if let Some((fault, times)) = state.faults.get_mut(&file.name) {
-            if *times > 0 {
-                *times -= 1;
-                match *fault {
-                    Fault::Truncate(n) => bytes.truncate(n),
-                    Fault::Corrupt => {
-                        if let Some(last) = bytes.last_mut() {
-                            *last ^= 0xff;
-                        }
-                    }
-                    Fault::Disconnect(n) => cut_after = Some(n),
+    let mut honour_range = true;
+    let planned = state
+        .faults
+        .iter_mut()
+        .find(|(name, _, times)| *name == file.name && *times > 0);
+    if let (false, Some((_, fault, times))) = (probe, planned) {
+        *times -= 1;
+        match *fault {
+            Fault::Truncate(n) => bytes.truncate(n),
+            Fault::Corrupt => {
+                if let Some(last) = bytes.last_mut() {
+                    *last ^= 0xff;
                 }
             }
+            Fault::Disconnect(n) => cut_after = Some(n),
+            Fault::IgnoreRange => honour_range = false,
         }
     }
     let total = bytes.len();
-    let mut reply = match range.and_then(|r| parse_range(r, total)) {
+    let mut reply = match range
+        .filter(|_| honour_range)
+        .and_then(|r| parse_range(r, total))
+    {
         Some(Ok((start, end))) => {
             let mut reply =
                 Reply::new(206).header("Content-Range", format!("bytes {start}-{end}/{total}"));
