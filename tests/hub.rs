@@ -641,3 +641,22 @@ fn verify_reports_a_missing_file_and_refuses_to_repair_offline() {
     let err = hub::verify(&[], &offline(cache.path()), true).unwrap_err();
     assert!(err.to_string().contains("offline"), "{err}");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_reported_as_such() {
+    let hub = MockHub::start();
+    let files = marian_repo("a");
+    hub.publish("org/marian", "main", files.clone());
+    let cache = tempfile::tempdir().unwrap();
+    // Every write to /dev/full fails with ENOSPC: put it where the download goes.
+    let weights = file(&files, "model.safetensors");
+    let blobs = repo_dir(cache.path(), "org/marian").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let part = blobs.join(format!("{}.incomplete", weights.sha256()));
+    std::os::unix::fs::symlink("/dev/full", &part).unwrap();
+
+    let err = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap_err();
+    assert!(matches!(err, HubError::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+}

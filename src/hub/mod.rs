@@ -415,11 +415,15 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn is_good(&self) -> bool {
-        self.missing.is_empty()
-            && !self
-                .files
-                .iter()
-                .any(|(_, state)| matches!(state, FileState::Bad(_)))
+        self.missing.is_empty() && self.bad_files().next().is_none()
+    }
+
+    /// The files whose content is not the hub's.
+    pub fn bad_files(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .iter()
+            .filter(|(_, state)| matches!(state, FileState::Bad(_)))
+            .map(|(file, _)| file.as_str())
     }
 }
 
@@ -432,45 +436,54 @@ pub fn verify(
     repair: bool,
 ) -> Result<Vec<VerifyReport>, HubError> {
     let config = HubConfig::new(opts);
-    let remote = if config.offline {
-        None
-    } else {
-        Some(Remote::new(&config)?)
-    };
-    let mut reports = Vec::new();
-    for (repo, commit) in snapshots_to_verify(specs, &config)? {
-        let cached = CachedRepo::new(&config.cache_dir, &repo);
-        let listing = match &remote {
-            Some(remote) => Some(remote.listing(&repo, &commit)?),
-            None => None,
-        };
-        let mut report = verify_snapshot(&cached, &commit, listing.as_ref())?;
-        if repair && !report.is_good() {
-            let remote = remote.as_ref().ok_or_else(|| {
-                HubError::Other("--repair downloads files again: it cannot run offline".into())
-            })?;
-            for (file, state) in &report.files {
-                if matches!(state, FileState::Bad(_)) {
-                    cached.remove(&commit, file);
-                }
-            }
-            let listing = listing
-                .as_ref()
-                .ok_or_else(|| HubError::Other("no listing".into()))?;
-            let model = HubModel {
-                spec: &repo,
-                cached: cached.clone(),
-                revision: &commit,
-                preset: None,
-                config: &config,
-            };
-            model.fetch_needed(remote, listing)?;
-            report = verify_snapshot(&cached, &commit, Some(listing))?;
-            report.repaired = true;
-        }
-        reports.push(report);
+    if repair && config.offline {
+        return Err(HubError::Other(
+            "--repair downloads files again: it cannot run offline".into(),
+        ));
     }
-    Ok(reports)
+    let remote = (!config.offline)
+        .then(|| Remote::new(&config))
+        .transpose()?;
+    snapshots_to_verify(specs, &config)?
+        .into_iter()
+        .map(|(repo, commit)| {
+            let cached = CachedRepo::new(&config.cache_dir, &repo);
+            match &remote {
+                None => verify_snapshot(&cached, &commit, None),
+                Some(remote) => verify_online(&cached, &commit, remote, &config, repair),
+            }
+        })
+        .collect()
+}
+
+/// Checks a snapshot against the hub's listing of its commit; with `repair`, removes the bad
+/// files and fetches them (and any missing one) again.
+fn verify_online(
+    cached: &CachedRepo,
+    commit: &str,
+    remote: &Remote,
+    config: &HubConfig,
+    repair: bool,
+) -> Result<VerifyReport, HubError> {
+    let listing = remote.listing(&cached.repo_id, commit)?;
+    let report = verify_snapshot(cached, commit, Some(&listing))?;
+    if !repair || report.is_good() {
+        return Ok(report);
+    }
+    for file in report.bad_files() {
+        cached.remove(commit, file);
+    }
+    let model = HubModel {
+        spec: &cached.repo_id,
+        cached: cached.clone(),
+        revision: commit,
+        preset: None,
+        config,
+    };
+    model.fetch_needed(remote, &listing)?;
+    let mut report = verify_snapshot(cached, commit, Some(&listing))?;
+    report.repaired = true;
+    Ok(report)
 }
 
 /// (repo, commit) pairs: the named models' cached commits, or every cached snapshot.
