@@ -660,3 +660,18 @@ fn a_full_disk_is_reported_as_such() {
     assert!(matches!(err, HubError::DiskFull { .. }), "{err}");
     assert!(err.to_string().contains("disk full"), "{err}");
 }
+
+#[test]
+fn an_empty_file_is_fetched_without_a_range_request() {
+    let hub = MockHub::start();
+    let mut files = t5_repo();
+    files.retain(|f| f.name != "special_tokens_map.json");
+    files.push(MockFile::text("special_tokens_map.json", ""));
+    hub.publish("org/t5", "main", files);
+    let cache = tempfile::tempdir().unwrap();
+
+    let model = hub::resolve("org/t5", &online(&hub, cache.path())).unwrap();
+    let empty = model.dir.join("special_tokens_map.json");
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert!(hub::verify(&[], &online(&hub, cache.path()), false).unwrap()[0].is_good());
+}

@@ -58,7 +58,13 @@ impl Download<'_> {
             }
             let start = self.resumable_length().map_err(DownloadError::Write)?;
             if start == self.size {
-                return Ok(());
+                // Complete already (or an empty file, which needs no request).
+                return std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.part)
+                    .map(drop)
+                    .map_err(DownloadError::Write);
             }
             let response = match self.request(start) {
                 Ok(response) => response,

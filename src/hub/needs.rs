@@ -110,6 +110,8 @@ const COMMON: &[Group] = &[
     Group::required(&[&[CONFIG]]),
     Group::optional(&[&["generation_config.json"]]),
     Group::optional(&[&["tokenizer_config.json"]]),
+    // Read by the tokenizer: its special tokens win over tokenizer_config.json's.
+    Group::optional(&[&["special_tokens_map.json"]]),
 ];
 
 /// Weights in the order candle prefers them; a sharded checkpoint adds the shards its index
