@@ -675,3 +675,27 @@ fn an_empty_file_is_fetched_without_a_range_request() {
     assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     assert!(hub::verify(&[], &online(&hub, cache.path()), false).unwrap()[0].is_good());
 }
+
+#[test]
+fn tokenizer_only_fetches_no_weights_and_a_run_fetches_them_later() {
+    let hub = MockHub::start();
+    hub.publish("org/marian", "main", marian_repo("a"));
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = online(&hub, cache.path());
+    opts.tokenizer_only = true;
+
+    let model = hub::resolve("org/marian", &opts).unwrap();
+    assert!(model.dir.join("source.spm").is_file());
+    assert!(!model.dir.join("model.safetensors").exists());
+    opts.offline = true;
+    hub::resolve("org/marian", &opts).unwrap();
+    let text = hub::resolve("org/marian", &offline(cache.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("missing: model.safetensors or"), "{text}");
+
+    hub.clear_log();
+    let full = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();
+    assert!(full.dir.join("model.safetensors").is_file());
+    assert_eq!(hub.downloads().len(), 1, "{:?}", hub.downloads());
+}

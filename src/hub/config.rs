@@ -17,6 +17,7 @@ pub(crate) struct HubConfig {
     pub token: Option<String>,
     pub offline: bool,
     pub progress: bool,
+    pub tokenizer_only: bool,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -60,6 +61,7 @@ impl HubConfig {
             token,
             offline: opts.offline || env("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v)),
             progress: opts.progress,
+            tokenizer_only: opts.tokenizer_only,
         }
     }
 }

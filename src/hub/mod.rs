@@ -45,6 +45,8 @@ pub struct HubOptions {
     pub cache_dir: Option<PathBuf>,
     /// Access token (else `HF_TOKEN`, else the token file). Never printed.
     pub token: Option<String>,
+    /// Only config and tokenizer files, no weights (for `mtsum tokenize`).
+    pub tokenizer_only: bool,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -55,6 +57,7 @@ impl std::fmt::Debug for HubOptions {
             .field("endpoint", &self.endpoint)
             .field("cache_dir", &self.cache_dir)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("tokenizer_only", &self.tokenizer_only)
             .finish()
     }
 }
@@ -256,9 +259,9 @@ impl HubModel<'_> {
     fn cached_commit(&self) -> Result<String, HubError> {
         let family = self.preset.and_then(|p| Family::from_model_type(&p.family));
         let Some(commit) = self.cached.local_commit(self.revision) else {
-            return Err(self.not_cached(needs::describe_all(family)));
+            return Err(self.not_cached(needs::describe_all(family, self.weights())));
         };
-        let missing = missing_files(&self.cached.snapshot(&commit), family)?;
+        let missing = missing_files(&self.cached.snapshot(&commit), family, self.weights())?;
         if missing.is_empty() {
             Ok(commit)
         } else {
@@ -282,7 +285,7 @@ impl HubModel<'_> {
         let config_path =
             remote.fetch_file(&self.cached, commit, self.sibling(listing, CONFIG)?)?;
         let family = Family::from_config(&config_path)?;
-        let selection = select(family, |f| listing.has(f));
+        let selection = select(family, self.weights(), |f| listing.has(f));
         if !selection.missing.is_empty() {
             return Err(HubError::Incomplete {
                 repo: self.cached.repo_id.clone(),
@@ -301,6 +304,11 @@ impl HubModel<'_> {
         Ok(())
     }
 
+    /// Whether the weights are wanted too.
+    fn weights(&self) -> bool {
+        !self.config.tokenizer_only
+    }
+
     fn sibling<'l>(&self, listing: &'l Listing, file: &str) -> Result<&'l Sibling, HubError> {
         listing.file(file).ok_or_else(|| HubError::FileMissing {
             repo: self.cached.repo_id.clone(),
@@ -311,13 +319,17 @@ impl HubModel<'_> {
 }
 
 /// The needed files a snapshot folder lacks (a broken link counts as missing).
-fn missing_files(snapshot: &Path, family: Option<Family>) -> Result<Vec<String>, HubError> {
+fn missing_files(
+    snapshot: &Path,
+    family: Option<Family>,
+    weights: bool,
+) -> Result<Vec<String>, HubError> {
     let config = snapshot.join(CONFIG);
     if !config.is_file() {
-        return Ok(needs::describe_all(family));
+        return Ok(needs::describe_all(family, weights));
     }
     let family = Family::from_config(&config)?;
-    let selection = select(family, |f| snapshot.join(f).is_file());
+    let selection = select(family, weights, |f| snapshot.join(f).is_file());
     let mut missing = selection.missing.clone();
     if let Some(index) = selection.shard_index() {
         missing.extend(
@@ -374,7 +386,8 @@ pub fn cached_models(opts: &HubOptions) -> Vec<CachedModel> {
                     let dir = cached.snapshot(&commit);
                     CachedSnapshot {
                         size: cached.snapshot_size(&commit),
-                        missing: missing_files(&dir, None).unwrap_or_else(|e| vec![e.to_string()]),
+                        missing: missing_files(&dir, None, true)
+                            .unwrap_or_else(|e| vec![e.to_string()]),
                         commit,
                     }
                 })
@@ -549,7 +562,7 @@ fn verify_snapshot(
         repo: cached.repo_id.clone(),
         commit: commit.into(),
         files,
-        missing: missing_files(&snapshot, None).unwrap_or_else(|e| vec![e.to_string()]),
+        missing: missing_files(&snapshot, None, true).unwrap_or_else(|e| vec![e.to_string()]),
         against_hub: listing.is_some(),
         repaired: false,
     })

@@ -137,13 +137,14 @@ impl Selection {
     }
 }
 
-/// Picks the files a family needs among those for which `has` is true.
-pub(crate) fn select(family: Family, has: impl Fn(&str) -> bool) -> Selection {
+/// Picks the files a family needs among those for which `has` is true; the weights too
+/// unless only the tokenizer is wanted.
+pub(crate) fn select(family: Family, weights: bool, has: impl Fn(&str) -> bool) -> Selection {
     let mut selection = Selection::default();
     let groups = COMMON
         .iter()
         .chain(family.tokenizer_groups())
-        .chain(std::iter::once(&WEIGHTS));
+        .chain(weights.then_some(&WEIGHTS));
     for group in groups {
         match group
             .alternatives
@@ -159,7 +160,7 @@ pub(crate) fn select(family: Family, has: impl Fn(&str) -> bool) -> Selection {
 }
 
 /// What a run needs before anything is known of the repo: for the message of an empty cache.
-pub(crate) fn describe_all(family: Option<Family>) -> Vec<String> {
+pub(crate) fn describe_all(family: Option<Family>, weights: bool) -> Vec<String> {
     let tokenizer: Vec<String> = match family {
         Some(family) => family
             .tokenizer_groups()
@@ -171,7 +172,7 @@ pub(crate) fn describe_all(family: Option<Family>) -> Vec<String> {
     };
     std::iter::once(CONFIG.to_string())
         .chain(tokenizer)
-        .chain(std::iter::once(WEIGHTS.describe()))
+        .chain(weights.then(|| WEIGHTS.describe()))
         .collect()
 }
 
@@ -230,7 +231,7 @@ mod tests {
             "tokenizer_config.json",
             "README.md",
         ];
-        let s = select(Family::Marian, has(&repo));
+        let s = select(Family::Marian, true, has(&repo));
         assert_eq!(
             s.files,
             [
@@ -250,6 +251,7 @@ mod tests {
     fn t5_falls_back_to_spiece_and_pytorch_weights() {
         let s = select(
             Family::T5,
+            true,
             has(&["config.json", "spiece.model", "pytorch_model.bin"]),
         );
         assert_eq!(
@@ -258,6 +260,7 @@ mod tests {
         );
         let s = select(
             Family::T5,
+            true,
             has(&[
                 "config.json",
                 "tokenizer.json",
@@ -275,11 +278,13 @@ mod tests {
     fn bart_needs_both_vocab_and_merges_without_tokenizer_json() {
         let s = select(
             Family::Bart,
+            true,
             has(&["config.json", "vocab.json", "model.safetensors"]),
         );
         assert_eq!(s.missing, ["tokenizer.json or vocab.json + merges.txt"]);
         let s = select(
             Family::Bart,
+            true,
             has(&[
                 "config.json",
                 "vocab.json",
@@ -292,9 +297,30 @@ mod tests {
     }
 
     #[test]
+    fn tokenizer_only_leaves_the_weights_out() {
+        let repo = [
+            "config.json",
+            "source.spm",
+            "target.spm",
+            "vocab.json",
+            "model.safetensors",
+        ];
+        let s = select(Family::Marian, false, has(&repo));
+        assert_eq!(
+            s.files,
+            ["config.json", "source.spm", "target.spm", "vocab.json"]
+        );
+        assert_eq!(
+            describe_all(Some(Family::T5), false),
+            ["config.json", "tokenizer.json or spiece.model"]
+        );
+    }
+
+    #[test]
     fn missing_weights_are_described_with_every_alternative() {
         let s = select(
             Family::Marian,
+            true,
             has(&[
                 "config.json",
                 "source.spm",
