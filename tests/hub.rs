@@ -414,6 +414,29 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
 }
 
 #[test]
+fn a_busy_server_is_asked_again() {
+    let hub = MockHub::start();
+    let files = marian_repo("a");
+    hub.publish("org/marian", "main", files.clone());
+    hub.fault("model.safetensors", Fault::Unavailable, 2);
+    let cache = tempfile::tempdir().unwrap();
+
+    let model = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();
+    let weights = file(&files, "model.safetensors");
+    assert_eq!(
+        std::fs::read(model.dir.join("model.safetensors")).unwrap(),
+        weights.bytes
+    );
+    let statuses: Vec<u16> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&weights.sha256()))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [503, 503, 206]);
+}
+
+#[test]
 fn a_download_interrupted_in_one_run_is_never_used_and_resumes_in_the_next() {
     let hub = MockHub::start();
     let files = marian_repo("a");

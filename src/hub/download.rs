@@ -7,7 +7,8 @@
 //! - redirects are followed by hand and the token is kept only while the origin stays the same;
 //! - a Range request resumes from the part file's length; a 200 answer (Range ignored) or a
 //!   206 that starts elsewhere restarts the file from zero;
-//! - a body cut short is resumed up to `RETRIES` times, then the part file stays for next time;
+//! - a body cut short (or a 429/5xx answer) is retried up to `RETRIES` times, resuming; then
+//!   the part file stays for next time;
 //! - the part file is named `<etag>.incomplete`, as huggingface_hub names it, so either tool
 //!   resumes the other's interrupted download.
 
@@ -68,14 +69,11 @@ impl Download<'_> {
             }
             let response = match self.request(start) {
                 Ok(response) => response,
-                // Nothing arrived in this run yet: the hub is out of reach or refused.
-                Err(err) if attempt == 0 || !is_transport(&err) => {
-                    return Err(DownloadError::Request(err))
-                }
-                Err(err) => {
+                Err(err) if is_retryable(&err, attempt) => {
                     last_break = err.to_string();
                     continue;
                 }
+                Err(err) => return Err(DownloadError::Request(err)),
             };
             match self.append(response, start, progress) {
                 Ok(()) => return Ok(()),
@@ -163,8 +161,13 @@ enum Broken {
     Write(std::io::Error),
 }
 
-fn is_transport(err: &ureq::Error) -> bool {
-    matches!(err, ureq::Error::Transport(_))
+/// A busy or failing server (429, 5xx) is asked again, as is a connection that broke after
+/// the first attempt; a hub that cannot be reached at all, or that refuses, is reported at once.
+fn is_retryable(err: &ureq::Error, attempt: usize) -> bool {
+    match err {
+        ureq::Error::Status(status, _) => *status == 429 || *status >= 500,
+        ureq::Error::Transport(_) => attempt > 0,
+    }
 }
 
 fn bad_redirect(url: &str) -> Box<ureq::Error> {

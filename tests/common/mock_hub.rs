@@ -120,6 +120,8 @@ pub enum Fault {
     Disconnect(usize),
     /// Answer a Range request with 200 and the whole file, as some servers do.
     IgnoreRange,
+    /// Answer 503, as a busy CDN does now and then.
+    Unavailable,
 }
 
 /// One request as the hub saw it.
@@ -382,6 +384,7 @@ fn write_reply(stream: &mut TcpStream, request: &Request, reply: Reply) {
         403 => "Forbidden",
         404 => "Not Found",
         416 => "Range Not Satisfiable",
+        503 => "Service Unavailable",
         _ => "Other",
     };
     let mut head = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
@@ -616,6 +619,7 @@ fn content(request: &Request, state: &mut State, file: MockFile) -> Reply {
             }
             Fault::Disconnect(n) => cut_after = Some(n),
             Fault::IgnoreRange => honour_range = false,
+            Fault::Unavailable => return Reply::error(503, "", "Service Unavailable"),
         }
     }
     let total = bytes.len();
