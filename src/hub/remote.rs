@@ -12,7 +12,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use super::checksum::Expected;
 use super::config::HubConfig;
 use super::download::{self, Download, DownloadError};
-use super::layout::{blob_of, CachedRepo};
+use super::layout::{blob_of, is_commit, CachedRepo};
 use super::HubError;
 
 /// A repo's files at one commit, from `/api/models/{repo}/revision/{rev}?blobs=true`.
@@ -113,11 +113,18 @@ impl Remote {
             .query("blobs", "true");
         let url = request.url().to_string();
         let response = request.call().map_err(|e| self.request_error(e, &target))?;
-        response.into_json().map_err(|e| HubError::Http {
-            url,
+        let bad = |message: String| HubError::Http {
+            url: url.clone(),
             status: 200,
-            message: format!("unreadable repo listing: {e}"),
-        })
+            message,
+        };
+        let listing: Listing = response
+            .into_json()
+            .map_err(|e| bad(format!("unreadable repo listing: {e}")))?;
+        if !is_commit(&listing.sha) {
+            return Err(bad(format!("`{}` is not a commit hash", listing.sha)));
+        }
+        Ok(listing)
     }
 
     /// Makes `snapshots/<commit>/<file>` hold the hub's file, downloading it unless it or a
