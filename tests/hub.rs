@@ -251,6 +251,27 @@ fn a_leftover_part_file_longer_than_the_blob_is_discarded() {
 }
 
 #[test]
+fn a_pull_request_revision_is_cached_under_its_full_ref_name() {
+    let hub = MockHub::start();
+    hub.publish("org/marian", "main", marian_repo("main"));
+    let pr = hub.publish("org/marian", "refs/pr/1", marian_repo("pr"));
+    let cache = tempfile::tempdir().unwrap();
+
+    let model = hub::resolve("org/marian@refs/pr/1", &online(&hub, cache.path())).unwrap();
+    assert_eq!(model.commit.as_deref(), Some(pr.as_str()));
+    let listing = &hub.requests()[0];
+    assert_eq!(
+        listing.path,
+        "/api/models/org/marian/revision/refs%2Fpr%2F1"
+    );
+    // huggingface_hub's layout: refs/<revision>, slashes and all.
+    let stored = repo_dir(cache.path(), "org/marian").join("refs/refs/pr/1");
+    assert_eq!(std::fs::read_to_string(stored).unwrap(), pr);
+    let off = hub::resolve("org/marian@refs/pr/1", &offline(cache.path())).unwrap();
+    assert_eq!(off.commit, Some(pr));
+}
+
+#[test]
 fn unknown_repos_and_revisions_are_named_as_such() {
     let hub = MockHub::start();
     hub.publish("org/marian", "main", marian_repo("a"));
