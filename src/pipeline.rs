@@ -224,18 +224,32 @@ impl<'a> Pipeline<'a> {
         Ok((joined, generation))
     }
 
-    /// Translates every line as one unit (`translate --lines`); empty lines stay empty and
+    /// Translates every line as one unit (`translate --lines`); blank lines stay empty and
     /// cost nothing. The result has exactly one line per input line.
     pub fn translate_lines(
         &self,
         lines: &[String],
         observer: &dyn Observer,
+        tokens: &mut TokenCounts,
     ) -> Result<Vec<String>> {
         let translator = self
             .translator
             .ok_or_else(|| Error::Usage("translation needs a translator model".into()))?;
-        let (texts, _) = self.translate_units(translator, lines, observer)?;
-        Ok(texts.into_iter().map(|t| one_line(&t)).collect())
+        let filled: Vec<String> = lines
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .collect();
+        let (texts, generation) = self.translate_units(translator, &filled, observer)?;
+        *tokens += generation.counts;
+        let mut translated = texts.into_iter();
+        Ok(lines
+            .iter()
+            .map(|line| match line.trim().is_empty() {
+                true => String::new(),
+                false => one_line(&translated.next().unwrap_or_default()),
+            })
+            .collect())
     }
 
     /// A Russian summary of `text` and, when a translator is loaded, its English translation.

@@ -70,9 +70,17 @@ impl Stage {
 /// How a release ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finished {
-    Processed { seconds: f64 },
+    Processed {
+        seconds: f64,
+    },
     Skipped,
-    Failed { reason: String },
+    /// Read and fit to process (`run --dry-run`); `what` describes the input.
+    Checked {
+        what: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// What the pipeline and the batch driver report as they go. Every method has a silent
@@ -118,6 +126,7 @@ impl Observer for LogLines {
                 eprintln!("done     {id} ({seconds:.1} s)")
             }
             Finished::Skipped if !self.quiet => eprintln!("skipped  {id} (outputs up to date)"),
+            Finished::Checked { what } if !self.quiet => eprintln!("ok       {id} ({what})"),
             Finished::Failed { reason } => eprintln!("failed   {id}: {reason}"),
             _ => {}
         }
@@ -193,8 +202,14 @@ impl Observer for Bars {
 
     fn release_finished(&self, id: &str, how: &Finished) {
         self.batch.inc(1);
-        if let Finished::Failed { reason } = how {
-            let _ = self.multi.println(format!("failed   {id}: {reason}"));
+        match how {
+            Finished::Failed { reason } => {
+                let _ = self.multi.println(format!("failed   {id}: {reason}"));
+            }
+            Finished::Checked { what } => {
+                let _ = self.multi.println(format!("ok       {id} ({what})"));
+            }
+            _ => {}
         }
     }
 

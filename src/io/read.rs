@@ -142,6 +142,13 @@ pub fn read_input(input: &Input, options: ReadOptions) -> Vec<ReadItem> {
     vec![Ok(release(stem_id(input), body, source))]
 }
 
+/// The decoded text of one input (for line-oriented commands), with its encoding.
+pub fn read_text(input: &Input, options: ReadOptions) -> Result<Decoded, ReadFailure> {
+    read_bytes(input)
+        .and_then(|bytes| encoding::decode(&bytes, options.encoding))
+        .map_err(|error| ReadFailure::new(input, None, error))
+}
+
 fn read_bytes(input: &Input) -> Result<Vec<u8>, InputError> {
     match input {
         Input::File(path) => std::fs::read(path).map_err(|source| InputError::Read {
