@@ -8,16 +8,17 @@
 //! length-sort them; the batch driver (`batch`) writes each release as soon as it is done.
 
 pub mod batch;
-pub mod segment;
 
+use std::cell::RefCell;
 use std::time::Instant;
 
 use serde_json::json;
 
 use crate::generate::{GenerationOverrides, TextGenerator};
 use crate::io::output::{join_sentences, ModelsUsed, TokenCounts};
-use crate::io::{Bilingual, ParagraphOut, Release, ReleaseOutput, SummaryOut};
+use crate::io::{Bilingual, Block, ParagraphOut, Release, ReleaseOutput, SummaryOut};
 use crate::progress::{Observer, Stage};
+use crate::text::{self, PreparedBlock, Sentence};
 use crate::{Error, Result};
 
 /// How deep chunked summarization may recurse (parts, summaries of parts, ...).
@@ -163,52 +164,46 @@ impl<'a> Pipeline<'a> {
         release: &Release,
         observer: &dyn Observer,
     ) -> Result<(Option<Bilingual>, Vec<ParagraphOut>, Generation)> {
-        let mut units: Vec<String> = release.title.iter().cloned().collect();
-        let shape: Vec<usize> = release
-            .blocks
+        let title = release
+            .title
+            .as_deref()
+            .map(|t| prepare_unit(translator, t))
+            .transpose()?;
+        let blocks = prepare_blocks(translator, &release.blocks)?;
+        let sentences: Vec<&Sentence> = title
             .iter()
-            .map(|block| {
-                let sentences = segment::sentences(&block.text);
-                let n = sentences.len();
-                units.extend(sentences);
-                n
-            })
+            .chain(blocks.iter().flat_map(|b| &b.sentences))
             .collect();
-        let (english, generation) = self.translate_units(translator, &units, observer)?;
-        let mut pairs = units
-            .into_iter()
-            .zip(english)
-            .map(|(ru, en)| Bilingual { ru, en });
-        let title = release.title.as_ref().and_then(|_| pairs.next());
-        let paragraphs = release
-            .blocks
+        let (english, generation) = self.translate_sentences(translator, &sentences, observer)?;
+        let mut english = english.into_iter();
+        let mut pair = |sentence: &Sentence| Bilingual {
+            ru: sentence.original.clone(),
+            en: english.next().unwrap_or_default(),
+        };
+        let title = title.as_ref().map(&mut pair);
+        let paragraphs = blocks
             .iter()
-            .zip(shape)
-            .map(|(block, n)| ParagraphOut {
+            .map(|block| ParagraphOut {
                 kind: block.kind,
                 marker: block.marker.clone(),
-                sentences: pairs.by_ref().take(n).collect(),
+                sentences: block.sentences.iter().map(&mut pair).collect(),
             })
             .collect();
         Ok((title, paragraphs, generation))
     }
 
-    /// Translates each unit (a sentence, a title, an input line); a unit longer than the
-    /// translator's input limit is cut into pieces that fit and their translations joined.
-    fn translate_units(
+    /// Translates prepared sentences in one call: every piece of every sentence goes to the
+    /// model, and each sentence's pieces are joined back.
+    fn translate_sentences(
         &self,
         translator: &dyn TextGenerator,
-        units: &[String],
+        sentences: &[&Sentence],
         observer: &dyn Observer,
     ) -> Result<(Vec<String>, Generation)> {
-        let max = translator.max_input_tokens();
-        let mut pieces = Vec::new();
-        let mut piece_counts = Vec::with_capacity(units.len());
-        for unit in units {
-            let fitted = segment::fit(unit, translator, max)?;
-            piece_counts.push(fitted.len());
-            pieces.extend(fitted);
-        }
+        let pieces: Vec<String> = sentences
+            .iter()
+            .flat_map(|s| s.pieces.iter().map(|p| p.text.clone()))
+            .collect();
         let generation = self.call(
             translator,
             &pieces,
@@ -216,12 +211,31 @@ impl<'a> Pipeline<'a> {
             Stage::Translate,
             observer,
         )?;
-        let mut translated = generation.texts.iter();
-        let joined = piece_counts
+        let mut translated = generation.texts.as_slice();
+        let joined = sentences
             .iter()
-            .map(|&n| join_sentences(translated.by_ref().take(n).map(String::as_str)))
+            .map(|sentence| {
+                let (mine, rest) = translated.split_at(sentence.pieces.len().min(translated.len()));
+                translated = rest;
+                sentence.join(mine)
+            })
             .collect();
         Ok((joined, generation))
+    }
+
+    /// Translates free-standing texts (input lines, summary sentences), each as one sentence.
+    fn translate_units(
+        &self,
+        translator: &dyn TextGenerator,
+        units: &[String],
+        observer: &dyn Observer,
+    ) -> Result<(Vec<String>, Generation)> {
+        let prepared = units
+            .iter()
+            .map(|u| prepare_unit(translator, u))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Sentence> = prepared.iter().collect();
+        self.translate_sentences(translator, &refs, observer)
     }
 
     /// Translates every line as one unit (`translate --lines`); blank lines stay empty and
@@ -262,10 +276,16 @@ impl<'a> Pipeline<'a> {
         let summarizer = self
             .summarizer
             .ok_or_else(|| Error::Usage("summaries need a summarizer model".into()))?;
-        let (ru, chunks) = self.summarize_ru(summarizer, text, observer, tokens, 1)?;
+        let normalized: Vec<String> = text
+            .lines()
+            .map(text::normalize_for_model)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let (ru, chunks) =
+            self.summarize_ru(summarizer, &normalized.join("\n"), observer, tokens, 1)?;
         let en = match self.translator {
             Some(translator) => {
-                let sentences = segment::sentences(&ru);
+                let sentences = text::sentences(&ru);
                 let (english, generation) =
                     self.translate_units(translator, &sentences, observer)?;
                 *tokens += generation.counts;
@@ -329,8 +349,9 @@ impl<'a> Pipeline<'a> {
             if summarizer.count_tokens(paragraph)? <= max {
                 pieces.push(paragraph.to_string());
             } else {
-                for sentence in segment::sentences(paragraph) {
-                    pieces.extend(segment::fit(&sentence, summarizer, max)?);
+                for sentence in text::sentences(paragraph) {
+                    let unit = prepare_unit(summarizer, &sentence)?;
+                    pieces.extend(unit.pieces.into_iter().map(|p| p.text));
                 }
             }
         }
@@ -392,6 +413,56 @@ impl<'a> Pipeline<'a> {
             counts,
             seconds,
         })
+    }
+}
+
+/// The blocks' sentences, each cut into pieces that fit the model (the segmenter's work,
+/// counted with the model's own tokenizer).
+fn prepare_blocks(generator: &dyn TextGenerator, blocks: &[Block]) -> Result<Vec<PreparedBlock>> {
+    let counter = TokenCounter::new(generator);
+    let prepared = text::prepare(blocks, generator.max_input_tokens(), &|s| counter.count(s));
+    counter.finish()?;
+    Ok(prepared)
+}
+
+/// One text as one sentence: normalized for the model and cut into pieces that fit.
+fn prepare_unit(generator: &dyn TextGenerator, unit: &str) -> Result<Sentence> {
+    let counter = TokenCounter::new(generator);
+    let normalized = text::normalize_for_model(unit);
+    let pieces = text::split_long(&normalized, generator.max_input_tokens(), |s| {
+        counter.count(s)
+    });
+    counter.finish()?;
+    Ok(Sentence {
+        original: unit.trim().to_string(),
+        pieces,
+    })
+}
+
+/// The segmenter counts with an infallible function; this keeps the first tokenizer error
+/// to report it once the segmenter is done.
+struct TokenCounter<'g> {
+    generator: &'g dyn TextGenerator,
+    error: RefCell<Option<Error>>,
+}
+
+impl<'g> TokenCounter<'g> {
+    fn new(generator: &'g dyn TextGenerator) -> Self {
+        TokenCounter {
+            generator,
+            error: RefCell::new(None),
+        }
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.generator.count_tokens(text).unwrap_or_else(|err| {
+            self.error.borrow_mut().get_or_insert(err);
+            0
+        })
+    }
+
+    fn finish(self) -> Result<()> {
+        self.error.into_inner().map_or(Ok(()), Err)
     }
 }
 

@@ -301,15 +301,15 @@ mod jsonl {
         let title = optional_string(&mut fields, "title", line_no).map_err(with_id)?;
         let date = optional_string(&mut fields, "date", line_no).map_err(with_id)?;
         let url = optional_string(&mut fields, "url", line_no).map_err(with_id)?;
-        let mut body = text_blocks::plain(&text);
+        let body = match title {
+            Some(title) => Body {
+                title: Some(title),
+                blocks: crate::text::paragraphs(&text),
+            },
+            None => text_blocks::plain(&text),
+        };
         if body.blocks.is_empty() {
             return Err(with_id(InputError::NoText));
-        }
-        if let Some(title) = title {
-            body = Body {
-                title: Some(title),
-                blocks: text_blocks::plain_blocks(&text),
-            };
         }
         let sha = sha256_hex(line.as_bytes());
         let source = source_info(input, Some(line_no), Format::Jsonl, sha, decoded);

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::text::{Block, BlockKind};
+
 /// One press release, ready for segmentation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
@@ -21,38 +23,6 @@ pub struct Release {
     /// JSONL fields other than id, text, title, date and url, carried through to the outputs.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty", default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// A structural piece of a release: translated as a unit, rendered as its kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Block {
-    pub kind: BlockKind,
-    /// The list marker as written (`1.`, `-`), kept out of `text` so it is not translated.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub marker: Option<String>,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BlockKind {
-    Heading,
-    Paragraph,
-    ListItem,
-}
-
-impl Block {
-    pub fn new(kind: BlockKind, marker: Option<String>, text: impl Into<String>) -> Self {
-        Block {
-            kind,
-            marker,
-            text: text.into(),
-        }
-    }
-
-    pub fn paragraph(text: impl Into<String>) -> Self {
-        Self::new(BlockKind::Paragraph, None, text)
-    }
 }
 
 /// Where a release came from, so every output can be traced to its input.

@@ -1,13 +1,16 @@
 //! Plain text, Markdown and HTML into blocks (headings, paragraphs, list items) and a title.
+//!
+//! Plain text goes through the segmenter's `text::paragraphs` (its rules for one-paragraph-a-
+//! line releases, headings and list markers). Markdown files go through a CommonMark parser,
+//! so emphasis, links and code come out as the reader sees them; HTML through html5ever, with
+//! the page's title and the numbering of ordered lists kept.
 
 use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
 use scraper::node::Node;
 use scraper::{ElementRef, Html, Selector};
 
 use super::release::{Block, BlockKind};
-
-/// Longest first line still taken as a title of a plain-text release.
-const MAX_TITLE_CHARS: usize = 200;
+use crate::text;
 
 /// Elements whose content is never part of the release: page chrome and code.
 const DROPPED: &[&str] = &[
@@ -36,68 +39,22 @@ pub struct Body {
     pub blocks: Vec<Block>,
 }
 
-/// Plain text: paragraphs separated by blank lines (or one per line when the text has no
-/// blank lines), list items starting with `1.`, `1)`, `-`, `•`, `–`; a short first line without
-/// final punctuation is the title.
+/// Plain text, by the segmenter's rules; a heading that opens the text is the title.
 pub fn plain(text: &str) -> Body {
-    let blocks = plain_blocks(text);
-    with_title_from_first_line(blocks)
-}
-
-/// The blocks of a plain text, no title taken.
-pub fn plain_blocks(text: &str) -> Vec<Block> {
-    let one_per_line = !text.lines().any(|l| l.trim().is_empty());
-    let mut blocks: Vec<Block> = Vec::new();
-    let mut open = false;
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() {
-            open = false;
-            continue;
-        }
-        if let Some((marker, rest)) = list_marker(line) {
-            blocks.push(Block::new(BlockKind::ListItem, Some(marker), rest));
-        } else if open && !one_per_line {
-            let last = blocks.last_mut().expect("an open block exists");
-            last.text.push(' ');
-            last.text.push_str(line);
-        } else {
-            blocks.push(Block::paragraph(line));
-        }
-        open = true;
-    }
-    blocks
-}
-
-fn with_title_from_first_line(mut blocks: Vec<Block>) -> Body {
-    let is_title = |b: &Block| {
-        b.kind == BlockKind::Paragraph
-            && b.text.chars().count() <= MAX_TITLE_CHARS
-            && !b.text.ends_with(['.', ':', ';', ',', '…'])
+    let mut blocks = text::paragraphs(text);
+    let title = match blocks.first() {
+        Some(b) if b.kind == BlockKind::Heading && blocks.len() > 1 => Some(blocks.remove(0).text),
+        _ => None,
     };
-    if blocks.len() > 1 && is_title(&blocks[0]) {
-        let title = blocks.remove(0).text;
-        return Body {
-            title: Some(title),
-            blocks,
-        };
-    }
-    Body {
-        title: None,
-        blocks,
-    }
+    Body { title, blocks }
 }
 
-/// `1. text`, `2) text` (up to three digits, so `2024. ...` stays a sentence), `- text`, `• text`, `– text` -> (marker, text).
-fn list_marker(line: &str) -> Option<(String, &str)> {
-    let (marker, rest) = line.split_once(char::is_whitespace)?;
-    let rest = rest.trim_start();
-    let numbered = (2..=4).contains(&marker.len())
-        && marker.ends_with(['.', ')'])
-        && marker[..marker.len() - 1]
-            .chars()
-            .all(|c| c.is_ascii_digit());
-    let bullet = matches!(marker, "-" | "*" | "•" | "–" | "·");
-    ((numbered || bullet) && !rest.is_empty()).then(|| (marker.to_string(), rest))
+fn block(kind: BlockKind, marker: Option<String>, text: &str) -> Block {
+    Block {
+        kind,
+        marker,
+        text: text.to_string(),
+    }
 }
 
 /// Markdown (CommonMark): headings, paragraphs and list items; inline markup reduced to its
@@ -114,11 +71,11 @@ pub fn markdown(text: &str) -> Body {
                 open_block(
                     &mut blocks,
                     &mut current,
-                    Block::new(BlockKind::Heading, marker, ""),
+                    block(BlockKind::Heading, marker, ""),
                 );
             }
             Event::Start(Tag::Paragraph) if current.is_none() => {
-                current = Some(Block::paragraph(""));
+                current = Some(block(BlockKind::Paragraph, None, ""));
             }
             Event::Start(Tag::List(start)) => lists.push(start),
             Event::End(TagEnd::List(_)) => {
@@ -132,7 +89,7 @@ pub fn markdown(text: &str) -> Body {
                     }
                     _ => "-".to_string(),
                 };
-                let item = Block::new(BlockKind::ListItem, Some(marker), "");
+                let item = block(BlockKind::ListItem, Some(marker), "");
                 open_block(&mut blocks, &mut current, item);
             }
             Event::Start(Tag::CodeBlock(_)) => in_code = true,
@@ -292,14 +249,14 @@ impl HtmlWalker {
         text_of(node, &mut text);
         let text = collapse_spaces(&text);
         if !text.is_empty() {
-            self.blocks.push(Block::new(kind, marker, text));
+            self.blocks.push(block(kind, marker, &text));
         }
     }
 
     fn flush_loose(&mut self) {
         let text = collapse_spaces(&std::mem::take(&mut self.loose));
         if !text.is_empty() {
-            self.blocks.push(Block::paragraph(text));
+            self.blocks.push(block(BlockKind::Paragraph, None, &text));
         }
     }
 }
@@ -386,8 +343,10 @@ mod tests {
     }
 
     #[test]
-    fn plain_text_title_paragraphs_and_lists() {
-        let body = plain("Заголовок новости\n\nПервый абзац\nпродолжается.\n\n1. Пункт один;\n2) Пункт два.\n- Маркер.\n");
+    fn plain_text_takes_an_opening_heading_as_title() {
+        let body = plain(
+            "Заголовок новости\n\nПервый абзац\nпродолжается.\n\n1. Пункт один;\n2) Пункт два.",
+        );
         assert_eq!(body.title.as_deref(), Some("Заголовок новости"));
         use BlockKind::*;
         assert_eq!(
@@ -396,17 +355,10 @@ mod tests {
                 (Paragraph, None, "Первый абзац продолжается."),
                 (ListItem, Some("1."), "Пункт один;"),
                 (ListItem, Some("2)"), "Пункт два."),
-                (ListItem, Some("-"), "Маркер."),
             ]
         );
-    }
-
-    #[test]
-    fn plain_text_without_blank_lines_has_one_paragraph_per_line() {
-        let body = plain("Первая строка – длинное предложение.\nВторая строка.");
-        assert_eq!(body.title, None);
-        assert_eq!(body.blocks.len(), 2);
-        assert!(plain("2024. Год").blocks[0].kind == BlockKind::Paragraph);
+        let untitled = plain("Первая строка – длинное предложение.\nВторая строка.");
+        assert_eq!((untitled.title, untitled.blocks.len()), (None, 2));
     }
 
     #[test]
