@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::{DType, Device};
+
 use crate::cli::{GlobalArgs, Outcome};
 use crate::generate::{GenerationOverrides, TextGenerator};
 use crate::hub::{self, HubOptions, ResolvedModel};
@@ -35,10 +37,12 @@ impl Models {
             offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
             progress: !global.quiet,
         };
+        let device = global.device.open()?;
+        let dtype = crate::device::choose_dtype(&device, global.dtype);
         let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
             let resolved = hub::resolve(spec, &hub_options)?;
-            load_generator(&resolved, global)
+            load_generator(&resolved, &device, dtype, global.batch_tokens)
         };
         let translator = match translator {
             true => Some(load(global.translator.as_ref(), DEFAULT_TRANSLATOR)?),
@@ -64,14 +68,17 @@ impl Models {
     }
 }
 
-/// Loads a resolved model for generation on the device and dtype of the global flags.
+/// Loads a resolved model for generation on `device` in `dtype`.
 ///
 /// INTEGRATION POINT: the generation engine (#5) provides the loader (tokenizer + model +
-/// generation config behind `TextGenerator`); until it is merged, no model can run and the
-/// command stops here with exit code 2.
+/// generation config behind `TextGenerator`): with it merged this body becomes
+/// `Ok(Box::new(crate::generate::runner::load(resolved, device, dtype, batch_tokens)?))`.
+/// Until then no model can run, and the command stops here with exit code 2.
 fn load_generator(
     resolved: &ResolvedModel,
-    _global: &GlobalArgs,
+    _device: &Device,
+    _dtype: DType,
+    _batch_tokens: Option<usize>,
 ) -> Result<Box<dyn TextGenerator>> {
     Err(Error::Usage(format!(
         "cannot load model {} ({}): this mtsum has no generation engine yet",
