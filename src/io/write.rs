@@ -139,14 +139,21 @@ pub fn render_markdown(output: &ReleaseOutput, side_by_side: bool) -> String {
         let _ = writeln!(md, "## Краткое содержание\n\n{}\n", summary.ru);
     }
     md.push_str("## Translation\n\n");
-    for paragraph in &output.paragraphs {
+    let mut paragraphs = output.paragraphs.iter().peekable();
+    while let Some(paragraph) = paragraphs.next() {
         let text = paragraph.english();
-        let _ = match (paragraph.kind, &paragraph.marker) {
-            (BlockKind::Heading, _) => writeln!(md, "### {text}\n"),
-            (BlockKind::ListItem, Some(marker)) => writeln!(md, "{marker} {text}\n"),
-            (BlockKind::ListItem, None) => writeln!(md, "- {text}\n"),
-            (BlockKind::Paragraph, _) => writeln!(md, "{text}\n"),
+        let _ = match paragraph.kind {
+            BlockKind::Heading => write!(md, "### {text}"),
+            BlockKind::ListItem => {
+                write!(md, "{} {text}", list_marker(paragraph.marker.as_deref()))
+            }
+            BlockKind::Paragraph => write!(md, "{text}"),
         };
+        let tight = paragraph.kind == BlockKind::ListItem
+            && paragraphs
+                .peek()
+                .is_some_and(|next| next.kind == BlockKind::ListItem);
+        md.push_str(if tight { "\n" } else { "\n\n" });
     }
     if side_by_side {
         md.push_str(&side_by_side_table(output));
@@ -157,6 +164,25 @@ pub fn render_markdown(output: &ReleaseOutput, side_by_side: bool) -> String {
         output.source.path, output.source.sha256, output.source.encoding
     );
     md
+}
+
+/// The marker as Markdown writes it: `1.` and `1)` stay, bullets become `-`, and other
+/// markers (`а)`) stay visible after a `-`.
+fn list_marker(marker: Option<&str>) -> String {
+    match marker {
+        Some(m)
+            if m.trim_end_matches(['.', ')'])
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                && m.len() > 1 =>
+        {
+            m.to_string()
+        }
+        Some("-" | "*" | "•" | "·" | "▪" | "●" | "◦" | "‣" | "—" | "–") | None => {
+            "-".to_string()
+        }
+        Some(other) => format!("- {other}"),
+    }
 }
 
 /// Russian sentence | English sentence, one row per sentence, the title first.
@@ -276,6 +302,22 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let err = OutputDir::create(&file.join("out")).unwrap_err();
         assert!(matches!(err, Error::OutputNotWritable { .. }), "{err}");
+    }
+
+    #[test]
+    fn list_markers_become_markdown_markers() {
+        let got: Vec<String> = [
+            Some("1."),
+            Some("12)"),
+            Some("•"),
+            Some("—"),
+            Some("а)"),
+            None,
+        ]
+        .into_iter()
+        .map(list_marker)
+        .collect();
+        assert_eq!(got, ["1.", "12)", "-", "-", "- а)", "-"]);
     }
 
     #[test]
