@@ -105,21 +105,42 @@ impl Observer for Silent {}
 /// The observer the command line asks for: bars on a terminal, log lines otherwise, errors
 /// only with `--quiet`.
 pub fn observer_for(global: &GlobalArgs) -> Box<dyn Observer> {
+    let verbose = global.verbose;
     if global.quiet {
-        Box::new(LogLines { quiet: true })
+        Box::new(LogLines {
+            quiet: true,
+            verbose,
+        })
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(LogLines { quiet: false })
+        Box::new(LogLines {
+            quiet: false,
+            verbose,
+        })
     }
 }
 
-/// One plain line per release on stderr (CI); with `quiet`, only failures.
+/// One plain line per release on stderr (CI); with `quiet`, only failures; with `verbose`,
+/// also one line per model call.
 pub struct LogLines {
     quiet: bool,
+    verbose: bool,
 }
 
 impl Observer for LogLines {
+    fn generated(&self, stage: Stage, counts: TokenCounts, seconds: f64) {
+        if self.verbose && !self.quiet {
+            eprintln!(
+                "         {} {} segments, {} -> {} tokens in {seconds:.2} s",
+                stage.name(),
+                counts.segments,
+                counts.input_tokens,
+                counts.generated_tokens
+            );
+        }
+    }
+
     fn release_finished(&self, id: &str, how: &Finished) {
         match how {
             Finished::Processed { seconds } if !self.quiet => {

@@ -119,3 +119,97 @@ fn summarize_lines_gives_one_summary_line_per_document() {
         2
     );
 }
+
+#[test]
+fn hostile_inputs_fail_alone_and_the_good_ones_are_written() {
+    let Some(models) = models() else { return };
+    let inputs = tempfile::tempdir().unwrap();
+    hostile_inputs(inputs.path());
+    let out = tempfile::tempdir().unwrap();
+    mtsum(&models)
+        .args(["run", "--out"])
+        .arg(out.path())
+        .arg(inputs.path())
+        .assert()
+        .code(1);
+    let report = read_report(out.path());
+    assert_eq!(report["counts"]["failed"], 3);
+    assert_eq!(report["counts"]["processed"], 8);
+    for file in [
+        "c-cp1251",
+        "d-koi8",
+        "e-utf16",
+        "f-page",
+        "_.._etc_passwd",
+        "dup",
+        "dup-2",
+        "_CON",
+    ] {
+        let output = read_output(out.path(), file);
+        assert!(!output.paragraphs.is_empty(), "{file}");
+    }
+    let failure = &report["failures"].as_array().unwrap()[2];
+    assert!(
+        failure["reason"].as_str().unwrap().contains("line 2"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_killed_run_leaves_whole_files_and_the_rerun_does_the_rest() {
+    let Some(models) = models() else { return };
+    // Enough releases that the run is still going when it is killed.
+    let inputs = tempfile::tempdir().unwrap();
+    let long = std::fs::read(samples().join("05-crime-statistics-2023.txt")).unwrap();
+    for i in 0..40 {
+        std::fs::write(inputs.path().join(format!("long-{i:02}.txt")), &long).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mtsum"))
+        .args(mtsum(&models).get_args())
+        .args(["run", "--quiet", "--out"])
+        .arg(out.path())
+        .arg(inputs.path())
+        .spawn()
+        .unwrap();
+    let written = |dir: &std::path::Path| {
+        file_names(dir)
+            .iter()
+            .filter(|n| n.starts_with("long-") && n.ends_with(".json"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while written(out.path()) < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = written(out.path());
+    assert!(done < 40, "killed midway");
+    for name in file_names(out.path())
+        .iter()
+        .filter(|n| n.ends_with(".json"))
+    {
+        let bytes = std::fs::read(out.path().join(name)).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    mtsum(&models)
+        .args(["run", "--out"])
+        .arg(out.path())
+        .arg(inputs.path())
+        .assert()
+        .code(0);
+    let report = read_report(out.path());
+    assert_eq!(report["counts"]["skipped"].as_u64(), Some(done as u64));
+    assert_eq!(
+        report["counts"]["processed"].as_u64(),
+        Some(40 - done as u64)
+    );
+    assert!(file_names(out.path()).iter().all(|n| !n.starts_with('.')));
+}

@@ -57,12 +57,12 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
     let out = OutputDir::create(&args.out)?;
-    let observer = observer_for(global);
     if args.dry_run {
         let items = read::read_all(&inputs, read_options);
-        return Ok(batch::check(items, &out, observer.as_ref())?.outcome());
+        return Ok(batch::check(items, &out, observer_for(global).as_ref())?.outcome());
     }
     let models = Models::load(global, true, !args.no_summary)?;
+    let observer = observer_for(global);
     let options = PipelineOptions {
         translate_body: true,
         summarize: !args.no_summary,
