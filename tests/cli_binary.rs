@@ -2,12 +2,12 @@
 //! errors (exit 2), and every sample and hostile input through the readers (`run --dry-run`
 //! reads and checks all inputs and writes report.json without loading a model).
 
-mod common;
+mod batch_support;
 
 use std::path::Path;
 
 use assert_cmd::Command;
-use common::*;
+use batch_support::*;
 use predicates::prelude::*;
 use serde_json::Value;
 

@@ -3,12 +3,12 @@
 //! MTSUM_TEST_SUMMARIZER (default: tests/fixtures/models/marian and tests/fixtures/models/t5);
 //! while those folders do not exist the tests say so and check nothing.
 
-mod common;
+mod batch_support;
 
 use std::path::PathBuf;
 
 use assert_cmd::Command;
-use common::*;
+use batch_support::*;
 
 /// The fixture models, or None (with a note on stderr) while they are absent.
 fn models() -> Option<(PathBuf, PathBuf)> {

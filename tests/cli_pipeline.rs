@@ -1,10 +1,10 @@
-//! The batch shell through the library API, with a model stand-in (tests/common/standin.rs)
+//! The batch shell through the library API, with a model stand-in (tests/batch_support/standin.rs)
 //! until the engine lands: every sample and hostile input, outputs, digest, report, skips.
 
-mod common;
+mod batch_support;
 
-use common::standin::{transliterate, Role, StandIn};
-use common::*;
+use batch_support::standin::{transliterate, Role, StandIn};
+use batch_support::*;
 use mtsum::cli::Outcome;
 use mtsum::io::BlockKind;
 use mtsum::pipeline::batch::BatchOptions;

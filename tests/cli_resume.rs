@@ -3,14 +3,14 @@
 //! that is killed with SIGKILL, so nothing in it gets to clean up. Until the engine lands the
 //! child uses the model stand-in; this file has its own main() for that reason.
 
-mod common;
+mod batch_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::standin::StandIn;
-use common::*;
+use batch_support::standin::StandIn;
+use batch_support::*;
 use mtsum::pipeline::batch::BatchOptions;
 
 const CHILD_ENV: &str = "MTSUM_RESUME_TEST_CHILD_OUT";
