@@ -160,9 +160,9 @@ fn a_killed_run_leaves_whole_files_and_the_rerun_does_the_rest() {
     let Some(models) = models() else { return };
     // Enough releases that the run is still going when it is killed.
     let inputs = tempfile::tempdir().unwrap();
-    let long = std::fs::read(samples().join("05-crime-statistics-2023.txt")).unwrap();
+    let release = std::fs::read(samples().join("01-interpol-data-exchange.txt")).unwrap();
     for i in 0..40 {
-        std::fs::write(inputs.path().join(format!("long-{i:02}.txt")), &long).unwrap();
+        std::fs::write(inputs.path().join(format!("copy-{i:02}.txt")), &release).unwrap();
     }
     let out = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mtsum"))
@@ -175,7 +175,7 @@ fn a_killed_run_leaves_whole_files_and_the_rerun_does_the_rest() {
     let written = |dir: &std::path::Path| {
         file_names(dir)
             .iter()
-            .filter(|n| n.starts_with("long-") && n.ends_with(".json"))
+            .filter(|n| n.starts_with("copy-") && n.ends_with(".json"))
             .count()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);

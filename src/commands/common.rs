@@ -36,6 +36,7 @@ impl Models {
         let hub_options = HubOptions {
             offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
             progress: !global.quiet,
+            ..HubOptions::default()
         };
         let device = global.device.open()?;
         let dtype = crate::device::choose_dtype(&device, global.dtype);
