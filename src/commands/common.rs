@@ -33,6 +33,8 @@ impl Models {
     /// message names the model and the file at fault.
     pub fn load(global: &GlobalArgs, translator: bool, summarizer: bool) -> Result<Self> {
         let started = Instant::now();
+        // The hub issue adds fields (endpoint, cache, token) that default to the environment.
+        #[allow(clippy::needless_update)]
         let hub_options = HubOptions {
             offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
             progress: !global.quiet,
