@@ -273,3 +273,21 @@ fn encoding_override_and_quiet() {
         .code(0)
         .stderr(predicate::str::is_empty());
 }
+
+#[test]
+fn an_unsure_encoding_guess_is_a_report_warning() {
+    let inputs = tempfile::tempdir().unwrap();
+    let path = inputs.path().join("short.txt");
+    std::fs::write(&path, &*encoding_rs::WINDOWS_1251.encode("Привет, мир.").0).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    mtsum()
+        .args(["run", "--dry-run", "--out"])
+        .arg(out.path())
+        .arg(&path)
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("not sure"));
+    let report = read_report(out.path());
+    let warning = report["releases"][0]["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("without confidence"), "{warning}");
+}

@@ -54,6 +54,18 @@ pub enum Format {
     Jsonl,
 }
 
+impl Format {
+    /// The name used in outputs and logs: `text`, `markdown`, `html`, `jsonl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Markdown => "markdown",
+            Format::Html => "html",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
 impl Release {
     /// The Russian body as plain text, one block per line (list markers included).
     pub fn body_text(&self) -> String {

@@ -67,6 +67,10 @@ pub struct ReportEntry {
     /// File stem of the outputs (`<file>.md`, `<file>.json`), when written.
     pub file: Option<String>,
     pub status: Status,
+    /// What CI should know about a release that did not fail, e.g. an encoding guessed
+    /// without confidence.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +193,7 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
                     source: location(&release),
                     file: Some(names.allocate(&release.id)),
                     status: Status::Checked,
+                    warnings: warnings(&release),
                 });
             }
             Err(failure) => {
@@ -229,6 +234,18 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
     Ok(report)
 }
 
+/// Warnings for the report: an encoding detected without confidence.
+fn warnings(release: &Release) -> Vec<String> {
+    let source = &release.source;
+    match source.encoding_confident {
+        true => Vec::new(),
+        false => vec![format!(
+            "encoding {} was detected without confidence; check the text or pass --encoding",
+            source.encoding
+        )],
+    }
+}
+
 /// `markdown, windows-1251 (detected, not sure), 6 blocks, 412 words`.
 fn describe(release: &Release) -> String {
     let source = &release.source;
@@ -244,10 +261,7 @@ fn describe(release: &Release) -> String {
         .sum();
     format!(
         "{}, {} ({}{sure}), {} blocks, {words} words",
-        serde_json::to_value(source.format).map_or_else(
-            |_| String::new(),
-            |v| v.as_str().unwrap_or_default().to_string()
-        ),
+        source.format.name(),
         source.encoding,
         source.encoding_method,
         release.blocks.len()
@@ -266,6 +280,7 @@ fn failed_entry(failure: &ReadFailure) -> (ReportEntry, Failure) {
             source: failure.location.clone(),
             file: None,
             status: Status::Failed,
+            warnings: Vec::new(),
         },
         Failure {
             release,
@@ -310,6 +325,7 @@ impl Batch<'_> {
                 source,
                 file: Some(file),
                 status: Status::Skipped,
+                warnings: warnings(&release),
             });
             self.outputs.push(previous);
             self.observer
@@ -335,6 +351,7 @@ impl Batch<'_> {
                     source,
                     file: Some(file),
                     status: Status::Processed,
+                    warnings: warnings(&release),
                 });
                 let seconds = started.elapsed().as_secs_f64();
                 self.observer
@@ -346,6 +363,7 @@ impl Batch<'_> {
                     source: source.clone(),
                     file: None,
                     status: Status::Failed,
+                    warnings: warnings(&release),
                 };
                 let failure = Failure {
                     release: release.id.clone(),
