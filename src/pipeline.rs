@@ -266,17 +266,17 @@ impl<'a> Pipeline<'a> {
             .collect())
     }
 
-    /// A Russian summary of `text` and, when a translator is loaded, its English translation.
+    /// A Russian summary of `document` and, when a translator is loaded, its English translation.
     pub fn summarize(
         &self,
-        text: &str,
+        document: &str,
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<SummaryOut> {
         let summarizer = self
             .summarizer
             .ok_or_else(|| Error::Usage("summaries need a summarizer model".into()))?;
-        let normalized: Vec<String> = text
+        let normalized: Vec<String> = document
             .lines()
             .map(text::normalize_for_model)
             .filter(|l| !l.is_empty())
@@ -302,22 +302,24 @@ impl<'a> Pipeline<'a> {
         })
     }
 
-    /// Summarizes `text` in one call when it fits the summarizer's input limit; otherwise
+    /// Summarizes `document` in one call when it fits the summarizer's input limit; otherwise
     /// summarizes paragraph-aligned parts that fit and then the joined part summaries, so
-    /// nothing is silently truncated. Returns the summary and the number of parts.
+    /// nothing is silently truncated. Returns the summary and the number of parts. After
+    /// `MAX_SUMMARY_ROUNDS` the text goes to the model as it is, whose input check then fails
+    /// the release with a message rather than cutting it.
     fn summarize_ru(
         &self,
         summarizer: &dyn TextGenerator,
-        text: &str,
+        document: &str,
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
         round: usize,
     ) -> Result<(String, usize)> {
         let max = summarizer.max_input_tokens();
-        let parts = if summarizer.count_tokens(text)? <= max || round >= MAX_SUMMARY_ROUNDS {
-            vec![text.to_string()]
+        let parts = if summarizer.count_tokens(document)? <= max || round >= MAX_SUMMARY_ROUNDS {
+            vec![document.to_string()]
         } else {
-            self.parts_that_fit(summarizer, text, max)?
+            self.parts_that_fit(summarizer, document, max)?
         };
         let generation = self.call(
             summarizer,
@@ -341,11 +343,11 @@ impl<'a> Pipeline<'a> {
     fn parts_that_fit(
         &self,
         summarizer: &dyn TextGenerator,
-        text: &str,
+        document: &str,
         max: usize,
     ) -> Result<Vec<String>> {
         let mut pieces = Vec::new();
-        for paragraph in text.lines().filter(|l| !l.trim().is_empty()) {
+        for paragraph in document.lines().filter(|l| !l.trim().is_empty()) {
             if summarizer.count_tokens(paragraph)? <= max {
                 pieces.push(paragraph.to_string());
             } else {
