@@ -4,7 +4,7 @@ use super::sentences::is_space;
 
 /// What a block is in the document's structure (`"heading"`, `"paragraph"`, `"list_item"` in
 /// JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockKind {
     Heading,
@@ -13,7 +13,7 @@ pub enum BlockKind {
 }
 
 /// A heading, a paragraph or a list item, with its lines joined by single spaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     pub kind: BlockKind,
     /// The list marker as written (`1.`, `а)`, `—`, `•`), kept out of `text` so that it is not
