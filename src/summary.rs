@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::generate::GenerationOverrides;
+
 /// `--summary-length`: mapped to the generated-token bounds of the summarizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,8 +89,47 @@ pub enum Degenerate {
     Untranslated { source_script_share: f64 },
 }
 
+impl std::fmt::Display for Degenerate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Empty => write!(f, "empty output"),
+            Self::Repetition { ngram, times } => write!(f, "\"{ngram}\" repeated {times} times"),
+            Self::TooLong { ratio } => write!(f, "{ratio:.1} times longer than its source"),
+            Self::Untranslated {
+                source_script_share,
+            } => write!(
+                f,
+                "{:.0}% of its letters in the source language",
+                source_script_share * 100.0
+            ),
+        }
+    }
+}
+
+/// The settings of a retry after a degenerate output: no repeated trigram and at least four
+/// beams, the usual cures for loops, keeping every other choice the user made.
+pub fn stricter(overrides: &GenerationOverrides) -> GenerationOverrides {
+    GenerationOverrides {
+        no_repeat_ngram_size: Some(overrides.no_repeat_ngram_size.map_or(3, |n| n.clamp(1, 3))),
+        num_beams: Some(overrides.num_beams.unwrap_or(4).max(4)),
+        ..overrides.clone()
+    }
+}
+
+/// Keeps the first `max` sentences of a summary (`--summary-sentences`).
+pub fn cap_sentences(summary: &str, max: Option<usize>) -> String {
+    match max {
+        Some(max) => crate::text::sentences(summary)
+            .into_iter()
+            .take(max)
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => summary.to_string(),
+    }
+}
+
 /// The language the output must be in, for the untranslated check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Script {
     Latin,
     Cyrillic,
@@ -96,7 +137,7 @@ pub enum Script {
 
 /// Limits of the guard; the defaults are loose enough that a normal summary or translation
 /// never trips them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct GuardLimits {
     /// An n-gram of this many words...
     pub ngram: usize,
@@ -131,7 +172,9 @@ pub fn check_output(
         return Some(Degenerate::Empty);
     }
     if let Some((ngram, times)) = most_repeated_ngram(output, limits.ngram) {
-        if times >= limits.max_repeats {
+        // A source that repeats itself ("слово слово слово ...") may be translated so.
+        let in_source = most_repeated_ngram(source, limits.ngram).map_or(0, |(_, n)| n);
+        if times >= limits.max_repeats && times > in_source {
             return Some(Degenerate::Repetition { ngram, times });
         }
     }
@@ -315,6 +358,21 @@ mod tests {
             &GuardLimits::default(),
         );
         assert!(matches!(verdict, Some(Degenerate::Repetition { times, .. }) if times >= 4));
+    }
+
+    #[test]
+    fn a_repetitive_source_may_give_a_repetitive_output() {
+        let source = "слово ".repeat(20);
+        let output = "word ".repeat(20);
+        assert_eq!(
+            check_output(
+                &source,
+                &output,
+                Some(Script::Latin),
+                &GuardLimits::default()
+            ),
+            None
+        );
     }
 
     #[test]

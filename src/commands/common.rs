@@ -5,20 +5,24 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
+use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
 use crate::generate::{GenerationOverrides, TextGenerator};
 use crate::hub::{self, HubOptions, ResolvedModel};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, SummaryOptions};
 use crate::progress::{chain, Finished, Observer};
+use crate::summary::{SummaryLength, SummarySide};
 use crate::{Error, Result};
 
 /// The translator used when `--translator` is not given (a preset in `models/`).
 pub const DEFAULT_TRANSLATOR: &str = "opus-mt-ru-en";
 /// The summarizer used when `--summarizer` is not given (a preset in `models/`).
 pub const DEFAULT_SUMMARIZER: &str = "rut5-base-sum-gazeta";
+/// The summarizer of `--summarize-from en` when `--summarizer` is not given.
+pub const DEFAULT_ENGLISH_SUMMARIZER: &str = "distilbart-cnn-12-6";
 
 /// The loaded models of a command and how long loading took.
 #[derive(Default)]
@@ -29,17 +33,12 @@ pub struct Models {
 }
 
 impl Models {
-    /// Resolves and loads the models a command needs. Any failure is fatal (exit 2): the
-    /// message names the model and the file at fault.
-    pub fn load(global: &GlobalArgs, translator: bool, summarizer: bool) -> Result<Self> {
+    /// Resolves and loads the models a command needs: the translator when asked, and a
+    /// summarizer when `summarizer` names the default to use without `--summarizer`. Any
+    /// failure is fatal (exit 2): the message names the model and the file at fault.
+    pub fn load(global: &GlobalArgs, translator: bool, summarizer: Option<&str>) -> Result<Self> {
         let started = Instant::now();
-        // The hub issue adds fields (endpoint, cache, token) that default to the environment.
-        #[allow(clippy::needless_update)]
-        let hub_options = HubOptions {
-            offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
-            progress: !global.quiet,
-            ..HubOptions::default()
-        };
+        let hub_options = HubOptions::from_global(global);
         let device = global.device.open()?;
         let dtype = crate::device::choose_dtype(&device, global.dtype);
         let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
@@ -51,10 +50,9 @@ impl Models {
             true => Some(load(global.translator.as_ref(), DEFAULT_TRANSLATOR)?),
             false => None,
         };
-        let summarizer = match summarizer {
-            true => Some(load(global.summarizer.as_ref(), DEFAULT_SUMMARIZER)?),
-            false => None,
-        };
+        let summarizer = summarizer
+            .map(|default| load(global.summarizer.as_ref(), default))
+            .transpose()?;
         Ok(Models {
             translator,
             summarizer,
@@ -88,6 +86,64 @@ fn load_generator(
         resolved.repo,
         resolved.dir.display()
     )))
+}
+
+/// How summaries are made; shared by `run` and `summarize`.
+#[derive(Debug, Clone, Args)]
+pub struct SummaryFlags {
+    /// Summary length: sets the summarizer's generated-token bounds (short 8-60, medium
+    /// 24-120, long 48-200); without it --min-length/--max-length or the model's own apply.
+    #[arg(long, value_enum, value_name = "LENGTH")]
+    pub summary_length: Option<SummaryLength>,
+    /// At most N sentences per summary (also the size of an --extractive summary; default 3).
+    #[arg(long, value_name = "N")]
+    pub summary_sentences: Option<usize>,
+    /// Which text the summarizer reads: `ru`, the original (then the summary is translated),
+    /// or `en`, the translation (with an English summarizer such as distilbart-cnn-12-6; the
+    /// Russian summary is then the extract of source sentences that best covers it).
+    #[arg(long, value_enum, default_value = "ru", value_name = "SIDE")]
+    pub summarize_from: SummarySide,
+    /// Fast summaries with no summarizer model: the lead and key sentences, in both
+    /// languages from the aligned translation.
+    #[arg(long, conflicts_with_all = ["summary_length", "summarize_from"])]
+    pub extractive: bool,
+}
+
+impl SummaryFlags {
+    /// Whether a summarizer model is needed at all.
+    pub fn needs_summarizer(&self) -> bool {
+        !self.extractive
+    }
+
+    /// The summarizer when none is named: the Russian default, or the English one for
+    /// `--summarize-from en`.
+    pub fn default_summarizer(&self) -> &'static str {
+        match self.summarize_from {
+            SummarySide::Ru => DEFAULT_SUMMARIZER,
+            SummarySide::En => DEFAULT_ENGLISH_SUMMARIZER,
+        }
+    }
+
+    pub fn options(&self) -> SummaryOptions {
+        SummaryOptions {
+            side: self.summarize_from,
+            extractive: self.extractive,
+            max_sentences: self.summary_sentences,
+            ..SummaryOptions::default()
+        }
+    }
+
+    /// The summarizer's overrides: the global flags, with `--summary-length` setting the
+    /// token bounds when given.
+    pub fn overrides(&self, global: &GlobalArgs) -> GenerationOverrides {
+        let mut overrides = overrides(global);
+        if let Some(length) = self.summary_length {
+            let (min, max) = length.token_bounds();
+            overrides.min_new_tokens = Some(min);
+            overrides.max_new_tokens = Some(max);
+        }
+        overrides
+    }
 }
 
 /// The generation flags (`--beams`, `--max-length`, `--min-length`) as overrides.

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{self, Models};
+use super::common::{self, Models, SummaryFlags};
 use crate::cli::{GlobalArgs, Outcome};
 use crate::io::read;
 use crate::io::OutputDir;
-use crate::pipeline::batch::{self, BatchOptions};
+use crate::pipeline::batch::{self, BatchOptions, DigestOrder};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::progress::observer_for;
 use crate::Result;
@@ -21,6 +21,10 @@ Examples:
   cat release.txt | mtsum run --out out/        one release from stdin
   mtsum run old/ --encoding koi8-r --out out/   override encoding detection
   mtsum run samples/ --out out/ --dry-run       check the inputs only; no model is loaded
+  mtsum run samples/ --out out/ --summary-length short --summary-sentences 2
+  mtsum run samples/ --out out/ --extractive    fast summaries without a summarizer model
+  mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
+  mtsum run samples/ --out out/ --digest-order date
 
 Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report.json.
 A rerun skips releases whose outputs are up to date (same input, models and settings).
@@ -46,8 +50,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
     /// Translate only: no summarizer is loaded and no summaries are written.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "extractive")]
     pub no_summary: bool,
+    #[command(flatten)]
+    pub summaries: SummaryFlags,
+    /// Order of the digest: `input` (as read) or `date` (by the releases' dates, oldest
+    /// first; releases without a date keep their place after the dated ones).
+    #[arg(long, value_enum, default_value = "input", value_name = "ORDER")]
+    pub digest_order: DigestOrder,
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -61,13 +71,16 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         let items = read::read_all(&inputs, read_options);
         return Ok(batch::check(items, &out, observer_for(global).as_ref())?.outcome());
     }
-    let models = Models::load(global, true, !args.no_summary)?;
+    let summarizer = (!args.no_summary && args.summaries.needs_summarizer())
+        .then(|| args.summaries.default_summarizer());
+    let models = Models::load(global, true, summarizer)?;
     let observer = observer_for(global);
     let options = PipelineOptions {
         translate_body: true,
         summarize: !args.no_summary,
         translation: common::overrides(global),
-        summary: common::overrides(global),
+        summary: args.summaries.overrides(global),
+        summaries: args.summaries.options(),
         output_settings: json!({ "side_by_side": args.side_by_side }),
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
@@ -76,6 +89,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         side_by_side: args.side_by_side,
         force: args.force,
         load_seconds: models.load_seconds,
+        digest_order: args.digest_order,
     };
     let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
     common::print_stats(global, &report.stats());

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
-use super::common::{self, Models};
+use super::common::{self, Models, SummaryFlags};
 use crate::cli::{GlobalArgs, Outcome};
 use crate::io::output::TokenCounts;
 use crate::io::{read, ReleaseOutput};
 use crate::pipeline::batch::{self, ReportTimings, Throughput};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::progress::{observer_for, Silent};
+use crate::summary::SummarySide;
 use crate::{Error, Result};
 
 const EXAMPLES: &str = "\
@@ -21,6 +22,8 @@ Examples:
   mtsum summarize --lang ru releases/         Russian summaries only (no translator loaded)
   mtsum summarize --lines < docs.txt          one English summary line per input line
   mtsum summarize --lines --lang both < docs.txt   `ru<TAB>en` per input line
+  mtsum summarize --extractive release.txt    lead and key sentences, no summarizer model
+  mtsum summarize --summary-length short --summary-sentences 1 release.txt
 ";
 
 /// Which language(s) to print.
@@ -46,15 +49,23 @@ pub struct SummarizeArgs {
     /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
+    #[command(flatten)]
+    pub summaries: SummaryFlags,
 }
 
 pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
-    let models = Models::load(global, args.lang != Lang::Ru, true)?;
+    let translator = args.lang != Lang::Ru || args.summaries.summarize_from == SummarySide::En;
+    let summarizer = args
+        .summaries
+        .needs_summarizer()
+        .then(|| args.summaries.default_summarizer());
+    let models = Models::load(global, translator, summarizer)?;
     let options = PipelineOptions {
         summarize: true,
-        summary: common::overrides(global),
+        summary: args.summaries.overrides(global),
+        summaries: args.summaries.options(),
         translation: common::overrides(global),
         ..PipelineOptions::default()
     };

@@ -51,7 +51,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
     let out = args.out.as_deref().map(OutputDir::create).transpose()?;
-    let models = Models::load(global, true, false)?;
+    let models = Models::load(global, true, None)?;
     let options = PipelineOptions {
         translate_body: true,
         summarize: false,
@@ -79,6 +79,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
             side_by_side: args.side_by_side,
             force: args.force,
             load_seconds: models.load_seconds,
+            digest_order: Default::default(),
         };
         let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
         common::print_stats(global, &report.stats());

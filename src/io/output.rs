@@ -11,6 +11,23 @@ use crate::generate::ModelInfo;
 pub struct Bilingual {
     pub ru: String,
     pub en: String,
+    /// How many pieces a sentence too long for the model was translated in (absent when whole).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pieces: Option<usize>,
+    /// Set when the guard found the translation degenerate: what it saw and what was done.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub guard: Option<String>,
+}
+
+impl Bilingual {
+    /// A pair with no marks.
+    pub fn new(ru: impl Into<String>, en: impl Into<String>) -> Self {
+        Bilingual {
+            ru: ru.into(),
+            en: en.into(),
+            ..Bilingual::default()
+        }
+    }
 }
 
 /// One paragraph (or heading, or list item) as aligned sentence pairs.
@@ -106,6 +123,9 @@ pub struct ReleaseOutput {
     /// JSONL fields carried through.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty", default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// What a reader should know about this release: guards that fired, fall-backs taken.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
     /// Hash of the input, models and settings: equal fingerprints mean a rerun may skip.
     pub fingerprint: String,
 }

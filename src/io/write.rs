@@ -192,7 +192,7 @@ fn side_by_side_table(output: &ReleaseOutput) -> String {
         .title
         .iter()
         .chain(output.paragraphs.iter().flat_map(|p| &p.sentences));
-    for Bilingual { ru, en } in rows {
+    for Bilingual { ru, en, .. } in rows {
         let _ = writeln!(table, "| {} | {} |", table_cell(ru), table_cell(en));
     }
     table.push('\n');
@@ -226,10 +226,10 @@ impl<'a> From<&'a ReleaseOutput> for DigestEntry<'a> {
         DigestEntry {
             id: &output.id,
             title: output.title.as_ref(),
-            summary: output.summary.as_ref().map(|s| Bilingual {
-                ru: s.ru.clone(),
-                en: s.en.clone(),
-            }),
+            summary: output
+                .summary
+                .as_ref()
+                .map(|s| Bilingual::new(s.ru.clone(), s.en.clone())),
             date: output.date.as_deref(),
             url: output.url.as_deref(),
             markdown: format!("{}.md", output.file),

@@ -23,6 +23,8 @@ pub struct BatchOptions {
     pub force: bool,
     /// Seconds spent loading models, for the report.
     pub load_seconds: f64,
+    /// Order of the releases in the digest.
+    pub digest_order: DigestOrder,
 }
 
 /// `report.json`: what CI reads.
@@ -168,11 +170,31 @@ pub fn run(
         batch.one(index, item);
     }
     observer.batch_finished();
-    let outputs: Vec<&ReleaseOutput> = batch.outputs.iter().collect();
+    let outputs = digest_order(&batch.outputs, options.digest_order);
     out.write_digest(&outputs, &iso_date(started_at))?;
     let report = batch.report(started_at, started);
     out.write_report(&report)?;
     Ok(report)
+}
+
+/// `--digest-order`: the order of releases in the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DigestOrder {
+    /// As the inputs were read.
+    #[default]
+    Input,
+    /// By date, oldest first; releases without a date follow in input order.
+    Date,
+}
+
+/// The outputs in digest order. Dates are compared as given (ISO dates sort as text), and
+/// the sort is stable, so equal or missing dates keep the input order.
+fn digest_order(outputs: &[ReleaseOutput], order: DigestOrder) -> Vec<&ReleaseOutput> {
+    let mut ordered: Vec<&ReleaseOutput> = outputs.iter().collect();
+    if order == DigestOrder::Date {
+        ordered.sort_by_key(|o| (o.date.is_none(), o.date.clone()));
+    }
+    ordered
 }
 
 /// `run --dry-run`: reads every input and writes a report of what would be processed (and
@@ -345,13 +367,15 @@ impl Batch<'_> {
                 self.tokens += output.tokens;
                 self.generation_seconds +=
                     output.timings.translate_seconds + output.timings.summarize_seconds;
+                let mut warnings = warnings(&release);
+                warnings.extend(output.warnings.iter().cloned());
                 self.outputs.push(output);
                 self.entries.push(ReportEntry {
                     id: Some(release.id.clone()),
                     source,
                     file: Some(file),
                     status: Status::Processed,
-                    warnings: warnings(&release),
+                    warnings,
                 });
                 let seconds = started.elapsed().as_secs_f64();
                 self.observer
