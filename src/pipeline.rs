@@ -365,18 +365,15 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<SummaryOut> {
-        let pairs: Vec<Bilingual> = paragraphs
-            .iter()
-            .flat_map(|p| p.sentences.iter().cloned())
-            .collect();
+        let aligned: Vec<Vec<Bilingual>> = paragraphs.iter().map(|p| p.sentences.clone()).collect();
         let summaries = &self.options.summaries;
-        match (pairs.is_empty(), summaries.extractive, summaries.side) {
+        match (aligned.is_empty(), summaries.extractive, summaries.side) {
             (true, _, _) => self.summarize(&release.body_text(), observer, tokens),
-            (false, true, _) => self.extract(pairs, observer, tokens),
+            (false, true, _) => self.extract(aligned.concat(), observer, tokens),
             (false, false, SummarySide::Ru) => {
                 self.summarize_russian(&release.body_text(), observer, tokens)
             }
-            (false, false, SummarySide::En) => self.summarize_english(&pairs, observer, tokens),
+            (false, false, SummarySide::En) => self.summarize_english(&aligned, observer, tokens),
         }
     }
 
@@ -399,8 +396,8 @@ impl<'a> Pipeline<'a> {
         match summaries.side {
             SummarySide::Ru => self.summarize_russian(document, observer, tokens),
             SummarySide::En => {
-                let pairs = self.translate_document(document, observer, tokens)?;
-                self.summarize_english(&pairs, observer, tokens)
+                let aligned = self.translate_document(document, observer, tokens)?;
+                self.summarize_english(&aligned, observer, tokens)
             }
         }
     }
@@ -449,12 +446,18 @@ impl<'a> Pipeline<'a> {
     /// says what the English says in the release's own words.
     fn summarize_english(
         &self,
-        pairs: &[Bilingual],
+        paragraphs: &[Vec<Bilingual>],
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<SummaryOut> {
         let summarizer = self.summarizer_model()?;
-        let english = join_sentences(pairs.iter().map(|p| p.en.as_str()));
+        let english = paragraphs
+            .iter()
+            .map(|p| join_sentences(p.iter().map(|s| s.en.as_str())))
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pairs = paragraphs.concat();
         let made = self.guarded_summary(summarizer, &english, Script::Latin, observer, tokens)?;
         let en = summary::cap_sentences(&made.text, self.options.summaries.max_sentences);
         let translations: Vec<String> = pairs.iter().map(|p| p.en.clone()).collect();
@@ -500,25 +503,34 @@ impl<'a> Pipeline<'a> {
         })
     }
 
-    /// Every sentence of a document with its translation.
+    /// Every sentence of a document with its translation, paragraph by paragraph.
     fn translate_document(
         &self,
         document: &str,
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
-    ) -> Result<Vec<Bilingual>> {
+    ) -> Result<Vec<Vec<Bilingual>>> {
         let translator = self.translator.ok_or_else(|| {
             Error::Usage(
                 "--summarize-from en summarizes the translation: it needs a translator".into(),
             )
         })?;
-        let russian = russian_sentences(document);
-        let (english, generation) = self.translate_units(translator, &russian, observer)?;
+        let paragraphs: Vec<Vec<String>> = text::paragraphs(document)
+            .iter()
+            .map(|block| text::sentences(&block.text))
+            .collect();
+        let (english, generation) =
+            self.translate_units(translator, &paragraphs.concat(), observer)?;
         *tokens += generation.counts;
-        Ok(russian
+        let mut english = english.into_iter();
+        Ok(paragraphs
             .into_iter()
-            .zip(english)
-            .map(|(ru, en)| Bilingual::new(ru, en.text))
+            .map(|sentences| {
+                sentences
+                    .into_iter()
+                    .map(|ru| Bilingual::new(ru, english.next().unwrap_or_default().text))
+                    .collect()
+            })
             .collect())
     }
 

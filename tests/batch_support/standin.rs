@@ -15,8 +15,20 @@ pub enum Role {
     Summarizer,
 }
 
+/// When the stand-in produces a degenerate loop instead of its usual output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Loop {
+    #[default]
+    Never,
+    Always,
+    /// Loops unless the call bans repeated n-grams (the guard's stricter retry).
+    UnlessStrict,
+}
+
 pub struct StandIn {
     role: Role,
+    /// Degenerate output on demand, to exercise the guards.
+    pub looping: Loop,
     info: ModelInfo,
     max_input_tokens: usize,
     /// Inputs containing this text make `generate` fail (a release the model cannot handle).
@@ -36,6 +48,7 @@ impl StandIn {
         };
         StandIn {
             role,
+            looping: Loop::Never,
             info: ModelInfo {
                 repo: name.into(),
                 revision: None,
@@ -65,6 +78,11 @@ impl StandIn {
         self
     }
 
+    pub fn looping(mut self, looping: Loop) -> Self {
+        self.looping = looping;
+        self
+    }
+
     pub fn inputs_seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
@@ -80,6 +98,16 @@ impl StandIn {
                     .collect::<Vec<_>>()
                     .join(" ")
             }
+        }
+    }
+}
+
+impl StandIn {
+    /// The loop users of seq2seq tools report: one phrase over and over, in the output language.
+    fn degenerate(&self) -> String {
+        match self.role {
+            Role::Translator => "the police said that ".repeat(8),
+            Role::Summarizer => "полиция сообщила что ".repeat(8),
         }
     }
 }
@@ -108,7 +136,7 @@ impl TextGenerator for StandIn {
     fn generate(
         &self,
         inputs: &[String],
-        _overrides: &GenerationOverrides,
+        overrides: &GenerationOverrides,
         progress: &dyn Fn(usize, usize),
     ) -> mtsum::Result<Vec<Generated>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -130,7 +158,10 @@ impl TextGenerator for StandIn {
                     )));
                 }
             }
-            let text = self.respond(input);
+            let text = match (self.looping, overrides.no_repeat_ngram_size) {
+                (Loop::Always, _) | (Loop::UnlessStrict, None) => self.degenerate(),
+                _ => self.respond(input),
+            };
             out.push(Generated {
                 output_tokens: words(&text) + 1,
                 input_tokens: words(input) + 1,
