@@ -369,6 +369,13 @@ impl KvBuffer {
     }
 
     fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        if self.len == 0 {
+            let (_, h, cap, d) = self.k.dims4()?;
+            let empty = Tensor::zeros((rows.dim(0)?, h, cap, d), self.k.dtype(), self.k.device())?;
+            self.k = empty.clone();
+            self.v = empty.zeros_like()?;
+            return Ok(());
+        }
         self.k = self.k.index_select(rows, 0)?;
         self.v = self.v.index_select(rows, 0)?;
         Ok(())
@@ -387,6 +394,9 @@ struct LayerCache {
 pub struct DecoderCache {
     layers: Vec<LayerCache>,
     memory_bias: Tensor,
+    /// For each current row, the row of the encoder output it reads. Beams of one input that
+    /// trade places read the same memory, so their reordering moves no memory.
+    sources: Vec<u32>,
     position: usize,
 }
 
@@ -417,6 +427,7 @@ impl DecoderCache {
         Ok(Self {
             layers,
             memory_bias: padding_bias(mask, encoded.dtype())?,
+            sources: (0..rows as u32).collect(),
             position: 0,
         })
     }
@@ -443,21 +454,36 @@ impl DecoderCache {
     }
 
     /// Keeps `rows` (u32 indices into the current rows, may repeat) of every cached tensor.
-    /// The identity selection (greedy search with no row finished) copies nothing.
+    ///
+    /// Cheap cases copy less: the identity (greedy search, no row finished) copies nothing, and
+    /// rows that keep reading the same encoder row (beams of one input reordered, when the
+    /// caller started decoding with one row per input and expanded it with `select_rows`)
+    /// leave the cross-attention memory in place.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
-        let current = self.memory_bias.dim(0)?;
         let wanted = rows.to_vec1::<u32>()?;
-        if wanted.len() == current && wanted.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        if let Some(&bad) = wanted.iter().find(|&&r| r as usize >= self.sources.len()) {
+            candle_core::bail!("select_rows: row {bad} of {} rows", self.sources.len());
+        }
+        let identity = wanted.len() == self.sources.len()
+            && wanted.iter().enumerate().all(|(i, &r)| r as usize == i);
+        if identity {
             return Ok(());
         }
+        let sources: Vec<u32> = wanted.iter().map(|&r| self.sources[r as usize]).collect();
+        let memory_moves = sources != self.sources;
         for layer in &mut self.layers {
             layer.own.select_rows(rows)?;
-            layer.memory = (
-                layer.memory.0.index_select(rows, 0)?,
-                layer.memory.1.index_select(rows, 0)?,
-            );
+            if memory_moves {
+                layer.memory = (
+                    layer.memory.0.index_select(rows, 0)?,
+                    layer.memory.1.index_select(rows, 0)?,
+                );
+            }
         }
-        self.memory_bias = self.memory_bias.index_select(rows, 0)?;
+        if memory_moves {
+            self.memory_bias = self.memory_bias.index_select(rows, 0)?;
+        }
+        self.sources = sources;
         Ok(())
     }
 }
