@@ -33,7 +33,7 @@ impl Weights {
         let index = dir.join("model.safetensors.index.json");
         let pickle = dir.join("pytorch_model.bin");
         let (file, vb) = if single.is_file() {
-            let files = SafetensorsFiles::open(&[single.clone()])?;
+            let files = SafetensorsFiles::open(std::slice::from_ref(&single))?;
             (
                 single,
                 Ok(VarBuilder::from_backend(
