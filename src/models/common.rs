@@ -272,10 +272,23 @@ pub fn residual(
     pre_norm: bool,
     f: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if pre_norm {
-        x + f(&norm.forward(x)?)?
+    let out = if pre_norm {
+        (x + f(&norm.forward(x)?)?)?
     } else {
-        norm.forward(&(x + f(x)?)?)
+        norm.forward(&(x + f(x)?)?)?
+    };
+    clamp_half(out)
+}
+
+/// In f16, keeps hidden states finite the way transformers does (T5 after every sublayer, the
+/// BART family after encoder layers): values beyond the f16 maximum less 1000 are clamped, so
+/// one overflow does not turn a whole output into NaN. Other dtypes pass unchanged.
+fn clamp_half(x: Tensor) -> Result<Tensor> {
+    const LIMIT: f64 = 65504.0 - 1000.0;
+    if x.dtype() == DType::F16 {
+        x.clamp(-LIMIT, LIMIT)
+    } else {
+        Ok(x)
     }
 }
 
