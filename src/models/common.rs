@@ -310,11 +310,11 @@ pub fn padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     bias.to_dtype(dtype)?.reshape((b, 1, 1, s))
 }
 
-/// Checks a (batch, len) u32 input against the model's position limit.
-pub fn check_length(len: usize, limit: Option<usize>, what: &str) -> Result<()> {
+/// Checks a length in positions against the model's position limit.
+pub fn check_length(len: usize, limit: Option<usize>, side: super::Side) -> Result<()> {
     match limit {
         Some(max) if len > max => Err(candle_core::Error::wrap(ModelError::TooLong {
-            what: what.to_string(),
+            side,
             tokens: len,
             max,
         })),

@@ -52,14 +52,41 @@ pub enum ModelError {
         expected: String,
         found: String,
     },
-    #[error("the {what} has {tokens} tokens, more than the model's {max} positions (max_position_embeddings); split the text into shorter segments")]
+    #[error("the {side} has {tokens} tokens, more than the model's {max} positions (max_position_embeddings); {advice}", advice = side.advice())]
     TooLong {
-        what: String,
+        side: Side,
         tokens: usize,
         max: usize,
     },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// Which side of the model ran out of positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The encoder input.
+    Source,
+    /// The generated text.
+    Target,
+}
+
+impl Side {
+    fn advice(self) -> &'static str {
+        match self {
+            Self::Source => "split the text into shorter segments",
+            Self::Target => "ask for fewer new tokens (--max-length)",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Source => "source",
+            Self::Target => "target",
+        })
+    }
 }
 
 /// Sets how many CPU threads candle uses. Must run before any tensor work.
