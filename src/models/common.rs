@@ -196,10 +196,27 @@ impl CrossAttention {
         Ok((part(0)?, part(1)?))
     }
 
-    pub fn forward(&self, x: &Tensor, memory: &(Tensor, Tensor), bias: &Tensor) -> Result<Tensor> {
-        let q = split_heads(&self.q.forward(x)?, self.shape.heads)?;
-        let attended = attend(&q, &memory.0, &memory.1, Some(bias))?;
-        self.out.forward(&merge_heads(&attended)?)
+    /// `x`: (rows, len, d_model). Memory row `m` serves the `group` consecutive rows
+    /// `m * group..(m + 1) * group` (the beams of one input), which attend it as one block of
+    /// queries: one matmul per memory row and head instead of one per beam.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        memory: &(Tensor, Tensor),
+        bias: &Tensor,
+        group: usize,
+    ) -> Result<Tensor> {
+        let (rows, len, _) = x.dims3()?;
+        let q = self.q.forward(x)?;
+        let q = q.reshape((rows / group, group * len, self.shape.inner()))?;
+        let attended = attend(
+            &split_heads(&q, self.shape.heads)?,
+            &memory.0,
+            &memory.1,
+            Some(bias),
+        )?;
+        let merged = merge_heads(&attended)?.reshape((rows, len, self.shape.inner()))?;
+        self.out.forward(&merged)
     }
 }
 
@@ -406,10 +423,12 @@ struct LayerCache {
 /// the encoder output, the encoder padding bias, and the number of positions decoded.
 pub struct DecoderCache {
     layers: Vec<LayerCache>,
+    /// The encoder padding bias, one row per memory row: (memory rows, 1, 1, src_len).
     memory_bias: Tensor,
-    /// For each current row, the row of the encoder output it reads. Beams of one input that
-    /// trade places read the same memory, so their reordering moves no memory.
+    /// For each current row, the memory row it reads.
     sources: Vec<u32>,
+    /// Rows per memory row: `sources[i] == i / group` always holds.
+    group: usize,
     position: usize,
 }
 
@@ -441,6 +460,7 @@ impl DecoderCache {
             layers,
             memory_bias: padding_bias(mask, encoded.dtype())?,
             sources: (0..rows as u32).collect(),
+            group: 1,
             position: 0,
         })
     }
@@ -448,11 +468,6 @@ impl DecoderCache {
     /// How many positions have been decoded (the position of the next token).
     pub fn position(&self) -> usize {
         self.position
-    }
-
-    /// The encoder padding bias for cross-attention, (rows, 1, 1, src_len).
-    pub fn memory_bias(&self) -> &Tensor {
-        &self.memory_bias
     }
 
     /// Layer `i`'s self-attention buffer and encoder memory.
@@ -468,10 +483,11 @@ impl DecoderCache {
 
     /// Keeps `rows` (u32 indices into the current rows, may repeat) of every cached tensor.
     ///
-    /// Cheap cases copy less: the identity (greedy search, no row finished) copies nothing, and
-    /// rows that keep reading the same encoder row (beams of one input reordered, when the
-    /// caller started decoding with one row per input and expanded it with `select_rows`)
-    /// leave the cross-attention memory in place.
+    /// The encoder memory is kept once per input, not once per row: when the new rows come in
+    /// equal consecutive groups reading one memory row each (beams of one input, the way beam
+    /// search expands and reorders them after starting with one row per input), the memory
+    /// only loses the rows of inputs that left; any other selection expands it to one memory row
+    /// per row. The identity selection copies nothing.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         let wanted = rows.to_vec1::<u32>()?;
         if let Some(&bad) = wanted.iter().find(|&&r| r as usize >= self.sources.len()) {
@@ -482,23 +498,47 @@ impl DecoderCache {
         if identity {
             return Ok(());
         }
-        let sources: Vec<u32> = wanted.iter().map(|&r| self.sources[r as usize]).collect();
-        let memory_moves = sources != self.sources;
         for layer in &mut self.layers {
             layer.own.select_rows(rows)?;
-            if memory_moves {
+        }
+        let sources: Vec<u32> = wanted.iter().map(|&r| self.sources[r as usize]).collect();
+        let (kept, group) = match grouping(&sources) {
+            Some(grouped) => grouped,
+            None => (sources, 1),
+        };
+        let memory_rows = self.memory_bias.dim(0)?;
+        let unchanged =
+            kept.len() == memory_rows && kept.iter().enumerate().all(|(i, &m)| m as usize == i);
+        if !unchanged {
+            let kept_t = Tensor::new(kept.as_slice(), rows.device())?;
+            for layer in &mut self.layers {
                 layer.memory = (
-                    layer.memory.0.index_select(rows, 0)?,
-                    layer.memory.1.index_select(rows, 0)?,
+                    layer.memory.0.index_select(&kept_t, 0)?,
+                    layer.memory.1.index_select(&kept_t, 0)?,
                 );
             }
+            self.memory_bias = self.memory_bias.index_select(&kept_t, 0)?;
         }
-        if memory_moves {
-            self.memory_bias = self.memory_bias.index_select(rows, 0)?;
-        }
-        self.sources = sources;
+        self.group = group;
+        self.sources = (0..wanted.len() as u32).map(|i| i / group as u32).collect();
         Ok(())
     }
+}
+
+/// If `sources` is a run of equal-length groups, each reading one memory row: the memory row of
+/// each group and the group length.
+fn grouping(sources: &[u32]) -> Option<(Vec<u32>, usize)> {
+    let first = *sources.first()?;
+    let group = sources.iter().take_while(|&&s| s == first).count();
+    if sources.len() % group != 0 {
+        return None;
+    }
+    let kept: Vec<u32> = sources.iter().step_by(group).copied().collect();
+    let regular = sources
+        .iter()
+        .enumerate()
+        .all(|(i, &s)| s == kept[i / group]);
+    regular.then_some((kept, group))
 }
 
 /// The output layer: logits = hidden · headᵀ (+ bias), as f32 (rows, vocab).
@@ -593,16 +633,16 @@ impl Layer {
         self_bias: Option<&Tensor>,
         own: &mut KvBuffer,
         memory: &(Tensor, Tensor),
-        memory_bias: &Tensor,
+        (memory_bias, group): (&Tensor, usize),
         pre_norm: bool,
     ) -> Result<Tensor> {
         let x = residual(x, &self.self_norm, pre_norm, |h| {
             self.self_attn.step(h, self_bias, own)
         })?;
         let x = match &self.cross {
-            Some((attn, norm)) => {
-                residual(&x, norm, pre_norm, |h| attn.forward(h, memory, memory_bias))?
-            }
+            Some((attn, norm)) => residual(&x, norm, pre_norm, |h| {
+                attn.forward(h, memory, memory_bias, group)
+            })?,
             None => x,
         };
         residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
@@ -632,9 +672,11 @@ impl Stack {
         cache: &mut DecoderCache,
     ) -> Result<Tensor> {
         let memory_bias = cache.memory_bias.clone();
+        let group = cache.group;
         for (i, layer) in self.layers.iter().enumerate() {
             let (own, memory) = cache.layer(i);
-            x = layer.step(&x, self_bias, own, memory, &memory_bias, self.pre_norm)?;
+            let memory_layout = (&memory_bias, group);
+            x = layer.step(&x, self_bias, own, memory, memory_layout, self.pre_norm)?;
         }
         cache.advance();
         self.finish(x)
@@ -645,5 +687,20 @@ impl Stack {
             Some(n) => n.forward(&x),
             None => Ok(x),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouping;
+
+    #[test]
+    fn beams_of_one_input_form_groups() {
+        assert_eq!(grouping(&[0, 0, 1, 1, 2, 2]), Some((vec![0, 1, 2], 2)));
+        assert_eq!(grouping(&[2, 2, 2, 0, 0, 0]), Some((vec![2, 0], 3)));
+        assert_eq!(grouping(&[3, 1]), Some((vec![3, 1], 1)));
+        assert_eq!(grouping(&[0, 0, 1]), None);
+        assert_eq!(grouping(&[0, 0, 1, 0]), None);
+        assert_eq!(grouping(&[]), None);
     }
 }
