@@ -9,7 +9,9 @@
 //! preallocated buffer, so a step costs one row of work per layer.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Activation, Linear};
+use candle_nn::Activation;
+
+use super::linear::Linear;
 
 use super::weights::Weights;
 use super::ModelError;
@@ -543,27 +545,23 @@ fn grouping(sources: &[u32]) -> Option<(Vec<u32>, usize)> {
 
 /// The output layer: logits = hidden · headᵀ (+ bias), as f32 (rows, vocab).
 pub struct OutputHead {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    linear: Linear,
 }
 
 impl OutputHead {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            linear: Linear::new(weight, bias),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.weight.dim(0).unwrap_or(0)
+        self.linear.weight().dim(0).unwrap_or(0)
     }
 
     /// `hidden`: (rows, d_model).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = hidden.matmul(&self.weight.t()?)?;
-        let logits = match &self.bias {
-            Some(b) => logits.broadcast_add(b)?,
-            None => logits,
-        };
-        logits.to_dtype(DType::F32)
+        self.linear.forward(hidden)?.to_dtype(DType::F32)
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod common;
 pub mod config;
+pub mod linear;
 pub mod marian;
 pub mod t5;
 pub mod weights;
