@@ -429,3 +429,31 @@ fn a_folder_without_weights_or_with_an_unknown_family_is_a_clear_error() {
         .to_string();
     assert!(err.contains("gpt2") && err.contains("config.json"), "{err}");
 }
+
+/// f16 and bf16 weights run the same code; their logits stay near transformers' f32 ones
+/// (relative to the logits' range: half precision keeps about 3 significant digits).
+#[test]
+fn half_precision_stays_close_to_f32() {
+    for r in references() {
+        let path = repo().join(&r.model.dir);
+        for (dtype, tolerance) in [(DType::F16, 0.005f32), (DType::BF16, 0.1)] {
+            let m = models::load(&path, &Device::Cpu, dtype).unwrap();
+            let (ids, mask) = batch(&r);
+            let encoded = m.encode(&ids, &mask).unwrap();
+            assert_eq!(encoded.dtype(), dtype);
+            let mut cache = m.start_decoding(&encoded, &mask).unwrap();
+            let starts = vec![r.decoder_start_token_id; r.input_ids.len()];
+            let logits = step(&m, &starts, &mut cache);
+            assert_eq!(logits.dtype(), DType::F32);
+            for (i, want) in r.first_step_logits.iter().enumerate() {
+                let range = want.iter().fold(0f32, |a, &b| a.max(b.abs()));
+                let diff = max_diff(&logits_row(&logits, i), want);
+                assert!(
+                    diff <= tolerance * range,
+                    "{} {dtype:?} input {i}: {diff} of {range}",
+                    r.model.name
+                );
+            }
+        }
+    }
+}
