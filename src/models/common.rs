@@ -88,13 +88,13 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
     x.transpose(1, 2)?.reshape((b, t, h * d))
 }
 
-/// softmax(q kᵀ + bias) v, per head. `bias` broadcasts to (batch, heads, q_len, k_len).
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let scores = q.matmul(&k.transpose(2, 3)?)?;
-    let scores = match bias {
-        Some(b) => scores.broadcast_add(b)?,
-        None => scores,
-    };
+/// softmax(q kᵀ + biases) v, per head. Each bias broadcasts to (batch, heads, q_len, k_len);
+/// they are added one by one so that none is materialized at the full size.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, biases: &[&Tensor]) -> Result<Tensor> {
+    let mut scores = q.matmul(&k.transpose(2, 3)?)?;
+    for bias in biases {
+        scores = scores.broadcast_add(bias)?;
+    }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(v)
 }
@@ -140,17 +140,20 @@ impl SelfAttention {
         Ok((part(0)?, part(1)?, part(2)?))
     }
 
-    /// Every position attends every position (the encoder); `bias` carries the padding mask.
-    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    /// Every position attends every position (the encoder); `biases` carry the padding mask
+    /// (and T5's relative positions).
+    pub fn forward(&self, x: &Tensor, biases: &[&Tensor]) -> Result<Tensor> {
         let (q, k, v) = self.project(x)?;
-        self.out.forward(&merge_heads(&attend(&q, &k, &v, bias)?)?)
+        self.out
+            .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
     }
 
     /// One decoder position: its keys and values join `cache`, and it attends all of them.
-    pub fn step(&self, x: &Tensor, bias: Option<&Tensor>, cache: &mut KvBuffer) -> Result<Tensor> {
+    pub fn step(&self, x: &Tensor, biases: &[&Tensor], cache: &mut KvBuffer) -> Result<Tensor> {
         let (q, k, v) = self.project(x)?;
         let (k, v) = cache.append(&k, &v)?;
-        self.out.forward(&merge_heads(&attend(&q, &k, &v, bias)?)?)
+        self.out
+            .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
     }
 }
 
@@ -215,7 +218,7 @@ impl CrossAttention {
             &split_heads(&q, self.shape.heads)?,
             &memory.0,
             &memory.1,
-            Some(bias),
+            &[bias],
         )?;
         let merged = merge_heads(&attended)?.reshape((rows, len, self.shape.inner()))?;
         self.out.forward(&merged)
@@ -616,10 +619,10 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// An encoder layer over all positions; `bias` holds the padding mask (and T5's positions).
-    pub fn encode(&self, x: &Tensor, bias: &Tensor, pre_norm: bool) -> Result<Tensor> {
+    /// An encoder layer over all positions; `biases` hold the padding mask (and T5's positions).
+    pub fn encode(&self, x: &Tensor, biases: &[&Tensor], pre_norm: bool) -> Result<Tensor> {
         let x = residual(x, &self.self_norm, pre_norm, |h| {
-            self.self_attn.forward(h, Some(bias))
+            self.self_attn.forward(h, biases)
         })?;
         residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
     }
@@ -635,7 +638,7 @@ impl Layer {
         pre_norm: bool,
     ) -> Result<Tensor> {
         let x = residual(x, &self.self_norm, pre_norm, |h| {
-            self.self_attn.step(h, self_bias, own)
+            self.self_attn.step(h, self_bias.as_slice(), own)
         })?;
         let x = match &self.cross {
             Some((attn, norm)) => residual(&x, norm, pre_norm, |h| {
@@ -655,9 +658,9 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn encode(&self, mut x: Tensor, bias: &Tensor) -> Result<Tensor> {
+    pub fn encode(&self, mut x: Tensor, biases: &[&Tensor]) -> Result<Tensor> {
         for layer in &self.layers {
-            x = layer.encode(&x, bias, self.pre_norm)?;
+            x = layer.encode(&x, biases, self.pre_norm)?;
         }
         self.finish(x)
     }

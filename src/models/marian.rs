@@ -312,7 +312,7 @@ impl BartModel {
     pub fn encode(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let x = self.encoder_embed.forward(ids, 0, Side::Source)?;
         let bias = padding_bias(mask, x.dtype())?;
-        self.encoder.encode(x, &bias)
+        self.encoder.encode(x, &[&bias])
     }
 
     pub fn start_decoding(&self, encoded: &Tensor, mask: &Tensor) -> Result<DecoderCache> {
