@@ -1,5 +1,5 @@
-//! The pieces every family shares, written once: multi-head attention (fused projections, an
-//! optional additive bias for padding masks and T5's relative positions), the caller-owned
+//! The pieces every family shares, written once: multi-head attention (fused projections,
+//! additive biases for padding masks and T5's relative positions), the caller-owned
 //! decoder cache with its row selection, the feed-forward block, and residual sublayers.
 //!
 //! Why not candle-transformers' layers: their encoders take no padding mask, their decoders
@@ -12,7 +12,6 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
 
 use super::linear::Linear;
-
 use super::weights::Weights;
 use super::ModelError;
 
@@ -405,10 +404,10 @@ impl KvBuffer {
 
     fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         if self.len == 0 {
+            // nothing written yet: fresh buffers for the new number of rows, nothing to copy
             let (_, h, cap, d) = self.k.dims4()?;
-            let empty = Tensor::zeros((rows.dim(0)?, h, cap, d), self.k.dtype(), self.k.device())?;
-            self.k = empty.clone();
-            self.v = empty.zeros_like()?;
+            self.k = Tensor::zeros((rows.dim(0)?, h, cap, d), self.k.dtype(), self.k.device())?;
+            self.v = self.k.zeros_like()?;
             return Ok(());
         }
         self.k = self.k.index_select(rows, 0)?;
