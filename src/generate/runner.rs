@@ -1,0 +1,174 @@
+//! The runner: tokenizer + model + generation config, the engine's implementation of
+//! [`TextGenerator`] for the pipeline and of `mtsum generate` / `mtsum bench`.
+
+use candle_core::Device;
+
+use super::config::{GenerationConfig, Settings};
+use super::{schedule, search, Generated, GenerationOverrides, ModelInfo, Seq2Seq, TextGenerator};
+use crate::tokenize::Seq2SeqTokenizer;
+use crate::{Error, Result};
+
+/// A loaded model ready to generate.
+pub struct Runner<M> {
+    model: M,
+    tokenizer: Seq2SeqTokenizer,
+    config: GenerationConfig,
+    info: ModelInfo,
+    device: Device,
+    max_input_tokens: usize,
+    batch_tokens: usize,
+}
+
+/// The parts a runner is built from; `max_input_tokens` None takes the model's own limit.
+pub struct RunnerParts<M> {
+    pub model: M,
+    pub tokenizer: Seq2SeqTokenizer,
+    pub config: GenerationConfig,
+    pub info: ModelInfo,
+    pub device: Device,
+    pub max_input_tokens: Option<usize>,
+    pub batch_tokens: Option<usize>,
+}
+
+/// Most source tokens when neither the model nor a preset sets a limit (T5's relative
+/// positions have none; its attention cost grows with the square of the length).
+const UNBOUNDED_INPUT_TOKENS: usize = 4096;
+
+impl<M: Seq2Seq> Runner<M> {
+    pub fn new(parts: RunnerParts<M>) -> Self {
+        let own_limit = parts.model.max_source_positions();
+        let max_input_tokens = match (parts.max_input_tokens, own_limit) {
+            (Some(preset), Some(own)) => preset.min(own),
+            (Some(limit), None) | (None, Some(limit)) => limit,
+            (None, None) => UNBOUNDED_INPUT_TOKENS,
+        };
+        Self {
+            model: parts.model,
+            tokenizer: parts.tokenizer,
+            config: parts.config,
+            info: parts.info,
+            device: parts.device,
+            max_input_tokens,
+            batch_tokens: parts.batch_tokens.unwrap_or(schedule::DEFAULT_BATCH_TOKENS),
+        }
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Seq2SeqTokenizer {
+        &self.tokenizer
+    }
+
+    /// The effective settings for `overrides`.
+    pub fn resolve(&self, overrides: &GenerationOverrides) -> Result<Settings> {
+        self.config.resolve(
+            overrides,
+            self.model.special_tokens(),
+            self.model.max_source_positions(),
+        )
+    }
+
+    /// Source ids (end token included) of `text`; a text over the input limit is an error that
+    /// names the input and the limit.
+    pub fn encode(&self, index: usize, text: &str) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode(text)?;
+        self.check_length(index, ids.len())?;
+        Ok(ids)
+    }
+
+    fn check_length(&self, index: usize, tokens: usize) -> Result<()> {
+        if tokens > self.max_input_tokens {
+            return Err(Error::Usage(format!(
+                "input {} has {tokens} tokens, but {} accepts at most {}: split it into shorter \
+                 segments (mtsum translate/summarize do this themselves)",
+                index + 1,
+                self.info.repo,
+                self.max_input_tokens
+            )));
+        }
+        Ok(())
+    }
+
+    /// Generated ids (no decoder start token) for every source, in input order. Empty sources
+    /// give empty outputs without running the model.
+    pub fn generate_ids(
+        &self,
+        sources: &[Vec<u32>],
+        settings: &Settings,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Vec<u32>>> {
+        for (index, source) in sources.iter().enumerate() {
+            self.check_length(index, source.len())?;
+        }
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+        schedule::run(
+            &lengths,
+            self.batch_tokens,
+            settings.num_beams,
+            |batch| {
+                let real: Vec<&[u32]> = (batch.iter())
+                    .map(|&i| sources[i].as_slice())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let mut outputs =
+                    search::generate_batch(&self.model, settings, &real, &self.device)?.into_iter();
+                Ok(batch
+                    .iter()
+                    .map(|&i| match sources[i].is_empty() {
+                        true => Vec::new(),
+                        false => outputs.next().unwrap_or_default(),
+                    })
+                    .collect())
+            },
+            progress,
+        )
+    }
+}
+
+impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.tokenizer.encode(text)?.len())
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.max_input_tokens
+    }
+
+    fn settings(&self, overrides: &GenerationOverrides) -> serde_json::Value {
+        match self.resolve(overrides) {
+            Ok(settings) => serde_json::to_value(settings).unwrap_or_default(),
+            Err(err) => serde_json::json!({ "error": err.to_string() }),
+        }
+    }
+
+    fn generate(
+        &self,
+        inputs: &[String],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Generated>> {
+        let settings = self.resolve(overrides)?;
+        let sources = (inputs.iter().enumerate())
+            .map(|(i, text)| match text.trim().is_empty() {
+                true => Ok(Vec::new()),
+                false => self.encode(i, text),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = self.generate_ids(&sources, &settings, progress)?;
+        (sources.iter().zip(outputs))
+            .map(|(source, ids)| {
+                Ok(Generated {
+                    text: self.tokenizer.decode(&ids)?,
+                    input_tokens: source.len(),
+                    output_tokens: ids.len(),
+                })
+            })
+            .collect()
+    }
+}
