@@ -17,6 +17,8 @@ pub struct Runner<M> {
     device: Device,
     max_input_tokens: usize,
     batch_tokens: usize,
+    /// The model's folder, when loaded from one.
+    dir: Option<std::path::PathBuf>,
 }
 
 /// The parts a runner is built from; `max_input_tokens` None takes the model's own limit.
@@ -50,7 +52,17 @@ impl<M: Seq2Seq> Runner<M> {
             device: parts.device,
             max_input_tokens,
             batch_tokens: parts.batch_tokens.unwrap_or(schedule::DEFAULT_BATCH_TOKENS),
+            dir: None,
         }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The folder the model was loaded from (None when built from parts).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     pub fn model(&self) -> &M {
@@ -170,5 +182,61 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
                 })
             })
             .collect()
+    }
+}
+
+/// Loads the runner of a resolved model: its tokenizer, generation config and weights, on
+/// `device` in `dtype`. The input limit is the model's own, lowered by the preset's when the
+/// model was named by a preset.
+pub fn load(
+    resolved: &crate::hub::ResolvedModel,
+    device: &Device,
+    dtype: candle_core::DType,
+    batch_tokens: Option<usize>,
+) -> Result<Runner<crate::models::AnyModel>> {
+    let dir = &resolved.dir;
+    let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
+    let config = GenerationConfig::from_dir(dir)?;
+    let model = crate::models::load(dir, device, dtype)?;
+    let info = ModelInfo {
+        repo: resolved.repo.clone(),
+        revision: resolved.revision.clone(),
+        commit: resolved.commit.clone(),
+        family: model.model_type().name().to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        device: device_name(device),
+    };
+    let mut runner = Runner::new(RunnerParts {
+        model,
+        tokenizer,
+        config,
+        info,
+        device: device.clone(),
+        max_input_tokens: resolved.preset.as_ref().and_then(|p| p.max_input_tokens),
+        batch_tokens,
+    });
+    runner.dir = Some(dir.clone());
+    Ok(runner)
+}
+
+/// Resolves `spec` (hub id[@revision], preset or folder) and loads its runner on the device and
+/// dtype the global flags choose. This is how the pipeline gets its translator and summarizer.
+pub fn open(spec: &str, global: &crate::cli::GlobalArgs) -> Result<Runner<crate::models::AnyModel>> {
+    let options = crate::hub::HubOptions {
+        offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
+        progress: !global.quiet,
+    };
+    let resolved = crate::hub::resolve(spec, &options)?;
+    let device = global.device.open()?;
+    let dtype = crate::device::choose_dtype(&device, global.dtype);
+    load(&resolved, &device, dtype, global.batch_tokens)
+}
+
+/// "cpu", "cuda:0", "metal:0": as recorded in outputs.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
