@@ -1,19 +1,164 @@
 //! Model families (one module each, following Hugging Face weight names), chosen from
-//! config.json's `model_type`.
+//! config.json's `model_type`: `marian` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
+//! the engine's [`Seq2Seq`] trait through [`AnyModel`]; [`load`] is the entry point.
 //!
 //! Owner: engine issue (#5).
 
+pub mod common;
+pub mod config;
+pub mod marian;
+pub mod t5;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+pub use common::DecoderCache;
+pub use config::{ModelConfig, ModelType};
+
+use crate::generate::{Seq2Seq, SpecialTokens};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{0}")]
-    Other(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: field `{field}`: {problem}")]
+    BadConfig {
+        file: PathBuf,
+        field: String,
+        problem: String,
+    },
+    #[error("{file}: model_type `{model_type}` is not supported (supported: marian, bart, mbart, t5, mt5)")]
+    UnsupportedModelType { file: PathBuf, model_type: String },
+    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin)")]
+    NoWeights { dir: PathBuf },
+    #[error("{file}: cannot read weights: {source}")]
+    WeightFile {
+        file: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("{file}: weight `{name}` is missing; the file does not match config.json's model_type and sizes")]
+    MissingWeight { file: PathBuf, name: String },
+    #[error("{file}: weight `{name}` has shape {found}, but config.json implies {expected}")]
+    WrongShape {
+        file: PathBuf,
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("the {what} has {tokens} tokens, more than the model's {max} positions (max_position_embeddings); split the text into shorter segments")]
+    TooLong {
+        what: String,
+        tokens: usize,
+        max: usize,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
 }
 
 /// Sets how many CPU threads candle uses. Must run before any tensor work.
+///
+/// candle's CPU kernels read the thread count from `RAYON_NUM_THREADS` (matmul, through the gemm
+/// crate's parallelism) and `CANDLE_NUM_THREADS` (its own barrier pool for element-wise work),
+/// and use rayon's global pool; all three are set here.
 pub fn set_threads(n: usize) -> crate::Result<()> {
     if n == 0 {
         return Err(crate::Error::Usage("--threads must be at least 1".into()));
     }
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    // Fails only if the global pool already exists, i.e. tensor work already ran: then the
+    // pool keeps its size, but matmul still honours the variables set above.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     Ok(())
+}
+
+/// A loaded model of any supported family.
+pub enum AnyModel {
+    /// marian, bart, mbart
+    Bart(marian::BartModel),
+    /// t5, mt5
+    T5(t5::T5Model),
+}
+
+/// Loads the model in `dir` (config.json, optional generation_config.json, and
+/// model.safetensors / model.safetensors.index.json + shards / pytorch_model.bin), with its
+/// weights converted to `dtype` on `device`.
+pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<AnyModel, ModelError> {
+    let config = ModelConfig::read(dir)?;
+    let weights = weights::Weights::open(dir, dtype, device)?;
+    Ok(match config.model_type {
+        ModelType::Marian | ModelType::Bart | ModelType::MBart => {
+            AnyModel::Bart(marian::BartModel::load(&config, &weights)?)
+        }
+        ModelType::T5 | ModelType::MT5 => AnyModel::T5(t5::T5Model::load(&config, &weights)?),
+    })
+}
+
+impl AnyModel {
+    /// config.json's model_type.
+    pub fn model_type(&self) -> ModelType {
+        match self {
+            Self::Bart(m) => m.model_type(),
+            Self::T5(m) => m.model_type(),
+        }
+    }
+}
+
+impl Seq2Seq for AnyModel {
+    type Cache = DecoderCache;
+
+    fn encode(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Bart(m) => m.encode(ids, mask),
+            Self::T5(m) => m.encode(ids, mask),
+        }
+    }
+
+    fn start_decoding(&self, encoded: &Tensor, mask: &Tensor) -> candle_core::Result<DecoderCache> {
+        match self {
+            Self::Bart(m) => m.start_decoding(encoded, mask),
+            Self::T5(m) => m.start_decoding(encoded, mask),
+        }
+    }
+
+    fn decode_step(&self, last: &Tensor, cache: &mut DecoderCache) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Bart(m) => m.decode_step(last, cache),
+            Self::T5(m) => m.decode_step(last, cache),
+        }
+    }
+
+    fn select_rows(&self, cache: &mut DecoderCache, rows: &Tensor) -> candle_core::Result<()> {
+        cache.select_rows(rows)
+    }
+
+    fn special_tokens(&self) -> &SpecialTokens {
+        match self {
+            Self::Bart(m) => m.special_tokens(),
+            Self::T5(m) => m.special_tokens(),
+        }
+    }
+
+    fn vocab_size(&self) -> usize {
+        match self {
+            Self::Bart(m) => m.vocab_size(),
+            Self::T5(m) => m.vocab_size(),
+        }
+    }
+
+    fn max_source_positions(&self) -> Option<usize> {
+        match self {
+            Self::Bart(m) => Some(m.max_source_positions()),
+            Self::T5(_) => None,
+        }
+    }
 }

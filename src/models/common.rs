@@ -1,0 +1,610 @@
+//! The pieces every family shares, written once: multi-head attention (fused projections, an
+//! optional additive bias for padding masks and T5's relative positions), the caller-owned
+//! decoder cache with its row selection, the feed-forward block, and residual sublayers.
+//!
+//! Why not candle-transformers' layers: their encoders take no padding mask, their decoders
+//! keep the cache inside the model, and their cross-attention projects the encoder output at
+//! every step. Here the cross-attention keys and values are projected once in
+//! `DecoderCache::new`, and self-attention keys and values are appended in place to a
+//! preallocated buffer, so a step costs one row of work per layer.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Activation, Linear};
+
+use super::weights::Weights;
+use super::ModelError;
+
+/// The Hugging Face names of one attention block's projections.
+pub struct AttentionNames {
+    pub q: &'static str,
+    pub k: &'static str,
+    pub v: &'static str,
+    pub out: &'static str,
+}
+
+/// The shape of an attention block, and how it is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub d_model: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Whether the projections carry biases (BART family: yes; T5: no).
+    pub bias: bool,
+    /// Factor applied to the queries (head_dim^-0.5 for BART family; 1 for T5), folded into
+    /// the query projection at load time.
+    pub query_scale: f64,
+}
+
+impl AttentionShape {
+    fn inner(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// Reads one projection (`prefix.name.weight`, optional bias) of shape (out, in).
+fn projection(
+    w: &Weights,
+    prefix: &str,
+    name: &str,
+    (out, inp): (usize, usize),
+    bias: bool,
+    scale: f64,
+) -> std::result::Result<(Tensor, Option<Tensor>), ModelError> {
+    let weight = w.get(&format!("{prefix}.{name}.weight"), (out, inp))?;
+    let bias = bias
+        .then(|| w.get(&format!("{prefix}.{name}.bias"), out))
+        .transpose()?;
+    if scale == 1.0 {
+        return Ok((weight, bias));
+    }
+    let scaled = |t: Tensor| t.affine(scale, 0.0).map_err(ModelError::from);
+    Ok((scaled(weight)?, bias.map(scaled).transpose()?))
+}
+
+/// Several projections of the same input fused into one matrix, so one matmul does them all.
+fn fused(parts: Vec<(Tensor, Option<Tensor>)>) -> std::result::Result<Linear, ModelError> {
+    let (weights, biases): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let weight = Tensor::cat(&weights, 0)?;
+    let bias = match biases.into_iter().collect::<Option<Vec<_>>>() {
+        Some(b) => Some(Tensor::cat(&b, 0)?),
+        None => None,
+    };
+    Ok(Linear::new(weight, bias))
+}
+
+/// (batch, len, heads * head_dim) -> (batch, heads, len, head_dim), contiguous for matmul.
+fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, inner) = x.dims3()?;
+    x.reshape((b, t, heads, inner / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// (batch, heads, len, head_dim) -> (batch, len, heads * head_dim).
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, t, h * d))
+}
+
+/// softmax(q kᵀ + bias) v, per head. `bias` broadcasts to (batch, heads, q_len, k_len).
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let scores = q.matmul(&k.transpose(2, 3)?)?;
+    let scores = match bias {
+        Some(b) => scores.broadcast_add(b)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    probs.matmul(v)
+}
+
+/// Self-attention with its query, key and value projections fused into one matrix.
+pub struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    shape: AttentionShape,
+}
+
+impl SelfAttention {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        names: &AttentionNames,
+        shape: AttentionShape,
+    ) -> std::result::Result<Self, ModelError> {
+        let dims = (shape.inner(), shape.d_model);
+        let q = projection(w, prefix, names.q, dims, shape.bias, shape.query_scale)?;
+        let k = projection(w, prefix, names.k, dims, shape.bias, 1.0)?;
+        let v = projection(w, prefix, names.v, dims, shape.bias, 1.0)?;
+        let (ow, ob) = projection(
+            w,
+            prefix,
+            names.out,
+            (shape.d_model, shape.inner()),
+            shape.bias,
+            1.0,
+        )?;
+        Ok(Self {
+            qkv: fused(vec![q, k, v])?,
+            out: Linear::new(ow, ob),
+            shape,
+        })
+    }
+
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let qkv = self.qkv.forward(x)?;
+        let inner = self.shape.inner();
+        let part =
+            |i: usize| split_heads(&qkv.narrow(D::Minus1, i * inner, inner)?, self.shape.heads);
+        Ok((part(0)?, part(1)?, part(2)?))
+    }
+
+    /// Every position attends every position (the encoder); `bias` carries the padding mask.
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (q, k, v) = self.project(x)?;
+        self.out.forward(&merge_heads(&attend(&q, &k, &v, bias)?)?)
+    }
+
+    /// One decoder position: its keys and values join `cache`, and it attends all of them.
+    pub fn step(&self, x: &Tensor, bias: Option<&Tensor>, cache: &mut KvBuffer) -> Result<Tensor> {
+        let (q, k, v) = self.project(x)?;
+        let (k, v) = cache.append(&k, &v)?;
+        self.out.forward(&merge_heads(&attend(&q, &k, &v, bias)?)?)
+    }
+}
+
+/// Attention of the decoder over the encoder output, whose keys and values are projected once.
+pub struct CrossAttention {
+    q: Linear,
+    kv: Linear,
+    out: Linear,
+    shape: AttentionShape,
+}
+
+impl CrossAttention {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        names: &AttentionNames,
+        shape: AttentionShape,
+    ) -> std::result::Result<Self, ModelError> {
+        let dims = (shape.inner(), shape.d_model);
+        let (qw, qb) = projection(w, prefix, names.q, dims, shape.bias, shape.query_scale)?;
+        let k = projection(w, prefix, names.k, dims, shape.bias, 1.0)?;
+        let v = projection(w, prefix, names.v, dims, shape.bias, 1.0)?;
+        let (ow, ob) = projection(
+            w,
+            prefix,
+            names.out,
+            (shape.d_model, shape.inner()),
+            shape.bias,
+            1.0,
+        )?;
+        Ok(Self {
+            q: Linear::new(qw, qb),
+            kv: fused(vec![k, v])?,
+            out: Linear::new(ow, ob),
+            shape,
+        })
+    }
+
+    /// Keys and values of the encoder output, each (rows, heads, src_len, head_dim).
+    pub fn project_memory(&self, encoded: &Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = self.kv.forward(encoded)?;
+        let inner = self.shape.inner();
+        let part =
+            |i: usize| split_heads(&kv.narrow(D::Minus1, i * inner, inner)?, self.shape.heads);
+        Ok((part(0)?, part(1)?))
+    }
+
+    pub fn forward(&self, x: &Tensor, memory: &(Tensor, Tensor), bias: &Tensor) -> Result<Tensor> {
+        let q = split_heads(&self.q.forward(x)?, self.shape.heads)?;
+        let attended = attend(&q, &memory.0, &memory.1, Some(bias))?;
+        self.out.forward(&merge_heads(&attended)?)
+    }
+}
+
+/// The feed-forward block: `down(act(up(x)))`, or with a gate `down(act(up₀(x)) * up₁(x))`
+/// where up₀ and up₁ are fused into one matrix.
+pub struct FeedForward {
+    up: Linear,
+    down: Linear,
+    act: Activation,
+    gated: bool,
+}
+
+impl FeedForward {
+    /// `up` names one projection, or two (gate first) for a gated block.
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        up: &[&str],
+        down: &str,
+        (d_model, d_ff): (usize, usize),
+        bias: bool,
+        act: Activation,
+    ) -> std::result::Result<Self, ModelError> {
+        let ups = up
+            .iter()
+            .map(|name| projection(w, prefix, name, (d_ff, d_model), bias, 1.0))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (dw, db) = projection(w, prefix, down, (d_model, d_ff), bias, 1.0)?;
+        Ok(Self {
+            gated: ups.len() > 1,
+            up: fused(ups)?,
+            down: Linear::new(dw, db),
+            act,
+        })
+    }
+}
+
+impl Module for FeedForward {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.up.forward(x)?;
+        let h = if self.gated {
+            let d_ff = h.dim(D::Minus1)? / 2;
+            (self.act.forward(&h.narrow(D::Minus1, 0, d_ff)?)?
+                * h.narrow(D::Minus1, d_ff, d_ff)?)?
+        } else {
+            self.act.forward(&h)?
+        };
+        self.down.forward(&h)
+    }
+}
+
+/// Parses an activation name of transformers' ACT2FN that candle-nn implements.
+pub fn activation(name: &str) -> Option<Activation> {
+    match name {
+        "relu" => Some(Activation::Relu),
+        "gelu" => Some(Activation::Gelu),
+        "gelu_new" | "gelu_pytorch_tanh" => Some(Activation::NewGelu),
+        "silu" | "swish" => Some(Activation::Silu),
+        "sigmoid" => Some(Activation::Sigmoid),
+        "mish" => Some(Activation::Mish),
+        _ => None,
+    }
+}
+
+/// A residual sublayer: post-norm `norm(x + f(x))` (Marian, BART) or pre-norm
+/// `x + f(norm(x))` (mBART, T5).
+pub fn residual(
+    x: &Tensor,
+    norm: &dyn Module,
+    pre_norm: bool,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if pre_norm {
+        x + f(&norm.forward(x)?)?
+    } else {
+        norm.forward(&(x + f(x)?)?)
+    }
+}
+
+/// The most negative finite value of `dtype`: what transformers adds to masked scores.
+fn mask_value(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.3895313892515355e38,
+        _ => f32::MIN as f64,
+    }
+}
+
+/// The additive attention bias of a padding mask: (batch, 1, 1, src_len), 0 where `mask` is 1
+/// and the dtype's most negative value where it is 0.
+pub fn padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    let keep = mask.to_dtype(DType::F32)?;
+    let bias = ((keep - 1.0)? * -mask_value(dtype))?;
+    bias.to_dtype(dtype)?.reshape((b, 1, 1, s))
+}
+
+/// Checks a (batch, len) u32 input against the model's position limit.
+pub fn check_length(len: usize, limit: Option<usize>, what: &str) -> Result<()> {
+    match limit {
+        Some(max) if len > max => Err(candle_core::Error::wrap(ModelError::TooLong {
+            what: what.to_string(),
+            tokens: len,
+            max,
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// The keys and values one decoder self-attention layer has seen so far, stored in a buffer of
+/// spare capacity (rows, heads, capacity, head_dim) that new positions are written into.
+pub struct KvBuffer {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvBuffer {
+    const INITIAL_CAPACITY: usize = 32;
+
+    fn new(
+        rows: usize,
+        heads: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let buffer = || {
+            Tensor::zeros(
+                (rows, heads, Self::INITIAL_CAPACITY, head_dim),
+                dtype,
+                device,
+            )
+        };
+        Ok(Self {
+            k: buffer()?,
+            v: buffer()?,
+            len: 0,
+        })
+    }
+
+    /// Doubles the capacity, keeping the positions written so far.
+    fn grow(&mut self) -> Result<()> {
+        let enlarge = |t: &Tensor| -> Result<Tensor> {
+            let (r, h, cap, d) = t.dims4()?;
+            let bigger = Tensor::zeros((r, h, 2 * cap, d), t.dtype(), t.device())?;
+            bigger.slice_set(t, 2, 0)?;
+            Ok(bigger)
+        };
+        self.k = enlarge(&self.k)?;
+        self.v = enlarge(&self.v)?;
+        Ok(())
+    }
+
+    /// Writes one position's keys and values; returns views of all positions so far.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.len == self.k.dim(2)? {
+            self.grow()?;
+        }
+        self.k.slice_set(k, 2, self.len)?;
+        self.v.slice_set(v, 2, self.len)?;
+        self.len += 1;
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
+
+    fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        self.k = self.k.index_select(rows, 0)?;
+        self.v = self.v.index_select(rows, 0)?;
+        Ok(())
+    }
+}
+
+/// One decoder layer's state: its self-attention buffer and its projected encoder memory.
+struct LayerCache {
+    own: KvBuffer,
+    memory: (Tensor, Tensor),
+}
+
+/// Everything a decoder needs between steps, owned by the caller (the generation engine):
+/// per-layer self-attention keys/values, the cross-attention keys/values projected once from
+/// the encoder output, the encoder padding bias, and the number of positions decoded.
+pub struct DecoderCache {
+    layers: Vec<LayerCache>,
+    memory_bias: Tensor,
+    position: usize,
+}
+
+impl DecoderCache {
+    /// Projects the encoder output for every layer's cross-attention and prepares empty
+    /// self-attention buffers. `encoded`: (rows, src_len, d_model); `mask`: (rows, src_len).
+    pub fn new(decoder: &Stack, encoded: &Tensor, mask: &Tensor) -> Result<Self> {
+        let rows = encoded.dim(0)?;
+        let layers = decoder
+            .layers
+            .iter()
+            .map(|layer| {
+                let shape = layer.self_attn.shape;
+                let own = KvBuffer::new(
+                    rows,
+                    shape.heads,
+                    shape.head_dim,
+                    encoded.dtype(),
+                    encoded.device(),
+                )?;
+                let memory = match &layer.cross {
+                    Some((attn, _)) => attn.project_memory(encoded)?,
+                    None => candle_core::bail!("a decoder layer without cross-attention"),
+                };
+                Ok(LayerCache { own, memory })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            memory_bias: padding_bias(mask, encoded.dtype())?,
+            position: 0,
+        })
+    }
+
+    /// How many positions have been decoded (the position of the next token).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// The encoder padding bias for cross-attention, (rows, 1, 1, src_len).
+    pub fn memory_bias(&self) -> &Tensor {
+        &self.memory_bias
+    }
+
+    /// Layer `i`'s self-attention buffer and encoder memory.
+    pub fn layer(&mut self, i: usize) -> (&mut KvBuffer, &(Tensor, Tensor)) {
+        let layer = &mut self.layers[i];
+        (&mut layer.own, &layer.memory)
+    }
+
+    /// Marks the end of a step: one more position decoded.
+    pub fn advance(&mut self) {
+        self.position += 1;
+    }
+
+    /// Keeps `rows` (u32 indices into the current rows, may repeat) of every cached tensor.
+    /// The identity selection (greedy search with no row finished) copies nothing.
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        let current = self.memory_bias.dim(0)?;
+        let wanted = rows.to_vec1::<u32>()?;
+        if wanted.len() == current && wanted.iter().enumerate().all(|(i, &r)| r as usize == i) {
+            return Ok(());
+        }
+        for layer in &mut self.layers {
+            layer.own.select_rows(rows)?;
+            layer.memory = (
+                layer.memory.0.index_select(rows, 0)?,
+                layer.memory.1.index_select(rows, 0)?,
+            );
+        }
+        self.memory_bias = self.memory_bias.index_select(rows, 0)?;
+        Ok(())
+    }
+}
+
+/// The output layer: logits = hidden · headᵀ (+ bias), as f32 (rows, vocab).
+pub struct OutputHead {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl OutputHead {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    /// `hidden`: (rows, d_model).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let logits = hidden.matmul(&self.weight.t()?)?;
+        let logits = match &self.bias {
+            Some(b) => logits.broadcast_add(b)?,
+            None => logits,
+        };
+        logits.to_dtype(DType::F32)
+    }
+}
+
+/// A layer norm (BART family) or T5's RMS norm (no mean, no bias).
+pub enum Norm {
+    Layer(candle_nn::LayerNorm),
+    Rms(candle_nn::RmsNorm),
+}
+
+impl Norm {
+    /// `prefix.weight` and `prefix.bias` (nn.LayerNorm).
+    pub fn layer(
+        w: &Weights,
+        prefix: &str,
+        size: usize,
+        eps: f64,
+    ) -> std::result::Result<Self, ModelError> {
+        let weight = w.get(&format!("{prefix}.weight"), size)?;
+        let bias = w.get(&format!("{prefix}.bias"), size)?;
+        Ok(Self::Layer(candle_nn::LayerNorm::new(weight, bias, eps)))
+    }
+
+    /// `prefix.weight` (T5LayerNorm).
+    pub fn rms(
+        w: &Weights,
+        prefix: &str,
+        size: usize,
+        eps: f64,
+    ) -> std::result::Result<Self, ModelError> {
+        let weight = w.get(&format!("{prefix}.weight"), size)?;
+        Ok(Self::Rms(candle_nn::RmsNorm::new(weight, eps)))
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Layer(n) => n.forward(x),
+            Self::Rms(n) => n.forward(x),
+        }
+    }
+}
+
+/// One transformer layer of either stack: self-attention, cross-attention (decoder only) and
+/// feed-forward, each a residual sublayer with its own norm.
+pub struct Layer {
+    pub self_attn: SelfAttention,
+    pub self_norm: Norm,
+    pub cross: Option<(CrossAttention, Norm)>,
+    pub ffn: FeedForward,
+    pub ffn_norm: Norm,
+}
+
+impl Layer {
+    /// An encoder layer over all positions; `bias` holds the padding mask (and T5's positions).
+    pub fn encode(&self, x: &Tensor, bias: &Tensor, pre_norm: bool) -> Result<Tensor> {
+        let x = residual(x, &self.self_norm, pre_norm, |h| {
+            self.self_attn.forward(h, Some(bias))
+        })?;
+        residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
+    }
+
+    /// One decoder position. `self_bias`: T5's relative positions (None for BART family).
+    pub fn step(
+        &self,
+        x: &Tensor,
+        self_bias: Option<&Tensor>,
+        own: &mut KvBuffer,
+        memory: &(Tensor, Tensor),
+        memory_bias: &Tensor,
+        pre_norm: bool,
+    ) -> Result<Tensor> {
+        let x = residual(x, &self.self_norm, pre_norm, |h| {
+            self.self_attn.step(h, self_bias, own)
+        })?;
+        let x = match &self.cross {
+            Some((attn, norm)) => {
+                residual(&x, norm, pre_norm, |h| attn.forward(h, memory, memory_bias))?
+            }
+            None => x,
+        };
+        residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
+    }
+}
+
+/// A stack of layers with an optional final norm (mBART, T5).
+pub struct Stack {
+    pub layers: Vec<Layer>,
+    pub final_norm: Option<Norm>,
+    pub pre_norm: bool,
+}
+
+impl Stack {
+    pub fn encode(&self, mut x: Tensor, bias: &Tensor) -> Result<Tensor> {
+        for layer in &self.layers {
+            x = layer.encode(&x, bias, self.pre_norm)?;
+        }
+        self.finish(x)
+    }
+
+    /// One decoder step over every layer; advances the cache's position.
+    pub fn step(
+        &self,
+        mut x: Tensor,
+        self_bias: Option<&Tensor>,
+        cache: &mut DecoderCache,
+    ) -> Result<Tensor> {
+        let memory_bias = cache.memory_bias.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (own, memory) = cache.layer(i);
+            x = layer.step(&x, self_bias, own, memory, &memory_bias, self.pre_norm)?;
+        }
+        cache.advance();
+        self.finish(x)
+    }
+
+    fn finish(&self, x: Tensor) -> Result<Tensor> {
+        match &self.final_norm {
+            Some(n) => n.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
