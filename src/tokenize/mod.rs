@@ -1,43 +1,260 @@
 //! Tokenizers straight from the hub's files: SentencePiece models read in Rust, Marian's
-//! source.spm/target.spm/vocab.json, T5's tokenizer.json or spiece.model.
+//! source.spm/target.spm/vocab.json, T5's tokenizer.json or spiece.model. No conversion step,
+//! and the ids are those of the Python reference (transformers / sentencepiece), checked
+//! line by line against `tests/fixtures/reference/tokenizers.json`.
 //!
-//! Owner: tokenizer issue (#4). SHARED CONTRACT used by the engine: `Seq2SeqTokenizer` with
-//! `from_dir`, `encode`, `encode_target`, `decode` (extend, do not change).
+//! - [`proto`]: the SentencePiece `ModelProto` reader (hand-written, never panics).
+//! - [`normalizer`]: SentencePiece's normalizer as a `tokenizers` normalizer.
+//! - [`spm`]: a SentencePiece unigram model as a `tokenizers` pipeline + SentencePiece decoding.
+//! - [`marian`]: transformers' `MarianTokenizer` rules; [`t5`]: tokenizer.json or spiece.model.
+//!
+//! SHARED CONTRACT used by the engine: `Seq2SeqTokenizer` with `from_dir`, `encode`,
+//! `encode_target`, `decode` (extend, do not change).
 
-use std::path::Path;
+pub mod marian;
+pub mod normalizer;
+pub mod proto;
+pub mod spm;
+pub mod t5;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use marian::{MarianTokenizer, Side, Vocab};
+pub use spm::{SpmModel, SpmToken};
+pub use t5::T5Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {
-    #[error("{0}")]
-    Other(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tokenizer file that cannot be used; `reason` says what is wrong with it.
+    #[error("{}: {reason}", path.display())]
+    BadFile { path: PathBuf, reason: String },
+    #[error("{}: the special token {token:?} is not in the vocabulary", path.display())]
+    MissingToken { path: PathBuf, token: String },
+    #[error(
+        "{}: no tokenizer files: expected source.spm + target.spm + vocab.json (Marian), \
+         tokenizer.json or spiece.model (T5)",
+        dir.display()
+    )]
+    NoTokenizer { dir: PathBuf },
+    #[error("cannot tokenize: {0}")]
+    Encode(String),
+}
+
+/// Ids of the special tokens the engine and pipeline need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub eos: u32,
+    pub unk: u32,
+    pub pad: u32,
+}
+
+impl SpecialIds {
+    /// Whether `id` is one of them (skipped when decoding).
+    pub fn contains(&self, id: u32) -> bool {
+        id == self.eos || id == self.unk || id == self.pad
+    }
 }
 
 /// The tokenizer of one seq2seq model, built from the files in its folder.
 #[derive(Debug, Clone)]
-pub struct Seq2SeqTokenizer {}
+pub struct Seq2SeqTokenizer {
+    kind: Kind,
+    specials: SpecialIds,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Marian(Box<MarianTokenizer>),
+    Single(T5Tokenizer),
+}
 
 impl Seq2SeqTokenizer {
     /// Builds the tokenizer from a model folder (Marian: source.spm, target.spm, vocab.json;
     /// T5/BART: tokenizer.json, else spiece.model). Needs no weights.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizeError> {
-        Err(TokenizeError::Other(format!(
-            "{}: tokenizer loading is not built yet",
-            dir.display()
-        )))
+        if dir.join("source.spm").is_file() {
+            let marian = MarianTokenizer::from_dir(dir)?;
+            let specials = marian.specials();
+            return Ok(Self {
+                kind: Kind::Marian(Box::new(marian)),
+                specials,
+            });
+        }
+        let config = TokenizerConfig::load(dir)?;
+        let (single, file) = if dir.join("tokenizer.json").is_file() {
+            let file = dir.join("tokenizer.json");
+            (T5Tokenizer::from_json(&file, config.is_t5())?, file)
+        } else if dir.join("spiece.model").is_file() {
+            let file = dir.join("spiece.model");
+            (T5Tokenizer::from_spm(&file)?, file)
+        } else {
+            return Err(TokenizeError::NoTokenizer {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let specials = single.specials(&config, &file)?;
+        Ok(Self {
+            kind: Kind::Single(single),
+            specials,
+        })
     }
 
     /// Source-side ids as the encoder sees them, the end token `</s>` appended.
-    pub fn encode(&self, _text: &str) -> Result<Vec<u32>, TokenizeError> {
-        Err(TokenizeError::Other("not built yet".into()))
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
+        match &self.kind {
+            Kind::Marian(m) => m.encode(text, Side::Source),
+            Kind::Single(t) => t.encode(text, self.specials.eos),
+        }
     }
 
     /// Target-side ids (Marian's target.spm), the end token appended.
-    pub fn encode_target(&self, _text: &str) -> Result<Vec<u32>, TokenizeError> {
-        Err(TokenizeError::Other("not built yet".into()))
+    pub fn encode_target(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
+        match &self.kind {
+            Kind::Marian(m) => m.encode(text, Side::Target),
+            Kind::Single(t) => t.encode(text, self.specials.eos),
+        }
     }
 
     /// Target ids to text, special tokens skipped, as transformers' decode(skip_special_tokens=True).
-    pub fn decode(&self, _ids: &[u32]) -> Result<String, TokenizeError> {
-        Err(TokenizeError::Other("not built yet".into()))
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizeError> {
+        match &self.kind {
+            Kind::Marian(m) => Ok(m.decode(ids)),
+            Kind::Single(t) => t.decode(ids, self.specials),
+        }
+    }
+
+    /// Number of source ids `encode` gives (end token included).
+    pub fn count_tokens(&self, text: &str) -> Result<usize, TokenizeError> {
+        Ok(self.encode(text)?.len())
+    }
+
+    pub fn specials(&self) -> SpecialIds {
+        self.specials
+    }
+
+    pub fn eos_id(&self) -> u32 {
+        self.specials.eos
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.specials.pad
+    }
+
+    pub fn unk_id(&self) -> u32 {
+        self.specials.unk
+    }
+
+    /// Size of the vocabulary the decoder predicts over (the config's vocab_size may be larger).
+    pub fn vocab_size(&self) -> usize {
+        match &self.kind {
+            Kind::Marian(m) => m.vocab_size(),
+            Kind::Single(t) => t.vocab_size(),
+        }
+    }
+
+    /// The Marian tokenizer, for callers that need its sides or vocabulary.
+    pub fn as_marian(&self) -> Option<&MarianTokenizer> {
+        match &self.kind {
+            Kind::Marian(m) => Some(m),
+            Kind::Single(_) => None,
+        }
+    }
+}
+
+/// What a model folder's `tokenizer_config.json`, `special_tokens_map.json` and `config.json`
+/// say about tokenization (each optional).
+#[derive(Debug, Clone)]
+pub struct TokenizerConfig {
+    pub eos_token: String,
+    pub unk_token: String,
+    pub pad_token: String,
+    pub separate_vocabs: bool,
+    pub tokenizer_class: Option<String>,
+    pub model_type: Option<String>,
+}
+
+impl TokenizerConfig {
+    pub fn load(dir: &Path) -> Result<Self, TokenizeError> {
+        let mut config = Self {
+            eos_token: "</s>".into(),
+            unk_token: "<unk>".into(),
+            pad_token: "<pad>".into(),
+            separate_vocabs: false,
+            tokenizer_class: None,
+            model_type: None,
+        };
+        // special_tokens_map.json wins over tokenizer_config.json, as in transformers.
+        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+            if let Some(json) = read_optional_json(&dir.join(name))? {
+                config.apply(&json);
+            }
+        }
+        if let Some(json) = read_optional_json(&dir.join("config.json"))? {
+            config.model_type = json
+                .get("model_type")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        Ok(config)
+    }
+
+    fn apply(&mut self, json: &Value) {
+        let token = |key: &str| {
+            let value = json.get(key)?;
+            value
+                .as_str()
+                .or_else(|| value.get("content")?.as_str())
+                .map(String::from)
+        };
+        self.eos_token = token("eos_token").unwrap_or(std::mem::take(&mut self.eos_token));
+        self.unk_token = token("unk_token").unwrap_or(std::mem::take(&mut self.unk_token));
+        self.pad_token = token("pad_token").unwrap_or(std::mem::take(&mut self.pad_token));
+        if let Some(separate) = json.get("separate_vocabs").and_then(Value::as_bool) {
+            self.separate_vocabs = separate;
+        }
+        if let Some(class) = json.get("tokenizer_class").and_then(Value::as_str) {
+            self.tokenizer_class = Some(class.to_string());
+        }
+    }
+
+    /// T5-family tokenizers get transformers' T5 treatment of tokenizer.json.
+    pub fn is_t5(&self) -> bool {
+        let t5_model = matches!(
+            self.model_type.as_deref(),
+            Some("t5" | "mt5" | "umt5" | "longt5")
+        );
+        let t5_class = self
+            .tokenizer_class
+            .as_deref()
+            .is_some_and(|c| c.contains("T5Tokenizer"));
+        t5_model || t5_class
+    }
+}
+
+/// Reads and parses a JSON file, naming it in any error.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TokenizeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| TokenizeError::BadFile {
+        path: path.to_path_buf(),
+        reason: format!("invalid JSON ({e})"),
+    })
+}
+
+fn read_optional_json(path: &Path) -> Result<Option<Value>, TokenizeError> {
+    if path.is_file() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
     }
 }

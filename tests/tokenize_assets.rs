@@ -1,0 +1,132 @@
+//! Parity on the real tokenizer files of the default models, when `../shared/assets` exists
+//! (they are never committed): rut5_base_sum_gazeta's tokenizer.json gives transformers' ids,
+//! its spiece.model alone gives the `sentencepiece` library's ids (reference/rut5_assets.json),
+//! and the real opus-mt vocab.json loads with the right special ids.
+
+use std::path::PathBuf;
+
+use mtsum::tokenize::{Seq2SeqTokenizer, Vocab};
+use serde_json::Value;
+
+/// `../shared/assets` beside the checkout (or beside a folder above it, for git worktrees).
+fn assets() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let found = root
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/assets"))
+        .find(|dir| dir.is_dir());
+    if found.is_none() {
+        eprintln!("skipped: no shared/assets beside {}", root.display());
+    }
+    found
+}
+
+fn rows() -> Vec<Value> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/rut5_assets.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["rows"].as_array().unwrap().clone()
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+fn mismatches<T: PartialEq + std::fmt::Debug>(
+    rows: &[Value],
+    f: impl Fn(&Value) -> (T, T),
+) -> Vec<String> {
+    rows.iter()
+        .filter_map(|row| {
+            let (want, got) = f(row);
+            (want != got).then(|| format!("{:?}\n  want {want:?}\n  got  {got:?}", row["text"]))
+        })
+        .collect()
+}
+
+#[test]
+fn rut5_tokenizer_json_gives_transformers_ids() {
+    let Some(assets) = assets() else { return };
+    let tok = Seq2SeqTokenizer::from_dir(&assets.join("rut5_base_sum_gazeta")).unwrap();
+    assert_eq!((tok.pad_id(), tok.eos_id(), tok.unk_id()), (0, 1, 2));
+    let rows = rows();
+    // transformers 5.x ids where they differ from the tokenizers library on the file.
+    let expected = |r: &Value| ids(r.get("hf_ids").unwrap_or(&r["tokenizer_json_ids"]));
+    let bad = mismatches(&rows, |r| {
+        (
+            expected(r),
+            tok.encode(r["text"].as_str().unwrap()).unwrap(),
+        )
+    });
+    assert!(
+        bad.is_empty(),
+        "{} rows differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    let bad = mismatches(&rows, |r| {
+        (
+            r["hf_decode"].as_str().unwrap().to_string(),
+            tok.decode(&expected(r)).unwrap(),
+        )
+    });
+    assert!(
+        bad.is_empty(),
+        "{} decodes differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn rut5_spiece_model_alone_gives_sentencepiece_ids() {
+    let Some(assets) = assets() else { return };
+    // A folder with only the spiece.model (a temporary copy, never committed).
+    let dir = tempfile::tempdir().unwrap();
+    let spiece = assets.join("rut5_base_sum_gazeta/spiece.model");
+    std::fs::copy(spiece, dir.path().join("spiece.model")).unwrap();
+    let tok = Seq2SeqTokenizer::from_dir(dir.path()).unwrap();
+    let rows = rows();
+    let bad = mismatches(&rows, |r| {
+        (
+            ids(&r["spm_ids"]),
+            tok.encode(r["text"].as_str().unwrap()).unwrap(),
+        )
+    });
+    assert!(
+        bad.is_empty(),
+        "{} rows differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    let bad = mismatches(&rows, |r| {
+        (
+            r["spm_decode"].as_str().unwrap().to_string(),
+            tok.decode(&ids(&r["spm_ids"])).unwrap(),
+        )
+    });
+    assert!(
+        bad.is_empty(),
+        "{} decodes differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    // The two files disagree on characters outside the old tokenizer.json's vocabulary.
+    let differ = rows
+        .iter()
+        .filter(|r| r["spm_ids"] != r["tokenizer_json_ids"])
+        .count();
+    assert!(differ > 0);
+}
+
+#[test]
+fn opus_vocab_json_loads_with_marian_special_ids() {
+    let Some(assets) = assets() else { return };
+    let vocab = Vocab::from_file(&assets.join("opus-mt-ru-en/vocab.json")).unwrap();
+    assert_eq!(vocab.len(), 62_518);
+    assert_eq!(vocab.id("</s>"), Some(0));
+    assert_eq!(vocab.id("<unk>"), Some(1));
+    assert_eq!(vocab.id("<pad>"), Some(62_517));
+    assert_eq!(vocab.token(62_517), Some("<pad>"));
+}
