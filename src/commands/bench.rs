@@ -93,7 +93,12 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
         let batch: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
         let device = runner.device();
         // Warm-up on a few inputs: page in the weights, size the allocator.
-        search::generate_batch(runner.model(), &settings, &batch[..batch.len().min(4)], device)?;
+        search::generate_batch(
+            runner.model(),
+            &settings,
+            &batch[..batch.len().min(4)],
+            device,
+        )?;
         let mut best = f64::INFINITY;
         let mut generated = 0;
         for _ in 0..args.repeat {
@@ -103,7 +108,11 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
             generated = out.iter().map(Vec::len).sum();
         }
         let figures = Figures {
-            mode: if beams == 1 { "greedy".into() } else { format!("beam {beams}") },
+            mode: if beams == 1 {
+                "greedy".into()
+            } else {
+                format!("beam {beams}")
+            },
             beams,
             segments: batch.len(),
             generated_tokens: generated,
@@ -141,14 +150,21 @@ fn report(f: &Figures, json: bool) {
 
 /// The batch: ids from --ids-file, or the lines of --input (or the built-in sentences)
 /// tokenized, repeated until there are `--sentences` of them.
-fn sources(args: &BenchArgs, runner: &runner::Runner<crate::models::AnyModel>) -> Result<Vec<Vec<u32>>> {
+fn sources(
+    args: &BenchArgs,
+    runner: &runner::Runner<crate::models::AnyModel>,
+) -> Result<Vec<Vec<u32>>> {
     let base: Vec<Vec<u32>> = if let Some(path) = &args.ids_file {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         (text.lines().enumerate())
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(n, line)| {
                 serde_json::from_str(line).map_err(|e| {
-                    Error::Usage(format!("{}:{}: expected a JSON array of token ids ({e})", path.display(), n + 1))
+                    Error::Usage(format!(
+                        "{}:{}: expected a JSON array of token ids ({e})",
+                        path.display(),
+                        n + 1
+                    ))
                 })
             })
             .collect::<Result<_>>()?

@@ -102,7 +102,11 @@ fn one_line(text: &str) -> String {
 /// The lines of every input file in order, or of stdin when there are none.
 fn read_lines(inputs: &[PathBuf]) -> Result<Vec<String>> {
     let stdin = [PathBuf::from("-")];
-    let inputs = if inputs.is_empty() { &stdin[..] } else { inputs };
+    let inputs = if inputs.is_empty() {
+        &stdin[..]
+    } else {
+        inputs
+    };
     let mut lines = Vec::new();
     for path in inputs {
         let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {

@@ -178,7 +178,7 @@ pub fn top_k_logits(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
     }
     let mut floor = f32::NEG_INFINITY;
     for (id, &x) in logits.iter().enumerate() {
-        if best.len() == k && !(x > floor) {
+        if x.is_nan() || (best.len() == k && x <= floor) {
             continue;
         }
         let at = best.partition_point(|&(v, _)| v >= x);

@@ -221,7 +221,10 @@ pub fn load(
 
 /// Resolves `spec` (hub id[@revision], preset or folder) and loads its runner on the device and
 /// dtype the global flags choose. This is how the pipeline gets its translator and summarizer.
-pub fn open(spec: &str, global: &crate::cli::GlobalArgs) -> Result<Runner<crate::models::AnyModel>> {
+pub fn open(
+    spec: &str,
+    global: &crate::cli::GlobalArgs,
+) -> Result<Runner<crate::models::AnyModel>> {
     let options = crate::hub::HubOptions {
         offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
         progress: !global.quiet,

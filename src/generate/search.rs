@@ -605,7 +605,7 @@ pub(crate) mod tests {
             let model = random_table(23);
             let alone: Vec<Vec<u32>> = inputs
                 .iter()
-                .map(|i| run(&model, &s, &[i.clone()]).remove(0))
+                .map(|i| run(&model, &s, std::slice::from_ref(i)).remove(0))
                 .collect();
             let rows_alone = model.rows_decoded.replace(0);
             let batched = run(&model, &s, &inputs);
