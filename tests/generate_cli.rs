@@ -20,7 +20,11 @@ fn references() -> Vec<Value> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     paths.sort();
-    assert!(!paths.is_empty(), "no model references in {}", dir.display());
+    assert!(
+        !paths.is_empty(),
+        "no model references in {}",
+        dir.display()
+    );
     paths
         .iter()
         .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
@@ -61,7 +65,10 @@ fn texts_and_ids(reference: &Value, name: &str) -> (Vec<String>, Vec<Value>) {
 #[test]
 fn ids_from_text_match_transformers_for_every_model() {
     for reference in references() {
-        for (name, flags) in [("default", vec![]), ("beam2", vec!["--beams", "2", "--max-length", "30"])] {
+        for (name, flags) in [
+            ("default", vec![]),
+            ("beam2", vec!["--beams", "2", "--max-length", "30"]),
+        ] {
             let (texts, want) = texts_and_ids(&reference, name);
             let output = mtsum()
                 .args(["generate", "--ids", "--model", &model_dir(&reference)])
@@ -69,7 +76,11 @@ fn ids_from_text_match_transformers_for_every_model() {
                 .write_stdin(texts.join("\n") + "\n")
                 .output()
                 .unwrap();
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             let got: Vec<Value> = String::from_utf8(output.stdout)
                 .unwrap()
                 .lines()
@@ -86,7 +97,15 @@ fn flags_reach_the_engine() {
     let (texts, want) = texts_and_ids(reference, "beam4_lp2_early");
     mtsum()
         .args(["generate", "--ids", "--model", &model_dir(reference)])
-        .args(["--beams", "4", "--max-length", "30", "--length-penalty", "2.0", "--early-stopping"])
+        .args([
+            "--beams",
+            "4",
+            "--max-length",
+            "30",
+            "--length-penalty",
+            "2.0",
+            "--early-stopping",
+        ])
         .write_stdin(texts.join("\n"))
         .assert()
         .success()
@@ -103,7 +122,11 @@ fn one_output_line_per_input_line_with_empty_lines_kept() {
         .write_stdin(input)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout:?}");

@@ -83,9 +83,17 @@ fn every_case_matches_transformers_alone_and_in_the_reference_batch() {
             let settings = settings(&dir, &model, case);
             let want = expected(case);
             for (i, source) in all.iter().enumerate() {
-                assert_eq!(run(&model, &settings, &[source]), vec![want[i].clone()], "{label}: input {i} alone");
+                assert_eq!(
+                    run(&model, &settings, &[source]),
+                    vec![want[i].clone()],
+                    "{label}: input {i} alone"
+                );
             }
-            assert_eq!(run(&model, &settings, &all), want, "{label}: reference batch");
+            assert_eq!(
+                run(&model, &settings, &all),
+                want,
+                "{label}: reference batch"
+            );
         }
     }
 }
@@ -100,7 +108,10 @@ fn padded_batches_of_1_2_7_and_64_give_the_same_ids() {
         let model = load(&dir);
         let sources = sources(&reference);
         let cases = reference["generate"].as_array().unwrap();
-        for case in cases.iter().filter(|c| CASES.contains(&c["name"].as_str().unwrap())) {
+        for case in cases
+            .iter()
+            .filter(|c| CASES.contains(&c["name"].as_str().unwrap()))
+        {
             let settings = settings(&dir, &model, case);
             let want = expected(case);
             for size in [1, 2, 7, 64] {
@@ -108,7 +119,11 @@ fn padded_batches_of_1_2_7_and_64_give_the_same_ids() {
                 let batch: Vec<&[u32]> = order.iter().map(|&i| sources[i].as_slice()).collect();
                 let got = run(&model, &settings, &batch);
                 for (row, &i) in order.iter().enumerate() {
-                    assert_eq!(got[row], want[i], "{name} / {}: batch of {size}, row {row} (input {i})", case["name"]);
+                    assert_eq!(
+                        got[row], want[i],
+                        "{name} / {}: batch of {size}, row {row} (input {i})",
+                        case["name"]
+                    );
                 }
             }
         }
@@ -126,7 +141,12 @@ fn other_weight_files_give_the_same_ids() {
             let model = load(&dir);
             for case in cases.iter().take(2) {
                 let settings = settings(&dir, &model, case);
-                assert_eq!(run(&model, &settings, &all), expected(case), "{name}: {}", dir.display());
+                assert_eq!(
+                    run(&model, &settings, &all),
+                    expected(case),
+                    "{name}: {}",
+                    dir.display()
+                );
             }
         }
     }

@@ -132,9 +132,21 @@ impl GenerationConfig {
             ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field.clone(); } )* };
         }
         take!(
-            max_length, max_new_tokens, min_length, min_new_tokens, num_beams, length_penalty,
-            early_stopping, no_repeat_ngram_size, bad_words_ids, forced_bos_token_id,
-            forced_eos_token_id, renormalize_logits, eos_token_id, pad_token_id, bos_token_id,
+            max_length,
+            max_new_tokens,
+            min_length,
+            min_new_tokens,
+            num_beams,
+            length_penalty,
+            early_stopping,
+            no_repeat_ngram_size,
+            bad_words_ids,
+            forced_bos_token_id,
+            forced_eos_token_id,
+            renormalize_logits,
+            eos_token_id,
+            pad_token_id,
+            bos_token_id,
             decoder_start_token_id
         );
     }
@@ -403,10 +415,18 @@ mod tests {
 
     #[test]
     fn update_overlays_only_the_keys_it_sets() {
-        let mut cfg = GenerationConfig::from_json(&json!({"max_length": 60, "num_beams": 5}), "t").unwrap();
-        cfg.update(&GenerationConfig::from_json(&json!({"num_beams": 2, "min_length": 10}), "k").unwrap());
-        let s = cfg.resolve(&GenerationOverrides::default(), &special(), None).unwrap();
-        assert_eq!((s.max_new_tokens, s.num_beams, s.min_new_tokens), (59, 2, 9));
+        let mut cfg =
+            GenerationConfig::from_json(&json!({"max_length": 60, "num_beams": 5}), "t").unwrap();
+        cfg.update(
+            &GenerationConfig::from_json(&json!({"num_beams": 2, "min_length": 10}), "k").unwrap(),
+        );
+        let s = cfg
+            .resolve(&GenerationOverrides::default(), &special(), None)
+            .unwrap();
+        assert_eq!(
+            (s.max_new_tokens, s.num_beams, s.min_new_tokens),
+            (59, 2, 9)
+        );
     }
 
     #[test]
