@@ -460,6 +460,16 @@ impl DecoderCache {
         self.memory_bias = self.memory_bias.index_select(rows, 0)?;
         Ok(())
     }
+
+    /// Beam reordering within each input (see `Seq2Seq::reorder_beams`): only the
+    /// self-attention keys and values move; the encoder memory of a row stays valid because
+    /// all rows of one input share it.
+    pub fn reorder_beams(&mut self, rows: &Tensor) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.own.select_rows(rows)?;
+        }
+        Ok(())
+    }
 }
 
 /// The output layer: logits = hidden · headᵀ (+ bias), as f32 (rows, vocab).
