@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{runner, search, GenerationOverrides};
+use crate::generate::{runner, GenerationOverrides};
 use crate::{Error, Result};
 
 const EXAMPLES: &str = "\
@@ -32,7 +32,7 @@ const SENTENCES: &[&str] = &[
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct BenchArgs {
-    /// Inputs in the batch.
+    /// Inputs handed to the engine at once (its scheduler cuts them by --batch-tokens).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub sentences: usize,
     /// Tokens generated per input (both --min-length and --max-length).
@@ -91,19 +91,19 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
         };
         let settings = runner.resolve(&overrides)?;
         let batch: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
-        let device = runner.device();
+        // The whole batch goes to the engine at once; its scheduler cuts it by the token budget
+        // (--batch-tokens, default schedule::default_batch_tokens).
+        let run = |batch: &[&[u32]]| -> Result<Vec<Vec<u32>>> {
+            let owned: Vec<Vec<u32>> = batch.iter().map(|s| s.to_vec()).collect();
+            runner.generate_ids(&owned, &settings, &|_, _| {})
+        };
         // Warm-up on a few inputs: page in the weights, size the allocator.
-        search::generate_batch(
-            runner.model(),
-            &settings,
-            &batch[..batch.len().min(4)],
-            device,
-        )?;
+        run(&batch[..batch.len().min(4)])?;
         let mut best = f64::INFINITY;
         let mut generated = 0;
         for _ in 0..args.repeat {
             let started = Instant::now();
-            let out = search::generate_batch(runner.model(), &settings, &batch, device)?;
+            let out = run(&batch)?;
             best = best.min(started.elapsed().as_secs_f64());
             generated = out.iter().map(Vec::len).sum();
         }

@@ -44,6 +44,8 @@ impl<M: Seq2Seq> Runner<M> {
             (Some(limit), None) | (None, Some(limit)) => limit,
             (None, None) => UNBOUNDED_INPUT_TOKENS,
         };
+        let batch_tokens =
+            (parts.batch_tokens).unwrap_or_else(|| schedule::default_batch_tokens(&parts.device));
         Self {
             model: parts.model,
             tokenizer: parts.tokenizer,
@@ -51,7 +53,7 @@ impl<M: Seq2Seq> Runner<M> {
             info: parts.info,
             device: parts.device,
             max_input_tokens,
-            batch_tokens: parts.batch_tokens.unwrap_or(schedule::DEFAULT_BATCH_TOKENS),
+            batch_tokens,
             dir: None,
         }
     }

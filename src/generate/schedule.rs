@@ -5,10 +5,25 @@
 
 use crate::Result;
 
-/// Default token budget of one batch: hypotheses times the longest source, chosen by measuring
-/// `mtsum bench` on the real-size Marian on 2 CPU cores (throughput is flat above it, memory is
-/// not).
-pub const DEFAULT_BATCH_TOKENS: usize = 8192;
+/// Default token budget of one batch on the CPU: hypotheses times the longest source. Measured
+/// with `mtsum bench --batch-tokens N` on the real-size Marian, 2 threads, 32 new tokens:
+/// greedy throughput is flat from 2048 up and beam 4 loses nothing there, while peak memory grows
+/// with the budget (256 inputs greedy: 608 MiB at 2048, 1015 MiB at 16384). Beam search on
+/// one batch of 64 inputs (256 rows) ran at half the speed of 2048-token batches: the per-step
+/// tensors (logits, reordered caches) fall out of the caches.
+pub const DEFAULT_BATCH_TOKENS_CPU: usize = 2048;
+
+/// Default budget on a GPU, where wide batches are what keeps it busy (not measured here).
+pub const DEFAULT_BATCH_TOKENS_GPU: usize = 16384;
+
+/// The default budget for `device`.
+pub fn default_batch_tokens(device: &candle_core::Device) -> usize {
+    if device.is_cpu() {
+        DEFAULT_BATCH_TOKENS_CPU
+    } else {
+        DEFAULT_BATCH_TOKENS_GPU
+    }
+}
 
 /// Splits inputs of the given token `lengths` into batches of input indices. Inputs are sorted
 /// longest first (stable, so equal lengths keep input order), and a batch grows while
