@@ -1,5 +1,5 @@
-//! The pieces every family shares, written once: multi-head attention (fused projections, an
-//! optional additive bias for padding masks and T5's relative positions), the caller-owned
+//! The pieces every family shares, written once: multi-head attention (fused projections,
+//! additive biases for padding masks and T5's relative positions), the caller-owned
 //! decoder cache with its row selection, the feed-forward block, and residual sublayers.
 //!
 //! Why not candle-transformers' layers: their encoders take no padding mask, their decoders
@@ -9,8 +9,9 @@
 //! preallocated buffer, so a step costs one row of work per layer.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Activation, Linear};
+use candle_nn::Activation;
 
+use super::linear::Linear;
 use super::weights::Weights;
 use super::ModelError;
 
@@ -86,13 +87,13 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
     x.transpose(1, 2)?.reshape((b, t, h * d))
 }
 
-/// softmax(q kᵀ + bias) v, per head. `bias` broadcasts to (batch, heads, q_len, k_len).
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let scores = q.matmul(&k.transpose(2, 3)?)?;
-    let scores = match bias {
-        Some(b) => scores.broadcast_add(b)?,
-        None => scores,
-    };
+/// softmax(q kᵀ + biases) v, per head. Each bias broadcasts to (batch, heads, q_len, k_len);
+/// they are added one by one so that none is materialized at the full size.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, biases: &[&Tensor]) -> Result<Tensor> {
+    let mut scores = q.matmul(&k.transpose(2, 3)?)?;
+    for bias in biases {
+        scores = scores.broadcast_add(bias)?;
+    }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(v)
 }
@@ -138,17 +139,20 @@ impl SelfAttention {
         Ok((part(0)?, part(1)?, part(2)?))
     }
 
-    /// Every position attends every position (the encoder); `bias` carries the padding mask.
-    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    /// Every position attends every position (the encoder); `biases` carry the padding mask
+    /// (and T5's relative positions).
+    pub fn forward(&self, x: &Tensor, biases: &[&Tensor]) -> Result<Tensor> {
         let (q, k, v) = self.project(x)?;
-        self.out.forward(&merge_heads(&attend(&q, &k, &v, bias)?)?)
+        self.out
+            .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
     }
 
     /// One decoder position: its keys and values join `cache`, and it attends all of them.
-    pub fn step(&self, x: &Tensor, bias: Option<&Tensor>, cache: &mut KvBuffer) -> Result<Tensor> {
+    pub fn step(&self, x: &Tensor, biases: &[&Tensor], cache: &mut KvBuffer) -> Result<Tensor> {
         let (q, k, v) = self.project(x)?;
         let (k, v) = cache.append(&k, &v)?;
-        self.out.forward(&merge_heads(&attend(&q, &k, &v, bias)?)?)
+        self.out
+            .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
     }
 }
 
@@ -196,10 +200,27 @@ impl CrossAttention {
         Ok((part(0)?, part(1)?))
     }
 
-    pub fn forward(&self, x: &Tensor, memory: &(Tensor, Tensor), bias: &Tensor) -> Result<Tensor> {
-        let q = split_heads(&self.q.forward(x)?, self.shape.heads)?;
-        let attended = attend(&q, &memory.0, &memory.1, Some(bias))?;
-        self.out.forward(&merge_heads(&attended)?)
+    /// `x`: (rows, len, d_model). Memory row `m` serves the `group` consecutive rows
+    /// `m * group..(m + 1) * group` (the beams of one input), which attend it as one block of
+    /// queries: one matmul per memory row and head instead of one per beam.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        memory: &(Tensor, Tensor),
+        bias: &Tensor,
+        group: usize,
+    ) -> Result<Tensor> {
+        let (rows, len, _) = x.dims3()?;
+        let q = self.q.forward(x)?;
+        let q = q.reshape((rows / group, group * len, self.shape.inner()))?;
+        let attended = attend(
+            &split_heads(&q, self.shape.heads)?,
+            &memory.0,
+            &memory.1,
+            &[bias],
+        )?;
+        let merged = merge_heads(&attended)?.reshape((rows, len, self.shape.inner()))?;
+        self.out.forward(&merged)
     }
 }
 
@@ -272,10 +293,23 @@ pub fn residual(
     pre_norm: bool,
     f: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if pre_norm {
-        x + f(&norm.forward(x)?)?
+    let out = if pre_norm {
+        (x + f(&norm.forward(x)?)?)?
     } else {
-        norm.forward(&(x + f(x)?)?)
+        norm.forward(&(x + f(x)?)?)?
+    };
+    clamp_half(out)
+}
+
+/// In f16, keeps hidden states finite the way transformers does (T5 after every sublayer, the
+/// BART family after encoder layers): values beyond the f16 maximum less 1000 are clamped, so
+/// one overflow does not turn a whole output into NaN. Other dtypes pass unchanged.
+fn clamp_half(x: Tensor) -> Result<Tensor> {
+    const LIMIT: f64 = 65504.0 - 1000.0;
+    if x.dtype() == DType::F16 {
+        x.clamp(-LIMIT, LIMIT)
+    } else {
+        Ok(x)
     }
 }
 
@@ -297,11 +331,11 @@ pub fn padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     bias.to_dtype(dtype)?.reshape((b, 1, 1, s))
 }
 
-/// Checks a (batch, len) u32 input against the model's position limit.
-pub fn check_length(len: usize, limit: Option<usize>, what: &str) -> Result<()> {
+/// Checks a length in positions against the model's position limit.
+pub fn check_length(len: usize, limit: Option<usize>, side: super::Side) -> Result<()> {
     match limit {
         Some(max) if len > max => Err(candle_core::Error::wrap(ModelError::TooLong {
-            what: what.to_string(),
+            side,
             tokens: len,
             max,
         })),
@@ -369,6 +403,13 @@ impl KvBuffer {
     }
 
     fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        if self.len == 0 {
+            // nothing written yet: fresh buffers for the new number of rows, nothing to copy
+            let (_, h, cap, d) = self.k.dims4()?;
+            self.k = Tensor::zeros((rows.dim(0)?, h, cap, d), self.k.dtype(), self.k.device())?;
+            self.v = self.k.zeros_like()?;
+            return Ok(());
+        }
         self.k = self.k.index_select(rows, 0)?;
         self.v = self.v.index_select(rows, 0)?;
         Ok(())
@@ -386,7 +427,12 @@ struct LayerCache {
 /// the encoder output, the encoder padding bias, and the number of positions decoded.
 pub struct DecoderCache {
     layers: Vec<LayerCache>,
+    /// The encoder padding bias, one row per memory row: (memory rows, 1, 1, src_len).
     memory_bias: Tensor,
+    /// For each current row, the memory row it reads.
+    sources: Vec<u32>,
+    /// Rows per memory row: `sources[i] == i / group` always holds.
+    group: usize,
     position: usize,
 }
 
@@ -417,6 +463,8 @@ impl DecoderCache {
         Ok(Self {
             layers,
             memory_bias: padding_bias(mask, encoded.dtype())?,
+            sources: (0..rows as u32).collect(),
+            group: 1,
             position: 0,
         })
     }
@@ -424,11 +472,6 @@ impl DecoderCache {
     /// How many positions have been decoded (the position of the next token).
     pub fn position(&self) -> usize {
         self.position
-    }
-
-    /// The encoder padding bias for cross-attention, (rows, 1, 1, src_len).
-    pub fn memory_bias(&self) -> &Tensor {
-        &self.memory_bias
     }
 
     /// Layer `i`'s self-attention buffer and encoder memory.
@@ -443,21 +486,45 @@ impl DecoderCache {
     }
 
     /// Keeps `rows` (u32 indices into the current rows, may repeat) of every cached tensor.
-    /// The identity selection (greedy search with no row finished) copies nothing.
+    ///
+    /// The encoder memory is kept once per input, not once per row: when the new rows come in
+    /// equal consecutive groups reading one memory row each (beams of one input, the way beam
+    /// search expands and reorders them after starting with one row per input), the memory
+    /// only loses the rows of inputs that left; any other selection expands it to one memory row
+    /// per row. The identity selection copies nothing.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
-        let current = self.memory_bias.dim(0)?;
         let wanted = rows.to_vec1::<u32>()?;
-        if wanted.len() == current && wanted.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        if let Some(&bad) = wanted.iter().find(|&&r| r as usize >= self.sources.len()) {
+            candle_core::bail!("select_rows: row {bad} of {} rows", self.sources.len());
+        }
+        let identity = wanted.len() == self.sources.len()
+            && wanted.iter().enumerate().all(|(i, &r)| r as usize == i);
+        if identity {
             return Ok(());
         }
         for layer in &mut self.layers {
             layer.own.select_rows(rows)?;
-            layer.memory = (
-                layer.memory.0.index_select(rows, 0)?,
-                layer.memory.1.index_select(rows, 0)?,
-            );
         }
-        self.memory_bias = self.memory_bias.index_select(rows, 0)?;
+        let sources: Vec<u32> = wanted.iter().map(|&r| self.sources[r as usize]).collect();
+        let (kept, group) = match grouping(&sources) {
+            Some(grouped) => grouped,
+            None => (sources, 1),
+        };
+        let memory_rows = self.memory_bias.dim(0)?;
+        let unchanged =
+            kept.len() == memory_rows && kept.iter().enumerate().all(|(i, &m)| m as usize == i);
+        if !unchanged {
+            let kept_t = Tensor::new(kept.as_slice(), rows.device())?;
+            for layer in &mut self.layers {
+                layer.memory = (
+                    layer.memory.0.index_select(&kept_t, 0)?,
+                    layer.memory.1.index_select(&kept_t, 0)?,
+                );
+            }
+            self.memory_bias = self.memory_bias.index_select(&kept_t, 0)?;
+        }
+        self.group = group;
+        self.sources = (0..wanted.len() as u32).map(|i| i / group as u32).collect();
         Ok(())
     }
 
@@ -472,29 +539,41 @@ impl DecoderCache {
     }
 }
 
+/// If `sources` is a run of equal-length groups, each reading one memory row: the memory row of
+/// each group and the group length.
+fn grouping(sources: &[u32]) -> Option<(Vec<u32>, usize)> {
+    let first = *sources.first()?;
+    let group = sources.iter().take_while(|&&s| s == first).count();
+    if sources.len() % group != 0 {
+        return None;
+    }
+    let kept: Vec<u32> = sources.iter().step_by(group).copied().collect();
+    let regular = sources
+        .iter()
+        .enumerate()
+        .all(|(i, &s)| s == kept[i / group]);
+    regular.then_some((kept, group))
+}
+
 /// The output layer: logits = hidden · headᵀ (+ bias), as f32 (rows, vocab).
 pub struct OutputHead {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    linear: Linear,
 }
 
 impl OutputHead {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            linear: Linear::new(weight, bias),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.weight.dim(0).unwrap_or(0)
+        self.linear.weight().dim(0).unwrap_or(0)
     }
 
     /// `hidden`: (rows, d_model).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = hidden.matmul(&self.weight.t()?)?;
-        let logits = match &self.bias {
-            Some(b) => logits.broadcast_add(b)?,
-            None => logits,
-        };
-        logits.to_dtype(DType::F32)
+        self.linear.forward(hidden)?.to_dtype(DType::F32)
     }
 }
 
@@ -549,10 +628,10 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// An encoder layer over all positions; `bias` holds the padding mask (and T5's positions).
-    pub fn encode(&self, x: &Tensor, bias: &Tensor, pre_norm: bool) -> Result<Tensor> {
+    /// An encoder layer over all positions; `biases` hold the padding mask (and T5's positions).
+    pub fn encode(&self, x: &Tensor, biases: &[&Tensor], pre_norm: bool) -> Result<Tensor> {
         let x = residual(x, &self.self_norm, pre_norm, |h| {
-            self.self_attn.forward(h, Some(bias))
+            self.self_attn.forward(h, biases)
         })?;
         residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
     }
@@ -564,16 +643,16 @@ impl Layer {
         self_bias: Option<&Tensor>,
         own: &mut KvBuffer,
         memory: &(Tensor, Tensor),
-        memory_bias: &Tensor,
+        (memory_bias, group): (&Tensor, usize),
         pre_norm: bool,
     ) -> Result<Tensor> {
         let x = residual(x, &self.self_norm, pre_norm, |h| {
-            self.self_attn.step(h, self_bias, own)
+            self.self_attn.step(h, self_bias.as_slice(), own)
         })?;
         let x = match &self.cross {
-            Some((attn, norm)) => {
-                residual(&x, norm, pre_norm, |h| attn.forward(h, memory, memory_bias))?
-            }
+            Some((attn, norm)) => residual(&x, norm, pre_norm, |h| {
+                attn.forward(h, memory, memory_bias, group)
+            })?,
             None => x,
         };
         residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
@@ -588,9 +667,9 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn encode(&self, mut x: Tensor, bias: &Tensor) -> Result<Tensor> {
+    pub fn encode(&self, mut x: Tensor, biases: &[&Tensor]) -> Result<Tensor> {
         for layer in &self.layers {
-            x = layer.encode(&x, bias, self.pre_norm)?;
+            x = layer.encode(&x, biases, self.pre_norm)?;
         }
         self.finish(x)
     }
@@ -603,9 +682,11 @@ impl Stack {
         cache: &mut DecoderCache,
     ) -> Result<Tensor> {
         let memory_bias = cache.memory_bias.clone();
+        let group = cache.group;
         for (i, layer) in self.layers.iter().enumerate() {
             let (own, memory) = cache.layer(i);
-            x = layer.step(&x, self_bias, own, memory, &memory_bias, self.pre_norm)?;
+            let memory_layout = (&memory_bias, group);
+            x = layer.step(&x, self_bias, own, memory, memory_layout, self.pre_norm)?;
         }
         cache.advance();
         self.finish(x)
@@ -616,5 +697,20 @@ impl Stack {
             Some(n) => n.forward(&x),
             None => Ok(x),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouping;
+
+    #[test]
+    fn beams_of_one_input_form_groups() {
+        assert_eq!(grouping(&[0, 0, 1, 1, 2, 2]), Some((vec![0, 1, 2], 2)));
+        assert_eq!(grouping(&[2, 2, 2, 0, 0, 0]), Some((vec![2, 0], 3)));
+        assert_eq!(grouping(&[3, 1]), Some((vec![3, 1], 1)));
+        assert_eq!(grouping(&[0, 0, 1]), None);
+        assert_eq!(grouping(&[0, 0, 1, 0]), None);
+        assert_eq!(grouping(&[]), None);
     }
 }

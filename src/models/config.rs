@@ -354,6 +354,27 @@ mod tests {
         assert_eq!(special.forced_eos, Some(3));
     }
 
+    /// The real rut5_base_sum_gazeta config.json (when the shared assets are present): no
+    /// generation_config.json, decoder start 2, and no banned ids.
+    #[test]
+    fn real_rut5_config_gives_its_special_tokens() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/assets/rut5_base_sum_gazeta");
+        if !dir.join("config.json").is_file() {
+            eprintln!("skipped: {} is absent", dir.display());
+            return;
+        }
+        let cfg = ModelConfig::read(&dir).unwrap();
+        assert_eq!(cfg.model_type, ModelType::T5);
+        let special = cfg.special_tokens().unwrap();
+        assert_eq!((special.decoder_start, special.eos, special.pad), (2, 1, 0));
+        assert!(special.banned.is_empty());
+        assert_eq!(
+            cfg.config.opt_bool("tie_word_embeddings").unwrap(),
+            Some(false)
+        );
+    }
+
     #[test]
     fn unknown_model_type_names_the_file() {
         let dir = folder(r#"{"model_type": "llama"}"#, None);

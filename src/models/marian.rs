@@ -19,7 +19,7 @@ use super::common::{
 };
 use super::config::{ConfigFile, ModelConfig, ModelType};
 use super::weights::Weights;
-use super::ModelError;
+use super::{ModelError, Side};
 use crate::generate::SpecialTokens;
 
 /// transformers' nn.LayerNorm default.
@@ -110,9 +110,9 @@ struct Embedder {
 
 impl Embedder {
     /// `ids`: (batch, len) starting at position `start`; returns (batch, len, d_model).
-    fn forward(&self, ids: &Tensor, start: usize, what: &str) -> Result<Tensor> {
+    fn forward(&self, ids: &Tensor, start: usize, side: Side) -> Result<Tensor> {
         let len = ids.dim(1)?;
-        check_length(start + len, Some(self.limit), what)?;
+        check_length(start + len, Some(self.limit), side)?;
         let x = self.tokens.forward(ids)?;
         let x = if self.scale == 1.0 {
             x
@@ -310,9 +310,9 @@ impl BartModel {
     }
 
     pub fn encode(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let x = self.encoder_embed.forward(ids, 0, "source")?;
+        let x = self.encoder_embed.forward(ids, 0, Side::Source)?;
         let bias = padding_bias(mask, x.dtype())?;
-        self.encoder.encode(x, &bias)
+        self.encoder.encode(x, &[&bias])
     }
 
     pub fn start_decoding(&self, encoded: &Tensor, mask: &Tensor) -> Result<DecoderCache> {
@@ -323,7 +323,7 @@ impl BartModel {
         let ids = last.unsqueeze(1)?;
         let x = self
             .decoder_embed
-            .forward(&ids, cache.position(), "target")?;
+            .forward(&ids, cache.position(), Side::Target)?;
         let hidden = self.decoder.step(x, None, cache)?;
         self.head.logits(&hidden.squeeze(1)?)
     }

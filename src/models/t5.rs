@@ -237,8 +237,8 @@ impl T5Model {
             .encoder_positions
             .bias(0..len, len, x.device())?
             .to_dtype(x.dtype())?;
-        let bias = positions.broadcast_add(&padding_bias(mask, x.dtype())?)?;
-        self.encoder.encode(x, &bias)
+        let padding = padding_bias(mask, x.dtype())?;
+        self.encoder.encode(x, &[&positions, &padding])
     }
 
     pub fn start_decoding(&self, encoded: &Tensor, mask: &Tensor) -> Result<DecoderCache> {

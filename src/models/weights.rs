@@ -1,11 +1,20 @@
-//! The weight files of a model folder, opened through candle's `VarBuilder`: model.safetensors
-//! (memory-mapped), sharded safetensors (model.safetensors.index.json), or pytorch_model.bin
-//! (candle's pickle reader). Every failure names the file and the tensor at fault.
+//! The weight files of a model folder, opened through candle's `VarBuilder`: model.safetensors,
+//! sharded safetensors (model.safetensors.index.json), or pytorch_model.bin (candle's pickle
+//! reader). Every failure names the file and the tensor at fault.
+//!
+//! Safetensors are read tensor by tensor with positioned reads rather than memory-mapped:
+//! candle copies every tensor out of a mapping anyway, and while the whole file stays mapped its
+//! pages count as resident, so loading peaked at twice the weights. Reading each tensor straight
+//! into the buffer that becomes its storage keeps the peak at the weights plus one tensor.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use super::ModelError;
@@ -24,15 +33,25 @@ impl Weights {
         let index = dir.join("model.safetensors.index.json");
         let pickle = dir.join("pytorch_model.bin");
         let (file, vb) = if single.is_file() {
-            // SAFETY: the file is mapped read-only; like every memory-mapped reader we rely on
-            // nobody truncating it while the model loads.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&single], dtype, device) };
-            (single, vb)
+            let files = SafetensorsFiles::open(std::slice::from_ref(&single))?;
+            (
+                single,
+                Ok(VarBuilder::from_backend(
+                    Box::new(files),
+                    dtype,
+                    device.clone(),
+                )),
+            )
         } else if index.is_file() {
-            let shards = shard_files(&index)?;
-            // SAFETY: as above.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&shards, dtype, device) };
-            (index, vb)
+            let files = SafetensorsFiles::open(&shard_files(&index)?)?;
+            (
+                index,
+                Ok(VarBuilder::from_backend(
+                    Box::new(files),
+                    dtype,
+                    device.clone(),
+                )),
+            )
         } else if pickle.is_file() {
             let vb = VarBuilder::from_pth(&pickle, dtype, device);
             (pickle, vb)
@@ -153,4 +172,263 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
             }
         })
         .collect()
+}
+
+/// Where one tensor lies in a safetensors file.
+struct Entry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    start: u64,
+    end: u64,
+}
+
+/// One or more safetensors files, read one tensor at a time.
+struct SafetensorsFiles {
+    files: Vec<(PathBuf, Mutex<File>)>,
+    entries: HashMap<String, Entry>,
+}
+
+impl SafetensorsFiles {
+    fn open(paths: &[PathBuf]) -> Result<Self, ModelError> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut entries = HashMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            let io = |source| ModelError::Io {
+                path: path.clone(),
+                source,
+            };
+            let mut file = File::open(path).map_err(io)?;
+            let file_len = file.metadata().map_err(io)?.len();
+            let header = read_header(&mut file, path)?;
+            let data_start = 8 + header.len() as u64;
+            for (name, entry) in parse_header(&header, path)? {
+                let (start, end) = (data_start + entry.start, data_start + entry.end);
+                let bytes = entry.shape.iter().product::<usize>() * entry.dtype.size_in_bytes();
+                if end > file_len || end < start || (end - start) as usize != bytes {
+                    return Err(corrupt(
+                        path,
+                        format!("tensor `{name}` has a bad byte range"),
+                    ));
+                }
+                entries.insert(
+                    name,
+                    Entry {
+                        file: index,
+                        start,
+                        end,
+                        ..entry
+                    },
+                );
+            }
+            files.push((path.clone(), Mutex::new(file)));
+        }
+        Ok(Self { files, entries })
+    }
+
+    fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() })?;
+        let (path, file) = &self.files[entry.file];
+        let len = (entry.end - entry.start) as usize;
+        let mut file = file
+            .lock()
+            .map_err(|_| candle_core::Error::msg("weight file lock poisoned"))?;
+        let read = |file: &mut File, buf: &mut [u8]| -> candle_core::Result<()> {
+            file.seek(SeekFrom::Start(entry.start))?;
+            file.read_exact(buf)
+                .map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))
+        };
+        if entry.dtype == DType::F32 && cfg!(target_endian = "little") {
+            // Read straight into the vector that becomes the tensor's storage.
+            let mut values = vec![0f32; len / 4];
+            // SAFETY: any bit pattern is a valid f32, and the byte view covers exactly `values`.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), len) };
+            read(&mut file, bytes)?;
+            return Tensor::from_vec(values, entry.shape.as_slice(), device);
+        }
+        let mut bytes = vec![0u8; len];
+        read(&mut file, &mut bytes)?;
+        Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, device)
+    }
+}
+
+impl SimpleBackend for SafetensorsFiles {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, device)?;
+        if tensor.shape() != &shape {
+            candle_core::bail!(
+                "{name}: shape {:?}, expected {:?}",
+                tensor.dims(),
+                shape.dims()
+            );
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.read(name, device)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+}
+
+fn corrupt(path: &Path, problem: String) -> ModelError {
+    ModelError::WeightFile {
+        file: path.to_path_buf(),
+        source: candle_core::Error::msg(format!("not a valid safetensors file: {problem}")),
+    }
+}
+
+/// The JSON header: an 8-byte little-endian length, then that many bytes.
+fn read_header(file: &mut File, path: &Path) -> Result<Vec<u8>, ModelError> {
+    const MAX_HEADER: u64 = 100 << 20;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| corrupt(path, format!("no header length ({e})")))?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER {
+        return Err(corrupt(path, format!("header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(path, format!("truncated header ({e})")))?;
+    Ok(header)
+}
+
+/// Tensor name -> entry (file index 0, offsets relative to the data section).
+fn parse_header(header: &[u8], path: &Path) -> Result<Vec<(String, Entry)>, ModelError> {
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header)
+        .map_err(|e| corrupt(path, format!("header is not JSON ({e})")))?;
+    json.into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let bad = |what: &str| corrupt(path, format!("tensor `{name}`: {what}"));
+            let dtype = match info["dtype"].as_str() {
+                Some("BOOL") => DType::U8,
+                Some(d) => d
+                    .to_lowercase()
+                    .parse::<DType>()
+                    .map_err(|_| bad(&format!("unsupported dtype {d}")))?,
+                None => return Err(bad("no dtype")),
+            };
+            let numbers = |key: &str| -> Option<Vec<u64>> {
+                info[key].as_array()?.iter().map(|v| v.as_u64()).collect()
+            };
+            let shape = numbers("shape").ok_or_else(|| bad("no shape"))?;
+            let offsets = numbers("data_offsets")
+                .filter(|o| o.len() == 2)
+                .ok_or_else(|| bad("no data_offsets"))?;
+            let entry = Entry {
+                file: 0,
+                dtype,
+                shape: shape.into_iter().map(|d| d as usize).collect(),
+                start: offsets[0],
+                end: offsets[1],
+            };
+            Ok((name, entry))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(dir: &Path) -> HashMap<String, Tensor> {
+        let dev = Device::Cpu;
+        let tensors: HashMap<String, Tensor> = [
+            (
+                "a",
+                Tensor::arange(0f32, 6.0, &dev)
+                    .unwrap()
+                    .reshape((2, 3))
+                    .unwrap(),
+            ),
+            (
+                "b",
+                Tensor::new(&[1.5f32, -2.0], &dev)
+                    .unwrap()
+                    .to_dtype(DType::F16)
+                    .unwrap(),
+            ),
+            ("c", Tensor::new(&[7u32, 8, 9], &dev).unwrap()),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+        tensors
+    }
+
+    #[test]
+    fn reads_every_tensor_as_written_in_the_asked_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = saved(dir.path());
+        let w = Weights::open(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let a = w.get("a", (2, 3)).unwrap();
+        assert_eq!(
+            a.to_vec2::<f32>().unwrap(),
+            tensors["a"].to_vec2::<f32>().unwrap()
+        );
+        assert_eq!(
+            w.get("b", 2).unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.5, -2.0]
+        );
+        assert_eq!(w.get("b", 2).unwrap().dtype(), DType::F32);
+        assert!(w.contains("c") && !w.contains("d"));
+        let err = w.get("a", (3, 2)).unwrap_err().to_string();
+        assert!(err.contains("`a`") && err.contains("[3, 2]"), "{err}");
+        let err = w.get("d", 1).unwrap_err().to_string();
+        assert!(
+            err.contains("`d`") && err.contains("model.safetensors"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        saved(dir.path());
+        let path = dir.path().join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        for keep in [4, 20, bytes.len() - 3] {
+            std::fs::write(&path, &bytes[..keep]).unwrap();
+            let err = match Weights::open(dir.path(), DType::F32, &Device::Cpu) {
+                Ok(_) => panic!("opened a file cut at {keep} bytes"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("model.safetensors"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_shard_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = r#"{"weight_map": {"a": "model-00001-of-00002.safetensors"}}"#;
+        std::fs::write(dir.path().join("model.safetensors.index.json"), index).unwrap();
+        let err = Weights::open(dir.path(), DType::F32, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("model-00001-of-00002.safetensors"), "{err}");
+    }
 }
