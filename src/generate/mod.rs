@@ -131,18 +131,6 @@ pub trait Seq2Seq {
         rows: &candle_core::Tensor,
     ) -> candle_core::Result<()>;
 
-    /// Beam reordering: like `select_rows`, but every new row `i` comes from a row of the same
-    /// input as the old row `i` (same count of rows, each input's rows in place), so what all
-    /// rows of one input share (the encoder memory and its cross-attention keys and values)
-    /// needs no copy. The default copies everything through `select_rows`.
-    fn reorder_beams(
-        &self,
-        cache: &mut Self::Cache,
-        rows: &candle_core::Tensor,
-    ) -> candle_core::Result<()> {
-        self.select_rows(cache, rows)
-    }
-
     fn special_tokens(&self) -> &SpecialTokens;
 
     fn vocab_size(&self) -> usize;

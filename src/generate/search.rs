@@ -185,13 +185,8 @@ fn beam_search<M: Seq2Seq>(
         if still.is_empty() {
             break;
         }
-        if still.len() == active.len() && rows_per_input == beams {
-            // Same inputs, same rows each: only the beams' own history moves.
-            model.reorder_beams(cache, &Tensor::new(next_rows.as_slice(), device)?)?;
-        } else {
-            let current = active.len() * rows_per_input;
-            keep_rows(model, cache, &next_rows, current, device)?;
-        }
+        let current = active.len() * rows_per_input;
+        keep_rows(model, cache, &next_rows, current, device)?;
         active = still;
         rows_per_input = beams;
     }
@@ -435,23 +430,6 @@ pub(crate) mod tests {
                 .map(|&r| cache.rows[r as usize].clone())
                 .collect();
             Ok(())
-        }
-
-        /// Checks the contract: every new row comes from a row of the same input.
-        fn reorder_beams(&self, cache: &mut FakeCache, rows: &Tensor) -> candle_core::Result<()> {
-            let wanted = rows.to_vec1::<u32>()?;
-            assert_eq!(
-                wanted.len(),
-                cache.rows.len(),
-                "reordering keeps the row count"
-            );
-            for (i, &r) in wanted.iter().enumerate() {
-                assert_eq!(
-                    cache.rows[r as usize].0, cache.rows[i].0,
-                    "row {i} from another input"
-                );
-            }
-            self.select_rows(cache, rows)
         }
 
         fn special_tokens(&self) -> &SpecialTokens {

@@ -527,16 +527,6 @@ impl DecoderCache {
         self.sources = (0..wanted.len() as u32).map(|i| i / group as u32).collect();
         Ok(())
     }
-
-    /// Beam reordering within each input (see `Seq2Seq::reorder_beams`): only the
-    /// self-attention keys and values move; the encoder memory of a row stays valid because
-    /// all rows of one input share it.
-    pub fn reorder_beams(&mut self, rows: &Tensor) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.own.select_rows(rows)?;
-        }
-        Ok(())
-    }
 }
 
 /// If `sources` is a run of equal-length groups, each reading one memory row: the memory row of

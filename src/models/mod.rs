@@ -176,10 +176,6 @@ impl Seq2Seq for AnyModel {
         cache.select_rows(rows)
     }
 
-    fn reorder_beams(&self, cache: &mut DecoderCache, rows: &Tensor) -> candle_core::Result<()> {
-        cache.reorder_beams(rows)
-    }
-
     fn special_tokens(&self) -> &SpecialTokens {
         match self {
             Self::Bart(m) => m.special_tokens(),
