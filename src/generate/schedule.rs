@@ -6,12 +6,11 @@
 use crate::Result;
 
 /// Default token budget of one batch on the CPU: hypotheses times the longest source. Measured
-/// with `mtsum bench --batch-tokens N` on the real-size Marian, 2 threads, 32 new tokens:
-/// greedy throughput is flat from 2048 up and beam 4 loses nothing there, while peak memory grows
-/// with the budget (256 inputs greedy: 608 MiB at 2048, 1015 MiB at 16384). Beam search on
-/// one batch of 64 inputs (256 rows) ran at half the speed of 2048-token batches: the per-step
-/// tensors (logits, reordered caches) fall out of the caches.
-pub const DEFAULT_BATCH_TOKENS_CPU: usize = 2048;
+/// with `mtsum bench --batch-tokens N` (real-size Marian, 64 inputs, 32 new tokens, 2 threads):
+/// 4096 ran greedy and beam 4 about 12% faster than 2048 (greedy ~980 vs ~850 tokens/s, beam 4
+/// ~307 vs ~270) for 1.76x / 2.2x the weights in peak memory instead of 1.6x / 1.7x; 8192 and
+/// one batch of everything (256 beam rows) were no faster and used more memory.
+pub const DEFAULT_BATCH_TOKENS_CPU: usize = 4096;
 
 /// Default budget on a GPU, where wide batches are what keeps it busy (not measured here).
 pub const DEFAULT_BATCH_TOKENS_GPU: usize = 16384;
