@@ -16,8 +16,7 @@ use crate::{Error, Result};
 const DEFAULT_MAX_NEW_TOKENS: usize = 20;
 
 /// When beam search stops, as transformers' `early_stopping` (bool or "never").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EarlyStopping {
     /// Stop as soon as `num_beams` hypotheses are finished.
     True,
@@ -26,6 +25,17 @@ pub enum EarlyStopping {
     False,
     /// Like `False`, but assume the running beam could reach the maximum length (canonical beam search).
     Never,
+}
+
+/// Written as transformers writes it: true, false or "never".
+impl serde::Serialize for EarlyStopping {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::True => s.serialize_bool(true),
+            Self::False => s.serialize_bool(false),
+            Self::Never => s.serialize_str("never"),
+        }
+    }
 }
 
 impl From<bool> for EarlyStopping {
@@ -427,6 +437,14 @@ mod tests {
             (s.max_new_tokens, s.num_beams, s.min_new_tokens),
             (59, 2, 9)
         );
+    }
+
+    #[test]
+    fn early_stopping_serializes_as_transformers_writes_it() {
+        let as_json = |e: EarlyStopping| serde_json::to_value(e).unwrap();
+        assert_eq!(as_json(EarlyStopping::True), json!(true));
+        assert_eq!(as_json(EarlyStopping::False), json!(false));
+        assert_eq!(as_json(EarlyStopping::Never), json!("never"));
     }
 
     #[test]
