@@ -1,13 +1,96 @@
-//! `mtsum tokenize`.
+//! `mtsum tokenize`: the token ids a model's tokenizer gives for each input line (or, with
+//! `--decode`, the text of each line of ids). Needs only the tokenizer files of a model, so it
+//! works on a folder holding just config.json and the tokenizer; this is how users debug a model
+//! and how we check parity with transformers.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
 
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
+use crate::hub::{self, HubOptions};
+use crate::tokenize::Seq2SeqTokenizer;
 use crate::{Error, Result};
 
-#[derive(Debug, Args)]
-pub struct TokenizeArgs {}
+const EXAMPLES: &str = "\
+Examples:
+  echo 'Полиция задержала подозреваемого.' | mtsum tokenize --model Helsinki-NLP/opus-mt-ru-en
+        prints one JSON array of ids per input line, `</s>` included
+  mtsum tokenize --model ./opus-mt-ru-en --target english.txt
+        the target side's ids of every line of english.txt
+  echo '[218, 14, 124, 0]' | mtsum tokenize --model ./opus-mt-ru-en --decode
+        prints the text of each line of ids, special tokens skipped
+";
 
-pub fn execute(_args: TokenizeArgs, _global: &GlobalArgs) -> Result<Outcome> {
-    Err(Error::Usage("`mtsum tokenize` is not built yet".into()))
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct TokenizeArgs {
+    /// Model whose tokenizer to use: hub id[@revision], preset name or local directory.
+    #[arg(long, value_name = "MODEL")]
+    pub model: String,
+    /// Tokenize with the target side (Marian's target.spm); the same tokenizer for T5.
+    #[arg(long, conflicts_with = "decode")]
+    pub target: bool,
+    /// Read one JSON array of ids per line and print its text (special tokens skipped).
+    #[arg(long)]
+    pub decode: bool,
+    /// Input files, one text (or id array) per line; standard input when none is given.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+}
+
+pub fn execute(args: TokenizeArgs, global: &GlobalArgs) -> Result<Outcome> {
+    let options = HubOptions {
+        offline: global.offline,
+        ..HubOptions::default()
+    };
+    let model = hub::resolve(&args.model, &options)?;
+    let tokenizer = Seq2SeqTokenizer::from_dir(&model.dir)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (name, text) in read_inputs(&args.inputs)? {
+        for (number, line) in text.lines().enumerate() {
+            let written = render(&tokenizer, &args, line)
+                .map_err(|e| Error::Usage(format!("{name}:{}: {e}", number + 1)))?;
+            writeln!(out, "{written}").map_err(|e| Error::io("<stdout>", e))?;
+        }
+    }
+    out.flush().map_err(|e| Error::io("<stdout>", e))?;
+    Ok(Outcome::Done)
+}
+
+/// What one input line becomes: a JSON array of ids, or the decoded text.
+fn render(tokenizer: &Seq2SeqTokenizer, args: &TokenizeArgs, line: &str) -> Result<String> {
+    if args.decode {
+        let ids: Vec<u32> = serde_json::from_str(line).map_err(|e| {
+            Error::Usage(format!(
+                "expected a JSON array of token ids like [12, 7, 0] ({e})"
+            ))
+        })?;
+        return Ok(tokenizer.decode(&ids)?);
+    }
+    let ids = match args.target {
+        true => tokenizer.encode_target(line)?,
+        false => tokenizer.encode(line)?,
+    };
+    Ok(serde_json::to_string(&ids).expect("a list of integers serializes"))
+}
+
+/// The named input files (or standard input) as (name for messages, UTF-8 text).
+fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    if paths.is_empty() {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("<stdin>", e))?;
+        return Ok(vec![("<stdin>".to_string(), text)]);
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect()
 }

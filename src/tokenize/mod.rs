@@ -258,3 +258,14 @@ fn read_optional_json(path: &Path) -> Result<Option<Value>, TokenizeError> {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizers_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync + Clone>() {}
+        shareable::<Seq2SeqTokenizer>();
+    }
+}

@@ -1,7 +1,7 @@
 //! A reader for SentencePiece model files (`spiece.model`, Marian's `source.spm`/`target.spm`).
 //!
 //! The file is a protobuf `ModelProto`. We read it with a small hand-written wire-format reader
-//! instead of a protobuf crate because we need eleven scalar fields out of three messages: a
+//! instead of a protobuf crate because we need thirteen scalar fields out of four messages: a
 //! generated-code crate (prost, protobuf) would add a build step or a vendored `.proto`, and their
 //! schemaless readers bring more than the ~100 lines below. Every read is bounds-checked and
 //! returns an error naming the byte offset; nothing here can panic on hostile bytes (see the
@@ -10,7 +10,8 @@
 //! Field numbers are those of `sentencepiece_model.proto` (sentencepiece 0.2):
 //! `ModelProto { 1: pieces, 2: trainer_spec, 3: normalizer_spec }`,
 //! `SentencePiece { 1: piece, 2: score (float), 3: type }`,
-//! `TrainerSpec { 3: model_type, 35: byte_fallback, 40: unk_id, 44: unk_surface, 45: unk_piece }`,
+//! `TrainerSpec { 3: model_type, 24: treat_whitespace_as_suffix, 35: byte_fallback, 40: unk_id,
+//! 44: unk_surface }`,
 //! `NormalizerSpec { 1: name, 2: precompiled_charsmap, 3: add_dummy_prefix,
 //! 4: remove_extra_whitespaces, 5: escape_whitespaces }`. Unknown fields are skipped.
 
@@ -61,6 +62,8 @@ pub enum ModelType {
 pub struct TrainerSpec {
     pub model_type: ModelType,
     pub byte_fallback: bool,
+    /// `▁` ends words instead of starting them (not supported by the tokenizer builder).
+    pub treat_whitespace_as_suffix: bool,
     pub unk_id: u32,
     /// What `<unk>` decodes to (default " ⁇ ").
     pub unk_surface: String,
@@ -71,6 +74,7 @@ impl Default for TrainerSpec {
         Self {
             model_type: ModelType::Unigram,
             byte_fallback: false,
+            treat_whitespace_as_suffix: false,
             unk_id: 0,
             unk_surface: " \u{2047} ".to_string(),
         }
@@ -181,6 +185,7 @@ fn parse_trainer(bytes: &[u8], base: usize) -> Result<TrainerSpec, ProtoError> {
                     }
                 }
             }
+            (24, Value::Varint(v)) => spec.treat_whitespace_as_suffix = v != 0,
             (35, Value::Varint(v)) => spec.byte_fallback = v != 0,
             // int32 fields are sign-extended varints; ids outside u32 are rejected when used.
             (40, Value::Varint(v)) => spec.unk_id = u32::try_from(v).unwrap_or(u32::MAX),

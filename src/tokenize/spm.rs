@@ -63,17 +63,7 @@ impl SpmModel {
     }
 
     pub fn from_proto(proto: ModelProto) -> Result<Self, String> {
-        if proto.trainer.model_type != ModelType::Unigram {
-            return Err(format!(
-                "a {:?} SentencePiece model; only unigram models are supported",
-                proto.trainer.model_type
-            ));
-        }
-        let unk_id = proto.trainer.unk_id as usize;
-        match proto.pieces.get(unk_id) {
-            Some(p) if p.kind == PieceKind::Unknown => {}
-            _ => return Err(format!("unk_id {unk_id} is not an unknown piece")),
-        }
+        let unk_id = check_supported(&proto)?;
         let user_defined: Vec<&str> = proto
             .pieces
             .iter()
@@ -184,6 +174,26 @@ impl SpmModel {
     pub fn decode_ids(&self, ids: &[u32]) -> String {
         let unk = self.id_to_piece(self.unk_id()).unwrap_or_default();
         self.decode_pieces(ids.iter().map(|&id| self.id_to_piece(id).unwrap_or(unk)))
+    }
+}
+
+/// Rejects models this builder would not reproduce exactly; returns the unknown piece's id.
+fn check_supported(proto: &ModelProto) -> Result<usize, String> {
+    if proto.trainer.model_type != ModelType::Unigram {
+        return Err(format!(
+            "a {:?} SentencePiece model; only unigram models are supported",
+            proto.trainer.model_type
+        ));
+    }
+    if proto.trainer.treat_whitespace_as_suffix {
+        return Err(
+            "a treat_whitespace_as_suffix model; only prefix `▁` models are supported".into(),
+        );
+    }
+    let unk_id = proto.trainer.unk_id as usize;
+    match proto.pieces.get(unk_id) {
+        Some(p) if p.kind == PieceKind::Unknown => Ok(unk_id),
+        _ => Err(format!("unk_id {unk_id} is not an unknown piece")),
     }
 }
 
@@ -341,6 +351,72 @@ fn utf8_per_byte_lossy(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokenize::proto::Piece;
+
+    fn model(pieces: &[(&str, f32, PieceKind)], byte_fallback: bool) -> Result<SpmModel, String> {
+        let mut proto = ModelProto::default();
+        proto.trainer.byte_fallback = byte_fallback;
+        proto.pieces = pieces
+            .iter()
+            .map(|&(piece, score, kind)| Piece {
+                piece: piece.into(),
+                score,
+                kind,
+            })
+            .collect();
+        SpmModel::from_proto(proto)
+    }
+
+    const BASE: [(&str, f32, PieceKind); 6] = [
+        ("<unk>", 0.0, PieceKind::Unknown),
+        ("</s>", 0.0, PieceKind::Control),
+        ("\u{2581}", -1.0, PieceKind::Normal),
+        ("a", -2.0, PieceKind::Normal),
+        ("\u{2581}ab", -1.0, PieceKind::Normal),
+        ("b", -2.0, PieceKind::Normal),
+    ];
+
+    #[test]
+    fn control_pieces_are_not_matched_and_unknown_runs_keep_their_text() {
+        let m = model(&BASE, false).unwrap();
+        let tokens = m.encode("ab </s>xy").unwrap();
+        let pieces: Vec<&str> = tokens.iter().map(|t| t.piece.as_str()).collect();
+        assert_eq!(pieces, ["\u{2581}ab", "\u{2581}", "</s>xy"]);
+        assert_eq!(tokens[2].id, 0);
+        assert_eq!(
+            m.decode_pieces(["\u{2581}ab", "</s>", "<unk>", "zz\u{2581}"]),
+            "ab ⁇ zz\u{2581}"
+        );
+    }
+
+    #[test]
+    fn byte_fallback_spells_unknown_characters_in_bytes() {
+        let mut pieces = BASE.to_vec();
+        let names: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
+        pieces.extend(names.iter().map(|n| (n.as_str(), 0.0, PieceKind::Byte)));
+        let m = model(&pieces, true).unwrap();
+        assert_eq!(m.encode_ids("aё").unwrap(), [2, 3, 6 + 0xd1, 6 + 0x91]);
+        assert_eq!(m.decode_ids(&[2, 3, 6 + 0xd1, 6 + 0x91]), "aё");
+    }
+
+    #[test]
+    fn unsupported_models_are_refused_with_the_reason() {
+        let mut proto = ModelProto {
+            pieces: vec![Piece {
+                piece: "<unk>".into(),
+                score: 0.0,
+                kind: PieceKind::Normal,
+            }],
+            ..ModelProto::default()
+        };
+        assert!(SpmModel::from_proto(proto.clone())
+            .unwrap_err()
+            .contains("not an unknown piece"));
+        proto.trainer.model_type = ModelType::Bpe;
+        assert!(SpmModel::from_proto(proto)
+            .unwrap_err()
+            .contains("only unigram"));
+    }
 
     #[test]
     fn invalid_bytes_become_one_replacement_each() {

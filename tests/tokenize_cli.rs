@@ -1,0 +1,136 @@
+//! `mtsum tokenize` on fixture folders: ids per line (source and --target), --decode, a folder
+//! holding only config.json + tokenizer files, and errors that name the input line.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+use predicates::str::contains;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn reference() -> Value {
+    let path = root().join("tests/fixtures/reference/tokenizers.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Reference rows whose text and decoded text fit on one line.
+fn one_line_rows(section: &Value, decoded: &str) -> Vec<Value> {
+    let single = |v: &Value| !v.as_str().unwrap().contains(['\n', '\r']);
+    section["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| single(&r["text"]) && single(&r[decoded]))
+        .cloned()
+        .collect()
+}
+
+fn mtsum() -> Command {
+    Command::cargo_bin("mtsum").unwrap()
+}
+
+/// Runs `mtsum tokenize --model DIR [flags]` with `input` on stdin; stdout lines.
+fn tokenize(dir: &str, flags: &[&str], input: String) -> Vec<String> {
+    let output = mtsum()
+        .args(["tokenize", "--model", dir])
+        .args(flags)
+        .write_stdin(input)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(output)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn column(rows: &[Value], key: &str) -> Vec<String> {
+    rows.iter()
+        .map(|r| match &r[key] {
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string(other).unwrap(),
+        })
+        .collect()
+}
+
+#[test]
+fn prints_source_and_target_ids_and_decodes_them() {
+    let reference = reference();
+    let rows = one_line_rows(&reference["marian"], "decode_target");
+    assert!(rows.len() > 300);
+    let dir = root().join("tests/fixtures/tokenizers/marian");
+    let dir = dir.to_str().unwrap();
+    let texts = column(&rows, "text").join("\n") + "\n";
+    assert_eq!(
+        tokenize(dir, &[], texts.clone()),
+        column(&rows, "source_ids")
+    );
+    assert_eq!(
+        tokenize(dir, &["--target"], texts),
+        column(&rows, "target_ids")
+    );
+    let ids = column(&rows, "target_ids").join("\n");
+    assert_eq!(
+        tokenize(dir, &["--decode"], ids),
+        column(&rows, "decode_target")
+    );
+}
+
+#[test]
+fn reads_input_files_and_works_with_only_config_and_tokenizer_files() {
+    let reference = reference();
+    let rows = one_line_rows(&reference["t5"], "hf_json_decode");
+    let model = tempfile::tempdir().unwrap();
+    let fixture = root().join("tests/fixtures/tokenizers/t5_json");
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture.join(name), model.path().join(name)).unwrap();
+    }
+    std::fs::write(model.path().join("config.json"), r#"{"model_type": "t5"}"#).unwrap();
+    let input = model.path().join("lines.txt");
+    std::fs::write(&input, column(&rows, "text").join("\n")).unwrap();
+    let output = mtsum()
+        .args(["tokenize", "--model"])
+        .arg(model.path())
+        .arg(&input)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines: Vec<String> = String::from_utf8(output)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines, column(&rows, "hf_json_ids"));
+}
+
+#[test]
+fn a_bad_id_line_is_named_by_file_and_line() {
+    let dir = root().join("tests/fixtures/tokenizers/t5_spiece");
+    mtsum()
+        .args(["tokenize", "--decode", "--model"])
+        .arg(&dir)
+        .write_stdin("[1, 2]\nnot ids\n")
+        .assert()
+        .code(2)
+        .stderr(contains("<stdin>:2: expected a JSON array of token ids"));
+}
+
+#[test]
+fn a_folder_without_tokenizer_files_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    mtsum()
+        .args(["tokenize", "--model"])
+        .arg(dir.path())
+        .write_stdin("текст\n")
+        .assert()
+        .code(2)
+        .stderr(contains("no tokenizer files"));
+}
