@@ -64,6 +64,7 @@ fn texts_and_ids(reference: &Value, name: &str) -> (Vec<String>, Vec<Value>) {
 
 #[test]
 fn ids_from_text_match_transformers_for_every_model() {
+    let mut wrong = Vec::new();
     for reference in references() {
         for (name, flags) in [
             ("default", vec![]),
@@ -86,9 +87,22 @@ fn ids_from_text_match_transformers_for_every_model() {
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            assert_eq!(got, want, "{} / {name}", reference["model"]["name"]);
+            for ((text, got), want) in texts.iter().zip(&got).zip(&want) {
+                if got != want {
+                    let model = &reference["model"]["name"];
+                    wrong.push(format!(
+                        "{model} / {name} / {text:?}:\n  got  {got}\n  want {want}"
+                    ));
+                }
+            }
         }
     }
+    assert!(
+        wrong.is_empty(),
+        "{} outputs differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 #[test]
