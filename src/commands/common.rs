@@ -15,7 +15,7 @@ use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
 use crate::pipeline::{Pipeline, SummaryOptions};
 use crate::progress::{chain, Finished, Observer};
 use crate::summary::{SummaryLength, SummarySide};
-use crate::{Error, Result};
+use crate::Result;
 
 /// The translator used when `--translator` is not given (a preset in `models/`).
 pub const DEFAULT_TRANSLATOR: &str = "opus-mt-ru-en";
@@ -69,23 +69,16 @@ impl Models {
     }
 }
 
-/// Loads a resolved model for generation on `device` in `dtype`.
-///
-/// INTEGRATION POINT: the generation engine (#5) provides the loader (tokenizer + model +
-/// generation config behind `TextGenerator`): with it merged this body becomes
-/// `Ok(Box::new(crate::generate::runner::load(resolved, device, dtype, batch_tokens)?))`.
-/// Until then no model can run, and the command stops here with exit code 2.
+/// Loads a resolved model for generation on `device` in `dtype`: tokenizer, weights and
+/// generation config behind `TextGenerator`.
 fn load_generator(
     resolved: &ResolvedModel,
-    _device: &Device,
-    _dtype: DType,
-    _batch_tokens: Option<usize>,
+    device: &Device,
+    dtype: DType,
+    batch_tokens: Option<usize>,
 ) -> Result<Box<dyn TextGenerator>> {
-    Err(Error::Usage(format!(
-        "cannot load model {} ({}): this mtsum has no generation engine yet",
-        resolved.repo,
-        resolved.dir.display()
-    )))
+    let runner = crate::generate::runner::load(resolved, device, dtype, batch_tokens)?;
+    Ok(Box::new(runner))
 }
 
 /// How summaries are made; shared by `run` and `summarize`.

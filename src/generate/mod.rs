@@ -3,6 +3,16 @@
 //!
 //! Owner: engine issue (#5).
 
+pub mod config;
+pub mod logits;
+pub mod runner;
+pub mod schedule;
+pub mod search;
+
+pub use config::{EarlyStopping, GenerationConfig, Settings};
+pub use runner::{Runner, RunnerParts};
+pub use search::generate_batch;
+
 /// Generation settings given on the command line; each one that is set wins over the model's
 /// generation_config.json / config.json, which win over transformers' defaults.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]

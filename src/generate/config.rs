@@ -1,0 +1,456 @@
+//! Generation settings as transformers resolves them: the repo's generation_config.json if it
+//! exists, otherwise the generation keys of config.json (transformers' legacy path, used by
+//! rut5_base_sum_gazeta), then transformers' global defaults, then the command line.
+//!
+//! Lengths are turned into counts of *generated* tokens once, here, so the search code never
+//! deals with transformers' "max_length includes the decoder start token" convention.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{GenerationOverrides, SpecialTokens};
+use crate::{Error, Result};
+
+/// transformers' `max_length` when no file sets one (it then adds the decoder start token).
+const DEFAULT_MAX_NEW_TOKENS: usize = 20;
+
+/// When beam search stops, as transformers' `early_stopping` (bool or "never").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EarlyStopping {
+    /// Stop as soon as `num_beams` hypotheses are finished.
+    True,
+    /// Stop when the best running beam, at its current length, cannot beat the worst finished one.
+    #[default]
+    False,
+    /// Like `False`, but assume the running beam could reach the maximum length (canonical beam search).
+    Never,
+}
+
+/// Written as transformers writes it: true, false or "never".
+impl serde::Serialize for EarlyStopping {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::True => s.serialize_bool(true),
+            Self::False => s.serialize_bool(false),
+            Self::Never => s.serialize_str("never"),
+        }
+    }
+}
+
+impl From<bool> for EarlyStopping {
+    fn from(b: bool) -> Self {
+        if b {
+            Self::True
+        } else {
+            Self::False
+        }
+    }
+}
+
+/// The generation keys of one model, as written in its files (None: the file does not set it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationConfig {
+    /// Which file the settings came from, for messages.
+    pub source: String,
+    pub max_length: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub min_length: Option<usize>,
+    pub min_new_tokens: Option<usize>,
+    pub num_beams: Option<usize>,
+    pub length_penalty: Option<f64>,
+    pub early_stopping: Option<EarlyStopping>,
+    pub no_repeat_ngram_size: Option<usize>,
+    pub bad_words_ids: Option<Vec<Vec<u32>>>,
+    pub forced_bos_token_id: Option<u32>,
+    pub forced_eos_token_id: Option<Vec<u32>>,
+    pub renormalize_logits: Option<bool>,
+    pub eos_token_id: Option<Vec<u32>>,
+    pub pad_token_id: Option<u32>,
+    pub bos_token_id: Option<u32>,
+    pub decoder_start_token_id: Option<u32>,
+}
+
+/// Everything one generation run needs, resolved: lengths count generated tokens.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Settings {
+    pub num_beams: usize,
+    /// Most generated tokens (the end token included).
+    pub max_new_tokens: usize,
+    /// The end token is banned while fewer than this many tokens were generated.
+    pub min_new_tokens: usize,
+    pub length_penalty: f64,
+    pub early_stopping: EarlyStopping,
+    pub no_repeat_ngram_size: usize,
+    pub bad_words_ids: Vec<Vec<u32>>,
+    pub forced_bos_token_id: Option<u32>,
+    pub forced_eos_token_id: Vec<u32>,
+    pub renormalize_logits: bool,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: u32,
+    pub decoder_start_token_id: u32,
+}
+
+impl GenerationConfig {
+    /// Reads generation_config.json when present, else config.json (the keys transformers
+    /// copies from it when no generation config exists). A missing config.json is an error.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let generation = dir.join("generation_config.json");
+        let path = if generation.is_file() {
+            generation
+        } else {
+            dir.join("config.json")
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not valid JSON ({e}); re-download the model",
+                path.display()
+            ))
+        })?;
+        Self::from_json(&value, &path.display().to_string())
+    }
+
+    /// Parses the generation keys of a JSON object; `source` names it in error messages.
+    pub fn from_json(value: &Value, source: &str) -> Result<Self> {
+        let field = Field { value, source };
+        Ok(Self {
+            source: source.to_string(),
+            max_length: field.usize("max_length")?,
+            max_new_tokens: field.usize("max_new_tokens")?,
+            min_length: field.usize("min_length")?,
+            min_new_tokens: field.usize("min_new_tokens")?,
+            num_beams: field.usize("num_beams")?,
+            length_penalty: field.f64("length_penalty")?,
+            early_stopping: field.early_stopping()?,
+            no_repeat_ngram_size: field.usize("no_repeat_ngram_size")?,
+            bad_words_ids: field.id_lists("bad_words_ids")?,
+            forced_bos_token_id: field.id("forced_bos_token_id")?,
+            forced_eos_token_id: field.ids("forced_eos_token_id")?,
+            renormalize_logits: field.bool("renormalize_logits")?,
+            eos_token_id: field.ids("eos_token_id")?,
+            pad_token_id: field.id("pad_token_id")?,
+            bos_token_id: field.id("bos_token_id")?,
+            decoder_start_token_id: field.id("decoder_start_token_id")?,
+        })
+    }
+
+    /// Sets every key that `other` sets (transformers' `GenerationConfig.update`, which is what
+    /// keyword arguments to `generate()` do on top of the model's own config).
+    pub fn update(&mut self, other: &GenerationConfig) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field.clone(); } )* };
+        }
+        take!(
+            max_length,
+            max_new_tokens,
+            min_length,
+            min_new_tokens,
+            num_beams,
+            length_penalty,
+            early_stopping,
+            no_repeat_ngram_size,
+            bad_words_ids,
+            forced_bos_token_id,
+            forced_eos_token_id,
+            renormalize_logits,
+            eos_token_id,
+            pad_token_id,
+            bos_token_id,
+            decoder_start_token_id
+        );
+    }
+
+    /// Applies the command line over the files and transformers' defaults. `special` fills token
+    /// ids the file does not name (the model's config.json); `max_positions` caps the default
+    /// length as transformers does.
+    pub fn resolve(
+        &self,
+        overrides: &GenerationOverrides,
+        special: &SpecialTokens,
+        max_positions: Option<usize>,
+    ) -> Result<Settings> {
+        let eos_token_ids = self
+            .eos_token_id
+            .clone()
+            .unwrap_or_else(|| vec![special.eos]);
+        let max_new_tokens = self.max_new_tokens(overrides, max_positions);
+        if max_new_tokens == 0 {
+            return Err(Error::Usage(format!(
+                "the maximum length leaves no token to generate ({}; use --max-length N with N >= 1)",
+                self.source
+            )));
+        }
+        let num_beams = overrides.num_beams.or(self.num_beams).unwrap_or(1);
+        if num_beams == 0 {
+            return Err(Error::Usage("--beams must be at least 1".into()));
+        }
+        Ok(Settings {
+            num_beams,
+            max_new_tokens,
+            min_new_tokens: self.min_new_tokens(overrides),
+            length_penalty: overrides
+                .length_penalty
+                .or(self.length_penalty)
+                .unwrap_or(1.0),
+            early_stopping: overrides
+                .early_stopping
+                .map(EarlyStopping::from)
+                .or(self.early_stopping)
+                .unwrap_or_default(),
+            no_repeat_ngram_size: overrides
+                .no_repeat_ngram_size
+                .or(self.no_repeat_ngram_size)
+                .unwrap_or(0),
+            // transformers never bans a lone end token through bad_words_ids.
+            bad_words_ids: (self.bad_words_ids.clone().unwrap_or_default().into_iter())
+                .filter(|seq| !(seq.len() == 1 && eos_token_ids.contains(&seq[0])))
+                .collect(),
+            forced_bos_token_id: self.forced_bos_token_id.or(special.forced_bos),
+            forced_eos_token_id: (self.forced_eos_token_id.clone())
+                .or_else(|| special.forced_eos.map(|id| vec![id]))
+                .unwrap_or_default(),
+            renormalize_logits: self.renormalize_logits.unwrap_or(false),
+            pad_token_id: self.pad_token_id.unwrap_or(special.pad),
+            decoder_start_token_id: (self.decoder_start_token_id.or(self.bos_token_id))
+                .unwrap_or(special.decoder_start),
+            eos_token_ids,
+        })
+    }
+
+    /// transformers: max_new_tokens wins; else max_length counts the start token; else 20 new
+    /// tokens, capped by max_position_embeddings.
+    fn max_new_tokens(
+        &self,
+        overrides: &GenerationOverrides,
+        max_positions: Option<usize>,
+    ) -> usize {
+        if let Some(n) = overrides.max_new_tokens.or(self.max_new_tokens) {
+            return n;
+        }
+        match self.max_length {
+            Some(total) => total.saturating_sub(1),
+            None => {
+                let total = DEFAULT_MAX_NEW_TOKENS + 1;
+                max_positions
+                    .map_or(total, |p| total.min(p))
+                    .saturating_sub(1)
+            }
+        }
+    }
+
+    /// The end token is banned while the sequence (start token included) is shorter than
+    /// min_length, and while fewer than min_new_tokens were generated.
+    fn min_new_tokens(&self, overrides: &GenerationOverrides) -> usize {
+        if let Some(n) = overrides.min_new_tokens {
+            return n;
+        }
+        let from_length = self.min_length.unwrap_or(0).saturating_sub(1);
+        from_length.max(self.min_new_tokens.unwrap_or(0))
+    }
+}
+
+/// Typed access to one JSON object's keys, with errors that name the file and the key.
+struct Field<'a> {
+    value: &'a Value,
+    source: &'a str,
+}
+
+impl Field<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.value.get(key).filter(|v| !v.is_null())
+    }
+
+    fn bad(&self, key: &str, expected: &str) -> Error {
+        Error::Usage(format!(
+            "{}: `{key}` should be {expected}, found {}",
+            self.source, self.value[key]
+        ))
+    }
+
+    fn usize(&self, key: &str) -> Result<Option<usize>> {
+        self.get(key)
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| self.bad(key, "a whole number"))
+            })
+            .transpose()
+    }
+
+    fn id(&self, key: &str) -> Result<Option<u32>> {
+        self.get(key)
+            .map(|v| as_id(v).ok_or_else(|| self.bad(key, "a token id")))
+            .transpose()
+    }
+
+    fn f64(&self, key: &str) -> Result<Option<f64>> {
+        self.get(key)
+            .map(|v| v.as_f64().ok_or_else(|| self.bad(key, "a number")))
+            .transpose()
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| self.bad(key, "true or false")))
+            .transpose()
+    }
+
+    /// A token id or a list of them (eos_token_id, forced_eos_token_id).
+    fn ids(&self, key: &str) -> Result<Option<Vec<u32>>> {
+        self.get(key)
+            .map(|v| match v {
+                Value::Array(items) => items.iter().map(as_id).collect::<Option<Vec<_>>>(),
+                single => as_id(single).map(|id| vec![id]),
+            })
+            .map(|ids| ids.ok_or_else(|| self.bad(key, "a token id or a list of them")))
+            .transpose()
+    }
+
+    fn id_lists(&self, key: &str) -> Result<Option<Vec<Vec<u32>>>> {
+        let parse = |v: &Value| -> Option<Vec<Vec<u32>>> {
+            v.as_array()?
+                .iter()
+                .map(|seq| seq.as_array()?.iter().map(as_id).collect())
+                .collect()
+        };
+        self.get(key)
+            .map(|v| parse(v).ok_or_else(|| self.bad(key, "a list of lists of token ids")))
+            .transpose()
+    }
+
+    fn early_stopping(&self) -> Result<Option<EarlyStopping>> {
+        const KEY: &str = "early_stopping";
+        self.get(KEY)
+            .map(|v| match v {
+                Value::Bool(b) => Ok(EarlyStopping::from(*b)),
+                Value::String(s) if s == "never" => Ok(EarlyStopping::Never),
+                _ => Err(self.bad(KEY, "true, false or \"never\"")),
+            })
+            .transpose()
+    }
+}
+
+fn as_id(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn special() -> SpecialTokens {
+        SpecialTokens {
+            decoder_start: 9,
+            eos: 0,
+            pad: 9,
+            ..Default::default()
+        }
+    }
+
+    fn resolve(file: Value, overrides: GenerationOverrides) -> Settings {
+        GenerationConfig::from_json(&file, "test.json")
+            .unwrap()
+            .resolve(&overrides, &special(), Some(512))
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_transformers_defaults() {
+        let s = resolve(json!({}), GenerationOverrides::default());
+        assert_eq!(s.max_new_tokens, 20);
+        assert_eq!(s.num_beams, 1);
+        assert_eq!(s.length_penalty, 1.0);
+        assert_eq!(s.early_stopping, EarlyStopping::False);
+        assert_eq!(s.min_new_tokens, 0);
+        assert_eq!((s.decoder_start_token_id, s.eos_token_ids), (9, vec![0]));
+    }
+
+    #[test]
+    fn default_length_is_capped_by_positions() {
+        let cfg = GenerationConfig::from_json(&json!({}), "t").unwrap();
+        let s = cfg
+            .resolve(&GenerationOverrides::default(), &special(), Some(8))
+            .unwrap();
+        assert_eq!(s.max_new_tokens, 7);
+    }
+
+    #[test]
+    fn file_lengths_count_the_start_token_and_flags_count_new_tokens() {
+        let file = json!({"max_length": 200, "min_length": 30, "num_beams": 5});
+        let s = resolve(file.clone(), GenerationOverrides::default());
+        assert_eq!(
+            (s.max_new_tokens, s.min_new_tokens, s.num_beams),
+            (199, 29, 5)
+        );
+        let flags = GenerationOverrides {
+            max_new_tokens: Some(32),
+            min_new_tokens: Some(32),
+            num_beams: Some(2),
+            early_stopping: Some(true),
+            ..Default::default()
+        };
+        let s = resolve(file, flags);
+        assert_eq!(
+            (s.max_new_tokens, s.min_new_tokens, s.num_beams),
+            (32, 32, 2)
+        );
+        assert_eq!(s.early_stopping, EarlyStopping::True);
+    }
+
+    #[test]
+    fn reads_marian_style_token_lists() {
+        let file = json!({
+            "bad_words_ids": [[62517], [0], [5, 6]], "eos_token_id": 0, "forced_eos_token_id": 0,
+            "decoder_start_token_id": 62517, "pad_token_id": 62517, "early_stopping": "never"
+        });
+        let s = resolve(file, GenerationOverrides::default());
+        assert_eq!(s.bad_words_ids, vec![vec![62517], vec![5, 6]]);
+        assert_eq!(s.forced_eos_token_id, vec![0]);
+        assert_eq!(s.decoder_start_token_id, 62517);
+        assert_eq!(s.early_stopping, EarlyStopping::Never);
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_key() {
+        let err = GenerationConfig::from_json(&json!({"num_beams": "four"}), "gen.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gen.json") && err.contains("num_beams"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn update_overlays_only_the_keys_it_sets() {
+        let mut cfg =
+            GenerationConfig::from_json(&json!({"max_length": 60, "num_beams": 5}), "t").unwrap();
+        cfg.update(
+            &GenerationConfig::from_json(&json!({"num_beams": 2, "min_length": 10}), "k").unwrap(),
+        );
+        let s = cfg
+            .resolve(&GenerationOverrides::default(), &special(), None)
+            .unwrap();
+        assert_eq!(
+            (s.max_new_tokens, s.num_beams, s.min_new_tokens),
+            (59, 2, 9)
+        );
+    }
+
+    #[test]
+    fn early_stopping_serializes_as_transformers_writes_it() {
+        let as_json = |e: EarlyStopping| serde_json::to_value(e).unwrap();
+        assert_eq!(as_json(EarlyStopping::True), json!(true));
+        assert_eq!(as_json(EarlyStopping::False), json!(false));
+        assert_eq!(as_json(EarlyStopping::Never), json!("never"));
+    }
+
+    #[test]
+    fn zero_new_tokens_is_an_error() {
+        let cfg = GenerationConfig::from_json(&json!({"max_length": 1}), "t").unwrap();
+        let err = cfg.resolve(&GenerationOverrides::default(), &special(), None);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! The runner: tokenizer + model + generation config, the engine's implementation of
+//! [`TextGenerator`] for the pipeline and of `mtsum generate` / `mtsum bench`.
+
+use candle_core::Device;
+
+use super::config::{GenerationConfig, Settings};
+use super::{schedule, search, Generated, GenerationOverrides, ModelInfo, Seq2Seq, TextGenerator};
+use crate::tokenize::Seq2SeqTokenizer;
+use crate::{Error, Result};
+
+/// A loaded model ready to generate.
+pub struct Runner<M> {
+    model: M,
+    tokenizer: Seq2SeqTokenizer,
+    config: GenerationConfig,
+    info: ModelInfo,
+    device: Device,
+    max_input_tokens: usize,
+    batch_tokens: usize,
+    /// The model's folder, when loaded from one.
+    dir: Option<std::path::PathBuf>,
+}
+
+/// The parts a runner is built from; `max_input_tokens` None takes the model's own limit.
+pub struct RunnerParts<M> {
+    pub model: M,
+    pub tokenizer: Seq2SeqTokenizer,
+    pub config: GenerationConfig,
+    pub info: ModelInfo,
+    pub device: Device,
+    pub max_input_tokens: Option<usize>,
+    pub batch_tokens: Option<usize>,
+}
+
+/// Most source tokens when neither the model nor a preset sets a limit (T5's relative
+/// positions have none; its attention cost grows with the square of the length).
+const UNBOUNDED_INPUT_TOKENS: usize = 4096;
+
+impl<M: Seq2Seq> Runner<M> {
+    pub fn new(parts: RunnerParts<M>) -> Self {
+        let own_limit = parts.model.max_source_positions();
+        let max_input_tokens = match (parts.max_input_tokens, own_limit) {
+            (Some(preset), Some(own)) => preset.min(own),
+            (Some(limit), None) | (None, Some(limit)) => limit,
+            (None, None) => UNBOUNDED_INPUT_TOKENS,
+        };
+        let batch_tokens =
+            (parts.batch_tokens).unwrap_or_else(|| schedule::default_batch_tokens(&parts.device));
+        Self {
+            model: parts.model,
+            tokenizer: parts.tokenizer,
+            config: parts.config,
+            info: parts.info,
+            device: parts.device,
+            max_input_tokens,
+            batch_tokens,
+            dir: None,
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The folder the model was loaded from (None when built from parts).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Seq2SeqTokenizer {
+        &self.tokenizer
+    }
+
+    /// The effective settings for `overrides`.
+    pub fn resolve(&self, overrides: &GenerationOverrides) -> Result<Settings> {
+        self.config.resolve(
+            overrides,
+            self.model.special_tokens(),
+            self.model.max_source_positions(),
+        )
+    }
+
+    /// Source ids (end token included) of `text`; a text over the input limit is an error that
+    /// names the input and the limit.
+    pub fn encode(&self, index: usize, text: &str) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode(text)?;
+        self.check_length(index, ids.len())?;
+        Ok(ids)
+    }
+
+    fn check_length(&self, index: usize, tokens: usize) -> Result<()> {
+        if tokens > self.max_input_tokens {
+            return Err(Error::Usage(format!(
+                "input {} has {tokens} tokens, but {} accepts at most {}: split it into shorter \
+                 segments (mtsum translate/summarize do this themselves)",
+                index + 1,
+                self.info.repo,
+                self.max_input_tokens
+            )));
+        }
+        Ok(())
+    }
+
+    /// Generated ids (no decoder start token) for every source, in input order. Empty sources
+    /// give empty outputs without running the model.
+    pub fn generate_ids(
+        &self,
+        sources: &[Vec<u32>],
+        settings: &Settings,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Vec<u32>>> {
+        for (index, source) in sources.iter().enumerate() {
+            self.check_length(index, source.len())?;
+        }
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+        schedule::run(
+            &lengths,
+            self.batch_tokens,
+            settings.num_beams,
+            |batch| {
+                let real: Vec<&[u32]> = (batch.iter())
+                    .map(|&i| sources[i].as_slice())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let mut outputs =
+                    search::generate_batch(&self.model, settings, &real, &self.device)?.into_iter();
+                Ok(batch
+                    .iter()
+                    .map(|&i| match sources[i].is_empty() {
+                        true => Vec::new(),
+                        false => outputs.next().unwrap_or_default(),
+                    })
+                    .collect())
+            },
+            progress,
+        )
+    }
+}
+
+impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.tokenizer.encode(text)?.len())
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.max_input_tokens
+    }
+
+    fn settings(&self, overrides: &GenerationOverrides) -> serde_json::Value {
+        match self.resolve(overrides) {
+            Ok(settings) => serde_json::to_value(settings).unwrap_or_default(),
+            Err(err) => serde_json::json!({ "error": err.to_string() }),
+        }
+    }
+
+    fn generate(
+        &self,
+        inputs: &[String],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Generated>> {
+        let settings = self.resolve(overrides)?;
+        let sources = (inputs.iter().enumerate())
+            .map(|(i, text)| match text.trim().is_empty() {
+                true => Ok(Vec::new()),
+                false => self.encode(i, text),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = self.generate_ids(&sources, &settings, progress)?;
+        (sources.iter().zip(outputs))
+            .map(|(source, ids)| {
+                Ok(Generated {
+                    text: self.tokenizer.decode(&ids)?,
+                    input_tokens: source.len(),
+                    output_tokens: ids.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Loads the runner of a resolved model: its tokenizer, generation config and weights, on
+/// `device` in `dtype`. The input limit is the model's own, lowered by the preset's when the
+/// model was named by a preset.
+pub fn load(
+    resolved: &crate::hub::ResolvedModel,
+    device: &Device,
+    dtype: candle_core::DType,
+    batch_tokens: Option<usize>,
+) -> Result<Runner<crate::models::AnyModel>> {
+    let dir = &resolved.dir;
+    if device.is_cpu() {
+        tune_allocator();
+    }
+    let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
+    let mut config = GenerationConfig::from_dir(dir)?;
+    if let Some(preset) = &resolved.preset {
+        config.update(&preset_defaults(preset));
+    }
+    let model = crate::models::load(dir, device, dtype)?;
+    let info = ModelInfo {
+        repo: resolved.repo.clone(),
+        revision: resolved.revision.clone(),
+        commit: resolved.commit.clone(),
+        family: model.model_type().name().to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        device: device_name(device),
+    };
+    let mut runner = Runner::new(RunnerParts {
+        model,
+        tokenizer,
+        config,
+        info,
+        device: device.clone(),
+        max_input_tokens: resolved.preset.as_ref().and_then(|p| p.max_input_tokens),
+        batch_tokens,
+    });
+    runner.dir = Some(dir.clone());
+    Ok(runner)
+}
+
+/// The generation settings a preset's manifest adds to the repo's own config (the model card's
+/// settings that the repo's files do not carry, e.g. rut5's no_repeat_ngram_size 4). They sit
+/// between the files and the command line, as keyword arguments to `generate()` would.
+fn preset_defaults(preset: &crate::hub::Preset) -> GenerationConfig {
+    GenerationConfig {
+        source: format!("preset {}", preset.name),
+        num_beams: preset.num_beams,
+        no_repeat_ngram_size: preset.no_repeat_ngram_size,
+        max_length: preset.max_length,
+        ..GenerationConfig::default()
+    }
+}
+
+/// Resolves `spec` (hub id[@revision], preset or folder) and loads its runner on the device and
+/// dtype the global flags choose. This is how the pipeline gets its translator and summarizer.
+pub fn open(
+    spec: &str,
+    global: &crate::cli::GlobalArgs,
+) -> Result<Runner<crate::models::AnyModel>> {
+    let options = crate::hub::HubOptions::from_global(global);
+    let resolved = crate::hub::resolve(spec, &options)?;
+    let device = global.device.open()?;
+    let dtype = crate::device::choose_dtype(&device, global.dtype);
+    load(&resolved, &device, dtype, global.batch_tokens)
+}
+
+/// "cpu", "cuda:0", "metal:0": as recorded in outputs.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Makes glibc keep freed memory for reuse instead of returning it to the kernel. Every decoding
+/// step allocates and frees tensors of tens of megabytes (logits, reordered caches); by default
+/// glibc maps and unmaps each one, and the page faults of re-touching them cost a quarter of a
+/// beam-search step on the CPU. One arena keeps the retained memory bounded.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::Once;
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator parameters; it is called once, before the
+            // model is loaded, and any failure leaves glibc's defaults in place.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+                libc::mallopt(libc::M_MMAP_MAX, 0);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            }
+        });
+    }
+}
