@@ -1,7 +1,7 @@
 //! The binary end to end with real (tiny) models: `run`, `translate --lines`, `summarize
 //! --lines`, reruns. The models are folders named by MTSUM_TEST_TRANSLATOR and
-//! MTSUM_TEST_SUMMARIZER (default: tests/fixtures/models/marian and tests/fixtures/models/t5);
-//! while those folders do not exist the tests say so and check nothing.
+//! MTSUM_TEST_SUMMARIZER (default: the committed fixtures tests/fixtures/models/marian_tiny
+//! and tests/fixtures/models/rut5_tiny, random-weight models in the exact hub layout).
 
 mod batch_support;
 
@@ -10,22 +10,16 @@ use std::path::PathBuf;
 use assert_cmd::Command;
 use batch_support::*;
 
-/// The fixture models, or None (with a note on stderr) while they are absent.
-fn models() -> Option<(PathBuf, PathBuf)> {
+/// The translator and summarizer folders.
+fn models() -> (PathBuf, PathBuf) {
     let folder = |var: &str, default: &str| {
         std::env::var_os(var).map_or_else(|| repo_path(default), PathBuf::from)
     };
-    let translator = folder("MTSUM_TEST_TRANSLATOR", "tests/fixtures/models/marian");
-    let summarizer = folder("MTSUM_TEST_SUMMARIZER", "tests/fixtures/models/t5");
-    if translator.is_dir() && summarizer.is_dir() {
-        return Some((translator, summarizer));
-    }
-    eprintln!(
-        "no fixture models at {} and {}: the model-driven CLI tests check nothing",
-        translator.display(),
-        summarizer.display()
-    );
-    None
+    let translator = folder("MTSUM_TEST_TRANSLATOR", "tests/fixtures/models/marian_tiny");
+    let summarizer = folder("MTSUM_TEST_SUMMARIZER", "tests/fixtures/models/rut5_tiny");
+    assert!(translator.is_dir(), "no model at {}", translator.display());
+    assert!(summarizer.is_dir(), "no model at {}", summarizer.display());
+    (translator, summarizer)
 }
 
 fn mtsum(models: &(PathBuf, PathBuf)) -> Command {
@@ -40,7 +34,7 @@ fn mtsum(models: &(PathBuf, PathBuf)) -> Command {
 
 #[test]
 fn run_writes_every_sample_then_skips_them_on_a_rerun() {
-    let Some(models) = models() else { return };
+    let models = models();
     let out = tempfile::tempdir().unwrap();
     mtsum(&models)
         .args(["run", "--out"])
@@ -90,7 +84,7 @@ fn run_writes_every_sample_then_skips_them_on_a_rerun() {
 
 #[test]
 fn translate_lines_keeps_one_line_per_input_line() {
-    let Some(models) = models() else { return };
+    let models = models();
     let input = "Сотрудники полиции задержали подозреваемого.\n\nВстреча прошла в Москве.\n";
     let output = mtsum(&models)
         .args(["translate", "--lines"])
@@ -105,7 +99,7 @@ fn translate_lines_keeps_one_line_per_input_line() {
 
 #[test]
 fn summarize_lines_gives_one_summary_line_per_document() {
-    let Some(models) = models() else { return };
+    let models = models();
     let input = "Первый документ о задержании.\nВторой документ о встрече делегаций.\n";
     let output = mtsum(&models)
         .args(["summarize", "--lines", "--lang", "ru"])
@@ -122,7 +116,7 @@ fn summarize_lines_gives_one_summary_line_per_document() {
 
 #[test]
 fn hostile_inputs_fail_alone_and_the_good_ones_are_written() {
-    let Some(models) = models() else { return };
+    let models = models();
     let inputs = tempfile::tempdir().unwrap();
     hostile_inputs(inputs.path());
     let out = tempfile::tempdir().unwrap();
@@ -157,7 +151,7 @@ fn hostile_inputs_fail_alone_and_the_good_ones_are_written() {
 
 #[test]
 fn a_killed_run_leaves_whole_files_and_the_rerun_does_the_rest() {
-    let Some(models) = models() else { return };
+    let models = models();
     // Enough releases that the run is still going when it is killed.
     let inputs = tempfile::tempdir().unwrap();
     let release = std::fs::read(samples().join("01-interpol-data-exchange.txt")).unwrap();
