@@ -207,3 +207,44 @@ fn a_killed_run_leaves_whole_files_and_the_rerun_does_the_rest() {
     );
     assert!(file_names(out.path()).iter().all(|n| !n.starts_with('.')));
 }
+
+/// A sentence of about 1,000 tokens against a model with 64 positions: it is translated in
+/// pieces (never truncated, never refused), marked as split in the JSON, and comes back as one
+/// sentence of one line.
+#[test]
+fn a_thousand_token_sentence_is_translated_in_pieces() {
+    let models = models();
+    let clause =
+        "сотрудники полиции задержали подозреваемого в краже, который скрывался от следствия";
+    let sentence = format!("{}.", vec![clause; 40].join(", и "));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("long.txt"), &sentence).unwrap();
+    let out = dir.path().join("out");
+    mtsum(&models)
+        .args(["run", "--no-summary", "--out"])
+        .arg(&out)
+        .arg(dir.path().join("long.txt"))
+        .assert()
+        .code(0);
+    let output = read_output(&out, "long");
+    let pairs: Vec<_> = output
+        .paragraphs
+        .iter()
+        .flat_map(|p| &p.sentences)
+        .collect();
+    assert_eq!(pairs.len(), 1, "one sentence in, one sentence out");
+    assert_eq!(pairs[0].ru, sentence);
+    assert!(pairs[0].pieces.unwrap_or(1) >= 16, "{:?}", pairs[0].pieces);
+    assert!(!pairs[0].en.is_empty());
+    let lines = mtsum(&models)
+        .args(["translate", "--lines"])
+        .write_stdin(format!("{sentence}\n"))
+        .assert()
+        .code(0);
+    assert_eq!(
+        String::from_utf8_lossy(&lines.get_output().stdout)
+            .lines()
+            .count(),
+        1
+    );
+}
