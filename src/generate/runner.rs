@@ -230,10 +230,7 @@ pub fn open(
     spec: &str,
     global: &crate::cli::GlobalArgs,
 ) -> Result<Runner<crate::models::AnyModel>> {
-    let options = crate::hub::HubOptions {
-        offline: global.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
-        progress: !global.quiet,
-    };
+    let options = crate::hub::HubOptions::from_global(global);
     let resolved = crate::hub::resolve(spec, &options)?;
     let device = global.device.open()?;
     let dtype = crate::device::choose_dtype(&device, global.dtype);

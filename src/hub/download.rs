@@ -1,0 +1,209 @@
+//! Downloading one file into `blobs/<etag>.incomplete`, resuming what is there.
+//!
+//! Written here rather than taken from hf-hub 0.4.3, whose blocking `download` sends the
+//! `Authorization` header to the CDN host the hub redirects to (its size probe follows the
+//! redirect with the token), resumes a reopened part file from offset 0 after a failed retry,
+//! and has no connect or read timeout. Here, as in huggingface_hub:
+//! - redirects are followed by hand and the token is kept only while the origin stays the same;
+//! - a Range request resumes from the part file's length; a 200 answer (Range ignored) or a
+//!   206 that starts elsewhere restarts the file from zero;
+//! - a body cut short (or a 429/5xx answer) is retried up to `RETRIES` times, resuming; then
+//!   the part file stays for next time;
+//! - the part file is named `<etag>.incomplete`, as huggingface_hub names it, so either tool
+//!   resumes the other's interrupted download.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+/// How many times an interrupted body is resumed within one run.
+const RETRIES: usize = 3;
+const MAX_REDIRECTS: usize = 10;
+
+pub(crate) enum DownloadError {
+    /// The hub (or the CDN) refused, or could not be reached at all.
+    Request(Box<ureq::Error>),
+    /// Writing the part file failed (disk full, permissions).
+    Write(std::io::Error),
+    /// The body kept breaking off; what arrived is kept for the next run.
+    Interrupted(String),
+}
+
+/// The client for file downloads: redirects by hand, timeouts so a dead link fails.
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(120))
+        .try_proxy_from_env(true)
+        .user_agent(concat!("mtsum/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// One file to fetch.
+pub(crate) struct Download<'a> {
+    pub agent: &'a ureq::Agent,
+    pub url: String,
+    pub token: Option<&'a str>,
+    pub part: &'a Path,
+    pub size: u64,
+}
+
+impl Download<'_> {
+    /// Brings the part file to `size` bytes, telling `progress` the bytes held after each read.
+    pub fn run(&self, progress: &mut dyn FnMut(u64)) -> Result<(), DownloadError> {
+        let mut last_break = String::new();
+        for attempt in 0..=RETRIES {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
+            }
+            let start = self.resumable_length().map_err(DownloadError::Write)?;
+            if start == self.size {
+                // Complete already (or an empty file, which needs no request).
+                return std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.part)
+                    .map(drop)
+                    .map_err(DownloadError::Write);
+            }
+            let response = match self.request(start) {
+                Ok(response) => response,
+                Err(err) if is_retryable(&err, attempt) => {
+                    last_break = err.to_string();
+                    continue;
+                }
+                Err(err) => return Err(DownloadError::Request(err)),
+            };
+            match self.append(response, start, progress) {
+                Ok(()) => return Ok(()),
+                Err(Broken::Write(e)) => return Err(DownloadError::Write(e)),
+                Err(Broken::Read(e)) => last_break = e.to_string(),
+            }
+        }
+        Err(DownloadError::Interrupted(last_break))
+    }
+
+    /// The part file's length if it can be continued; a longer one is garbage and goes.
+    fn resumable_length(&self) -> std::io::Result<u64> {
+        match std::fs::metadata(self.part) {
+            Ok(meta) if meta.len() <= self.size => Ok(meta.len()),
+            Ok(_) => std::fs::remove_file(self.part).map(|_| 0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GET from `start`, following redirects; the token does not leave the hub's origin.
+    fn request(&self, start: u64) -> Result<ureq::Response, Box<ureq::Error>> {
+        let mut url = self.url.clone();
+        let mut token = self.token;
+        for _ in 0..MAX_REDIRECTS {
+            let mut request = self
+                .agent
+                .get(&url)
+                .set("Range", &format!("bytes={start}-"));
+            if let Some(token) = token {
+                request = request.set("Authorization", &format!("Bearer {token}"));
+            }
+            let response = request.call().map_err(Box::new)?;
+            if !(300..400).contains(&response.status()) {
+                return Ok(response);
+            }
+            let next = response
+                .header("Location")
+                .and_then(|location| url::Url::parse(&url).ok()?.join(location).ok())
+                .ok_or_else(|| bad_redirect(&url))?;
+            if !same_origin(&url, &next) {
+                token = None;
+            }
+            url = next.to_string();
+        }
+        Err(bad_redirect(&url))
+    }
+
+    /// Writes the body after `start` bytes, or from zero when the server did not resume.
+    fn append(
+        &self,
+        response: ureq::Response,
+        start: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Broken> {
+        let resumed = response.status() == 206
+            && response
+                .header("Content-Range")
+                .is_some_and(|r| r.starts_with(&format!("bytes {start}-")));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(resumed)
+            .write(true)
+            .truncate(!resumed)
+            .open(self.part)
+            .map_err(Broken::Write)?;
+        let mut held = if resumed { start } else { 0 };
+        progress(held);
+        let mut body = response.into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = body.read(&mut buf).map_err(Broken::Read)?;
+            if n == 0 {
+                return file.flush().map_err(Broken::Write);
+            }
+            file.write_all(&buf[..n]).map_err(Broken::Write)?;
+            held += n as u64;
+            progress(held);
+        }
+    }
+}
+
+enum Broken {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// A busy or failing server (429, 5xx) is asked again, as is a connection that broke after
+/// the first attempt; a hub that cannot be reached at all, or that refuses, is reported at once.
+fn is_retryable(err: &ureq::Error, attempt: usize) -> bool {
+    match err {
+        ureq::Error::Status(status, _) => *status == 429 || *status >= 500,
+        ureq::Error::Transport(_) => attempt > 0,
+    }
+}
+
+fn bad_redirect(url: &str) -> Box<ureq::Error> {
+    Box::new(ureq::Error::from(std::io::Error::other(format!(
+        "a redirect from {url} has no usable Location"
+    ))))
+}
+
+/// Same scheme, host and port (huggingface_hub sends the token to nothing else).
+fn same_origin(from: &str, to: &url::Url) -> bool {
+    let Ok(from) = url::Url::parse(from) else {
+        return false;
+    };
+    from.scheme() == to.scheme()
+        && from.host_str() == to.host_str()
+        && from.port_or_known_default() == to.port_or_known_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_stays_with_the_origin() {
+        let hub = "https://huggingface.co/org/m/resolve/main/model.safetensors";
+        let same = url::Url::parse("https://huggingface.co:443/api/x").unwrap();
+        assert!(same_origin(hub, &same));
+        for other in [
+            "https://cdn-lfs.hf.co/x",
+            "http://huggingface.co/x",
+            "https://huggingface.co:8443/x",
+        ] {
+            assert!(
+                !same_origin(hub, &url::Url::parse(other).unwrap()),
+                "{other}"
+            );
+        }
+    }
+}

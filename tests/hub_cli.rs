@@ -1,0 +1,224 @@
+//! `mtsum models fetch|list|verify` as a user runs them: the HF_* environment pointing at the
+//! mock hub and an empty HF_HOME.
+
+mod common;
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use common::mock_hub::MockHub;
+use common::{marian_repo, t5_repo};
+
+fn mtsum(hub: &MockHub, home: &Path) -> Command {
+    common::mtsum_with_hub(&hub.endpoint(), home)
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn fetch_list_and_verify_the_default_models() {
+    let hub = MockHub::start();
+    let translator = hub.publish("Helsinki-NLP/opus-mt-ru-en", "main", marian_repo("a"));
+    let summarizer = hub.publish("IlyaGusev/rut5_base_sum_gazeta", "main", t5_repo());
+    let home = tempfile::tempdir().unwrap();
+
+    let out = mtsum(&hub, home.path())
+        .args(["models", "fetch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("Helsinki-NLP/opus-mt-ru-en@main {translator}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("IlyaGusev/rut5_base_sum_gazeta@main {summarizer}")),
+        "{text}"
+    );
+    assert!(home
+        .path()
+        .join("hub/models--Helsinki-NLP--opus-mt-ru-en/refs/main")
+        .is_file());
+
+    let out = mtsum(&hub, home.path())
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Helsinki-NLP/opus-mt-ru-en "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(" main ") && line.contains(&translator),
+        "{line}"
+    );
+    assert!(line.ends_with("complete") && line.contains("KiB"), "{line}");
+
+    let out = mtsum(&hub, home.path())
+        .args(["models", "verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).matches(": ok,").count(), 2, "{}", stdout(&out));
+
+    // Damage the translator's vocabulary: verify fails (exit 1) and names it; --repair fixes it.
+    let snapshot = home
+        .path()
+        .join("hub/models--Helsinki-NLP--opus-mt-ru-en/snapshots")
+        .join(&translator);
+    std::fs::write(snapshot.join("vocab.json"), "{\"tampered\":1}").unwrap();
+    let out = mtsum(&hub, home.path())
+        .args(["models", "verify", "opus-mt-ru-en"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("bad: vocab.json"), "{}", stdout(&out));
+    let out = mtsum(&hub, home.path())
+        .args(["models", "verify", "--repair", "opus-mt-ru-en"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("repaired"), "{}", stdout(&out));
+}
+
+#[test]
+fn offline_by_flag_or_environment_sends_nothing_and_says_how_to_fetch() {
+    let hub = MockHub::start();
+    hub.publish("org/marian", "main", marian_repo("a"));
+    let home = tempfile::tempdir().unwrap();
+
+    let by_env = mtsum(&hub, home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["models", "fetch", "org/marian"])
+        .output()
+        .unwrap();
+    let by_flag = mtsum(&hub, home.path())
+        .args(["--offline", "models", "fetch", "org/marian@main"])
+        .output()
+        .unwrap();
+    for (out, command) in [
+        (by_env, "mtsum models fetch org/marian"),
+        (by_flag, "mtsum models fetch org/marian@main"),
+    ] {
+        assert_eq!(out.status.code(), Some(2));
+        let text = stderr(&out);
+        assert!(text.trim_end().ends_with(command), "{text}");
+        assert!(text.contains("missing: config.json"), "{text}");
+    }
+    assert_eq!(hub.requests().len(), 0, "{:?}", hub.requests());
+}
+
+#[test]
+fn the_token_is_sent_to_the_hub_and_never_shown() {
+    let hub = MockHub::start();
+    hub.publish("org/gated", "main", marian_repo("a"));
+    hub.gate("org/gated", "hf_right_cli_token");
+    let home = tempfile::tempdir().unwrap();
+
+    // No token at all: 401, no Authorization header sent.
+    let out = mtsum(&hub, home.path())
+        .args(["models", "fetch", "org/gated"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("HTTP 401") && stderr(&out).contains("HF_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(hub.requests().iter().all(|r| r.authorization.is_none()));
+
+    // A wrong token from HF_TOKEN: 403, and the token appears nowhere.
+    let out = mtsum(&hub, home.path())
+        .env("HF_TOKEN", "hf_wrong_cli_token")
+        .args(["--verbose", "models", "fetch", "org/gated"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("HTTP 403"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("hf_wrong_cli_token")
+            && !stdout(&out).contains("hf_wrong_cli_token")
+    );
+
+    // The right token from the token file ($HF_HOME/token), as `huggingface-cli login` writes it.
+    std::fs::write(home.path().join("token"), "hf_right_cli_token\n").unwrap();
+    hub.clear_log();
+    let out = mtsum(&hub, home.path())
+        .args(["models", "fetch", "org/gated"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("hf_right_cli_token")
+            && !stdout(&out).contains("hf_right_cli_token")
+    );
+    let resolves: Vec<_> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/resolve/"))
+        .collect();
+    assert!(!resolves.is_empty());
+    assert!(resolves
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer hf_right_cli_token")));
+    let cdn: Vec<_> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/cdn/"))
+        .collect();
+    assert!(!cdn.is_empty());
+    assert!(
+        cdn.iter().all(|r| r.authorization.is_none()),
+        "the token left the hub: {cdn:?}"
+    );
+    let cache = home.path().join("hub");
+    for path in walk(&cache) {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("hf_right_cli_token"),
+            "{} holds the token",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn hf_hub_cache_takes_precedence_over_hf_home() {
+    let hub = MockHub::start();
+    hub.publish("org/marian", "main", marian_repo("a"));
+    let home = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = mtsum(&hub, home.path())
+        .env("HF_HUB_CACHE", cache.path())
+        .args(["models", "fetch", "org/marian"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(cache.path().join("models--org--marian/refs/main").is_file());
+    assert!(!home.path().join("hub").exists());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
