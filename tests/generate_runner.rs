@@ -31,8 +31,18 @@ fn resolved(name: &str, preset_limit: Option<usize>) -> ResolvedModel {
     }
 }
 
-fn load(name: &str, preset_limit: Option<usize>, batch_tokens: Option<usize>) -> impl TextGenerator {
-    runner::load(&resolved(name, preset_limit), &Device::Cpu, DType::F32, batch_tokens).unwrap()
+fn load(
+    name: &str,
+    preset_limit: Option<usize>,
+    batch_tokens: Option<usize>,
+) -> impl TextGenerator {
+    runner::load(
+        &resolved(name, preset_limit),
+        &Device::Cpu,
+        DType::F32,
+        batch_tokens,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -50,15 +60,23 @@ fn generates_the_reference_texts_in_input_order_whatever_the_batches() {
     let (small, large) = (small.unwrap(), large.unwrap());
     assert_eq!(small, large);
     assert_eq!(small.len(), texts.len());
-    assert!(small.iter().all(|g| g.input_tokens > 0 && g.output_tokens > 0));
+    assert!(small
+        .iter()
+        .all(|g| g.input_tokens > 0 && g.output_tokens > 0));
     let distinct: std::collections::HashSet<&String> = small.iter().map(|g| &g.text).collect();
-    assert!(distinct.len() > 1, "different inputs give different outputs");
+    assert!(
+        distinct.len() > 1,
+        "different inputs give different outputs"
+    );
 }
 
 #[test]
 fn progress_reaches_the_total_and_empty_inputs_stay_empty() {
     let generator = load("t5_tiny", None, Some(1));
-    let inputs = vec!["Полиция задержала подозреваемого.".to_string(), "  ".to_string()];
+    let inputs = vec![
+        "Полиция задержала подозреваемого.".to_string(),
+        "  ".to_string(),
+    ];
     let seen = std::sync::Mutex::new(Vec::new());
     let out = generator
         .generate(&inputs, &GenerationOverrides::default(), &|done, total| {
@@ -85,14 +103,24 @@ fn the_preset_lowers_the_input_limit_and_long_inputs_are_named() {
         .generate(&inputs, &GenerationOverrides::default(), &|_, _| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("input 2 has") && err.contains("at most 6"), "{err}");
+    assert!(
+        err.contains("input 2 has") && err.contains("at most 6"),
+        "{err}"
+    );
 }
 
 #[test]
 fn settings_and_info_describe_the_run() {
     let generator = load("marian_tiny", None, None);
     let info = generator.info();
-    assert_eq!((info.family.as_str(), info.dtype.as_str(), info.device.as_str()), ("marian", "f32", "cpu"));
+    assert_eq!(
+        (
+            info.family.as_str(),
+            info.dtype.as_str(),
+            info.device.as_str()
+        ),
+        ("marian", "f32", "cpu")
+    );
     let overrides = GenerationOverrides {
         num_beams: Some(3),
         max_new_tokens: Some(7),

@@ -113,8 +113,16 @@ impl<M: Seq2Seq> Runner<M> {
         settings: &Settings,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Vec<u32>>> {
+        let vocab = self.model.vocab_size();
         for (index, source) in sources.iter().enumerate() {
             self.check_length(index, source.len())?;
+            if let Some(id) = source.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::Usage(format!(
+                    "input {}: token id {id} is outside the vocabulary of {} ({vocab} ids)",
+                    index + 1,
+                    self.info.repo
+                )));
+            }
         }
         let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
         schedule::run(
