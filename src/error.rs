@@ -23,6 +23,15 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("output folder {path} is not writable: {source}")]
+    OutputNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A generation step failed for one release (the batch goes on with the others).
+    #[error("{0}")]
+    Generation(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

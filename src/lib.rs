@@ -13,6 +13,7 @@ pub mod io;
 pub mod models;
 pub mod pipeline;
 pub mod progress;
+pub mod summary;
 pub mod text;
 pub mod tokenize;
 

@@ -1,6 +1,7 @@
 //! One module per subcommand: its flags and what it does with them.
 
 pub mod bench;
+pub mod common;
 pub mod generate;
 pub mod models;
 pub mod run;

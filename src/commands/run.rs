@@ -1,13 +1,97 @@
-//! `mtsum run`.
+//! `mtsum run`: translate and summarize every release into an output folder.
+
+use std::path::PathBuf;
 
 use clap::Args;
+use serde_json::json;
 
+use super::common::{self, Models, SummaryFlags};
 use crate::cli::{GlobalArgs, Outcome};
-use crate::{Error, Result};
+use crate::io::read;
+use crate::io::OutputDir;
+use crate::pipeline::batch::{self, BatchOptions, DigestOrder};
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::progress::observer_for;
+use crate::Result;
+
+const EXAMPLES: &str = "\
+Examples:
+  mtsum run samples/ --out out/                 every release in a folder (recursively)
+  mtsum run a.txt b.html news.jsonl --out out/  files of any accepted format
+  cat release.txt | mtsum run --out out/        one release from stdin
+  mtsum run old/ --encoding koi8-r --out out/   override encoding detection
+  mtsum run samples/ --out out/ --dry-run       check the inputs only; no model is loaded
+  mtsum run samples/ --out out/ --summary-length short --summary-sentences 2
+  mtsum run samples/ --out out/ --extractive    fast summaries without a summarizer model
+  mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
+  mtsum run samples/ --out out/ --digest-order date
+
+Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report.json.
+A rerun skips releases whose outputs are up to date (same input, models and settings).
+Exit codes: 0 all done, 1 some releases failed (the others are written), 2 fatal.
+";
 
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+#[command(after_help = EXAMPLES)]
+pub struct RunArgs {
+    /// Files, folders (read recursively) or `-` for stdin; none means stdin.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Add a two-column table (Russian sentence | English sentence) to each Markdown page.
+    #[arg(long)]
+    pub side_by_side: bool,
+    /// Redo every release, even when its outputs are up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+    /// Translate only: no summarizer is loaded and no summaries are written.
+    #[arg(long, conflicts_with = "extractive")]
+    pub no_summary: bool,
+    #[command(flatten)]
+    pub summaries: SummaryFlags,
+    /// Order of the digest: `input` (as read) or `date` (by the releases' dates, oldest
+    /// first; releases without a date keep their place after the dated ones).
+    #[arg(long, value_enum, default_value = "input", value_name = "ORDER")]
+    pub digest_order: DigestOrder,
+    /// Read and check every input, write report.json, load no model, translate nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
-pub fn execute(_args: RunArgs, _global: &GlobalArgs) -> Result<Outcome> {
-    Err(Error::Usage("`mtsum run` is not built yet".into()))
+pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
+    let read_options = common::read_options(args.encoding.as_deref())?;
+    let inputs = common::inputs(&args.inputs)?;
+    let out = OutputDir::create(&args.out)?;
+    if args.dry_run {
+        let items = read::read_all(&inputs, read_options);
+        return Ok(batch::check(items, &out, observer_for(global).as_ref())?.outcome());
+    }
+    let summarizer = (!args.no_summary && args.summaries.needs_summarizer())
+        .then(|| args.summaries.default_summarizer());
+    let models = Models::load(global, true, summarizer)?;
+    let observer = observer_for(global);
+    let options = PipelineOptions {
+        translate_body: true,
+        summarize: !args.no_summary,
+        translation: common::overrides(global),
+        summary: args.summaries.overrides(global),
+        summaries: args.summaries.options(),
+        output_settings: json!({ "side_by_side": args.side_by_side }),
+    };
+    let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
+    let items = read::read_all(&inputs, read_options);
+    let batch_options = BatchOptions {
+        side_by_side: args.side_by_side,
+        force: args.force,
+        load_seconds: models.load_seconds,
+        digest_order: args.digest_order,
+    };
+    let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
+    common::print_stats(global, &report.stats());
+    Ok(report.outcome())
 }

@@ -1,13 +1,154 @@
-//! `mtsum segment`.
+//! `mtsum segment`: shows how text is cut into blocks and sentences, so that users can debug
+//! their input and we can measure the segmenter (`--format jsonl`, see
+//! scripts/razdel_compare.py).
 
-use clap::Args;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
 
 use crate::cli::{GlobalArgs, Outcome};
+use crate::io::InputError;
+use crate::text::{self, Block, BlockKind};
 use crate::{Error, Result};
 
-#[derive(Debug, Args)]
-pub struct SegmentArgs {}
+const EXAMPLES: &str = "\
+Examples:
+  mtsum segment release.txt                 sentences one per line, blank line between paragraphs
+  mtsum segment page.html notes.md          HTML and Markdown keep their headings and list items
+  echo 'В 2007 г. Ю. Шток посетил г. Лион. Встреча прошла успешно.' | mtsum segment
+  mtsum segment --format jsonl < docs.txt   one JSON array of sentences per input line
+";
 
-pub fn execute(_args: SegmentArgs, _global: &GlobalArgs) -> Result<Outcome> {
-    Err(Error::Usage("`mtsum segment` is not built yet".into()))
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct SegmentArgs {
+    /// Files to read (plain text, Markdown, HTML; UTF-8). Reads stdin when none is given or
+    /// for `-`.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// `text`: the sentences one per line, a blank line between blocks (headings, paragraphs,
+    /// list items). `jsonl`: every input line is one document, printed as a JSON array of its
+    /// sentences.
+    #[arg(long, value_enum, default_value_t = SegmentFormat::Text)]
+    pub format: SegmentFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SegmentFormat {
+    Text,
+    Jsonl,
+}
+
+pub fn execute(args: SegmentArgs, _global: &GlobalArgs) -> Result<Outcome> {
+    let inputs = if args.inputs.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        args.inputs
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    for input in &inputs {
+        let doc = read_utf8(input)?;
+        let written = match args.format {
+            SegmentFormat::Text => write_blocks(&mut out, &blocks_of(input, &doc), &mut first),
+            SegmentFormat::Jsonl => write_jsonl(&mut out, &doc),
+        };
+        if let Err(err) = written.and_then(|()| out.flush()) {
+            return quiet_on_broken_pipe(err);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// A closed pipe (`mtsum segment big.txt | head`) ends the output early, which is no error.
+fn quiet_on_broken_pipe(err: std::io::Error) -> Result<Outcome> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(Outcome::Done)
+    } else {
+        Err(Error::io("<stdout>", err))
+    }
+}
+
+/// The whole input as text: UTF-8, with or without a BOM.
+fn read_utf8(input: &Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    let read = if input.as_os_str() == "-" {
+        std::io::stdin().lock().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(input).and_then(|mut f| f.read_to_end(&mut bytes))
+    };
+    read.map_err(|err| Error::io(display_name(input), err))?;
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    String::from_utf8(bytes.to_vec()).map_err(|err| {
+        let offset = err.utf8_error().valid_up_to();
+        Error::Input(InputError::Other(format!(
+            "{}: not UTF-8 (invalid byte at offset {offset}); convert it first, e.g. \
+             `iconv -f WINDOWS-1251 -t UTF-8`, or use `mtsum run`, which detects encodings",
+            display_name(input).display()
+        )))
+    })
+}
+
+fn display_name(input: &Path) -> PathBuf {
+    if input.as_os_str() == "-" {
+        PathBuf::from("<stdin>")
+    } else {
+        input.to_path_buf()
+    }
+}
+
+fn blocks_of(input: &Path, doc: &str) -> Vec<Block> {
+    if is_html(input, doc) {
+        text::html_blocks(doc)
+    } else {
+        text::paragraphs(doc)
+    }
+}
+
+/// HTML by extension, or by its first tag when read from stdin or an unknown extension.
+fn is_html(input: &Path, doc: &str) -> bool {
+    let by_extension = input
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    match by_extension.as_deref() {
+        Some("html" | "htm" | "xhtml") => true,
+        Some("txt" | "md" | "markdown") => false,
+        _ => {
+            let head: String = doc.trim_start().chars().take(15).collect();
+            let head = head.to_ascii_lowercase();
+            head.starts_with("<!doctype html") || head.starts_with("<html")
+        }
+    }
+}
+
+/// Sentences one per line; a list item's marker stays in front of its first sentence.
+fn write_blocks(out: &mut impl Write, blocks: &[Block], first: &mut bool) -> std::io::Result<()> {
+    for block in blocks {
+        if !std::mem::take(first) {
+            writeln!(out)?;
+        }
+        let sentences = match block.kind {
+            BlockKind::Heading => vec![block.text.clone()],
+            BlockKind::Paragraph | BlockKind::ListItem => text::sentences(&block.text),
+        };
+        for (i, sentence) in sentences.iter().enumerate() {
+            match (&block.marker, i) {
+                (Some(marker), 0) => writeln!(out, "{marker} {sentence}")?,
+                _ => writeln!(out, "{sentence}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One JSON array of sentences per input line.
+fn write_jsonl(out: &mut impl Write, doc: &str) -> std::io::Result<()> {
+    for line in doc.lines() {
+        let sentences = text::sentences(line);
+        serde_json::to_writer(&mut *out, &sentences)?;
+        writeln!(out)?;
+    }
+    Ok(())
 }

@@ -1,13 +1,126 @@
-//! `mtsum summarize`.
+//! `mtsum summarize`: summaries only, on stdout.
 
-use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
 
+use clap::{Args, ValueEnum};
+
+use super::common::{self, Models, SummaryFlags};
 use crate::cli::{GlobalArgs, Outcome};
+use crate::io::output::TokenCounts;
+use crate::io::{read, ReleaseOutput};
+use crate::pipeline::batch::{self, ReportTimings, Throughput};
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::progress::{observer_for, Silent};
+use crate::summary::SummarySide;
 use crate::{Error, Result};
 
-#[derive(Debug, Args)]
-pub struct SummarizeArgs {}
+const EXAMPLES: &str = "\
+Examples:
+  mtsum summarize release.txt                 Russian and English summary on stdout
+  mtsum summarize --lang ru releases/         Russian summaries only (no translator loaded)
+  mtsum summarize --lines < docs.txt          one English summary line per input line
+  mtsum summarize --lines --lang both < docs.txt   `ru<TAB>en` per input line
+  mtsum summarize --extractive release.txt    lead and key sentences, no summarizer model
+  mtsum summarize --summary-length short --summary-sentences 1 release.txt
+";
 
-pub fn execute(_args: SummarizeArgs, _global: &GlobalArgs) -> Result<Outcome> {
-    Err(Error::Usage("`mtsum summarize` is not built yet".into()))
+/// Which language(s) to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Ru,
+    En,
+    Both,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct SummarizeArgs {
+    /// Files, folders (read recursively) or `-` for stdin; none means stdin.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Every input line is one document; stdout has one summary line per input line.
+    #[arg(long)]
+    pub lines: bool,
+    /// Summary language: ru (the summarizer's own output), en (translated), or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub lang: Lang,
+    /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+    #[command(flatten)]
+    pub summaries: SummaryFlags,
+}
+
+pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
+    let read_options = common::read_options(args.encoding.as_deref())?;
+    let inputs = common::inputs(&args.inputs)?;
+    let translator = args.lang != Lang::Ru || args.summaries.summarize_from == SummarySide::En;
+    let summarizer = args
+        .summaries
+        .needs_summarizer()
+        .then(|| args.summaries.default_summarizer());
+    let models = Models::load(global, translator, summarizer)?;
+    let options = PipelineOptions {
+        summarize: true,
+        summary: args.summaries.overrides(global),
+        summaries: args.summaries.options(),
+        translation: common::overrides(global),
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
+    let observer = observer_for(global);
+    let started = Instant::now();
+    let mut tokens = TokenCounts::default();
+    let mut stdout = std::io::stdout().lock();
+    let outcome = if args.lines {
+        let (lines, failed) = common::read_lines(&inputs, read_options, observer.as_ref());
+        for line in &lines {
+            let summary = match line.trim().is_empty() {
+                true => String::new(),
+                false => {
+                    let s = pipeline.summarize(line, &Silent, &mut tokens)?;
+                    pick(args.lang, &s.ru, &s.en, "\t")
+                }
+            };
+            writeln!(stdout, "{summary}").map_err(|e| Error::io("stdout", e))?;
+        }
+        common::outcome(failed)
+    } else {
+        let items = read::read_all(&inputs, read_options);
+        common::each_release(&pipeline, items, observer.as_ref(), |output| {
+            tokens += output.tokens;
+            let _ = write!(stdout, "{}", summary_block(args.lang, output));
+        })
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let timings = ReportTimings {
+        load_seconds: models.load_seconds,
+        generation_seconds: seconds,
+        total_seconds: seconds + models.load_seconds,
+    };
+    common::print_stats(
+        global,
+        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
+    );
+    Ok(outcome)
+}
+
+fn pick(lang: Lang, ru: &str, en: &str, separator: &str) -> String {
+    match lang {
+        Lang::Ru => ru.to_string(),
+        Lang::En => en.to_string(),
+        Lang::Both => format!("{ru}{separator}{en}"),
+    }
+}
+
+/// `## <id>` then the summary in the chosen language(s).
+fn summary_block(lang: Lang, output: &ReleaseOutput) -> String {
+    let summary = output.summary.clone().unwrap_or_default();
+    format!(
+        "## {}\n\n{}\n\n",
+        output.id,
+        pick(lang, &summary.ru, &summary.en, "\n\n")
+    )
 }

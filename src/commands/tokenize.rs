@@ -41,9 +41,10 @@ pub struct TokenizeArgs {
 }
 
 pub fn execute(args: TokenizeArgs, global: &GlobalArgs) -> Result<Outcome> {
+    // Tokenizing needs the tokenizer files and config.json, never the weights.
     let options = HubOptions {
-        offline: global.offline,
-        ..HubOptions::default()
+        tokenizer_only: true,
+        ..HubOptions::from_global(global)
     };
     let model = hub::resolve(&args.model, &options)?;
     let tokenizer = Seq2SeqTokenizer::from_dir(&model.dir)?;

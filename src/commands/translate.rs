@@ -1,13 +1,126 @@
-//! `mtsum translate`.
+//! `mtsum translate`: English translations only, to stdout or an output folder.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
 
 use clap::Args;
+use serde_json::json;
 
+use super::common::{self, Models};
 use crate::cli::{GlobalArgs, Outcome};
+use crate::io::output::TokenCounts;
+use crate::io::{read, BlockKind, OutputDir, ReleaseOutput};
+use crate::pipeline::batch::{self, BatchOptions, ReportTimings, Throughput};
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::progress::observer_for;
 use crate::{Error, Result};
 
-#[derive(Debug, Args)]
-pub struct TranslateArgs {}
+const EXAMPLES: &str = "\
+Examples:
+  mtsum translate release.txt                  the English translation on stdout
+  mtsum translate --lines < sentences.txt      exactly one translated line per input line
+  mtsum translate releases/ --out out/         <id>.md and <id>.json per release, no summaries
+  mtsum translate release.html --side-by-side --out out/
+";
 
-pub fn execute(_args: TranslateArgs, _global: &GlobalArgs) -> Result<Outcome> {
-    Err(Error::Usage("`mtsum translate` is not built yet".into()))
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct TranslateArgs {
+    /// Files, folders (read recursively) or `-` for stdin; none means stdin.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Every input line is one segment, translated as is; stdout has one line per input line.
+    #[arg(long, conflicts_with_all = ["out", "side_by_side"])]
+    pub lines: bool,
+    /// Write <id>.md, <id>.json and report.json into this folder instead of printing.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Add a Russian | English sentence table to each Markdown page (with --out).
+    #[arg(long, requires = "out")]
+    pub side_by_side: bool,
+    /// Redo releases whose outputs are up to date (with --out).
+    #[arg(long, requires = "out")]
+    pub force: bool,
+    /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+}
+
+pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
+    let read_options = common::read_options(args.encoding.as_deref())?;
+    let inputs = common::inputs(&args.inputs)?;
+    let out = args.out.as_deref().map(OutputDir::create).transpose()?;
+    let models = Models::load(global, true, None)?;
+    let options = PipelineOptions {
+        translate_body: true,
+        summarize: false,
+        translation: common::overrides(global),
+        output_settings: json!({ "side_by_side": args.side_by_side }),
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::new(models.translator(), None, options)?;
+    let observer = observer_for(global);
+    let started = Instant::now();
+    if args.lines {
+        let (lines, failed) = common::read_lines(&inputs, read_options, observer.as_ref());
+        let mut tokens = TokenCounts::default();
+        let translated = pipeline.translate_lines(&lines, observer.as_ref(), &mut tokens)?;
+        let mut stdout = std::io::stdout().lock();
+        for line in translated {
+            writeln!(stdout, "{line}").map_err(|e| Error::io("stdout", e))?;
+        }
+        print_stats(global, models.load_seconds, started, tokens);
+        return Ok(common::outcome(failed));
+    }
+    let items = read::read_all(&inputs, read_options);
+    if let Some(out) = out {
+        let batch_options = BatchOptions {
+            side_by_side: args.side_by_side,
+            force: args.force,
+            load_seconds: models.load_seconds,
+            digest_order: Default::default(),
+        };
+        let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
+        common::print_stats(global, &report.stats());
+        return Ok(report.outcome());
+    }
+    let mut tokens = TokenCounts::default();
+    let mut stdout = std::io::stdout().lock();
+    let outcome = common::each_release(&pipeline, items, observer.as_ref(), |output| {
+        tokens += output.tokens;
+        let _ = write!(stdout, "{}", plain_translation(output));
+    });
+    print_stats(global, models.load_seconds, started, tokens);
+    Ok(outcome)
+}
+
+/// The English title and paragraphs, blank-line separated, list markers kept.
+fn plain_translation(output: &ReleaseOutput) -> String {
+    let mut text = String::new();
+    if let Some(title) = &output.title {
+        text.push_str(&format!("{}\n\n", title.en));
+    }
+    for paragraph in &output.paragraphs {
+        match (&paragraph.marker, paragraph.kind) {
+            (Some(marker), BlockKind::ListItem) => {
+                text.push_str(&format!("{marker} {}\n\n", paragraph.english()))
+            }
+            _ => text.push_str(&format!("{}\n\n", paragraph.english())),
+        }
+    }
+    text
+}
+
+fn print_stats(global: &GlobalArgs, load_seconds: f64, started: Instant, tokens: TokenCounts) {
+    let seconds = started.elapsed().as_secs_f64();
+    let timings = ReportTimings {
+        load_seconds,
+        generation_seconds: seconds,
+        total_seconds: seconds + load_seconds,
+    };
+    common::print_stats(
+        global,
+        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
+    );
 }

@@ -209,7 +209,10 @@ pub fn load(
         tune_allocator();
     }
     let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
-    let config = GenerationConfig::from_dir(dir)?;
+    let mut config = GenerationConfig::from_dir(dir)?;
+    if let Some(preset) = &resolved.preset {
+        config.update(&preset_defaults(preset));
+    }
     let model = crate::models::load(dir, device, dtype)?;
     let info = ModelInfo {
         repo: resolved.repo.clone(),
@@ -230,6 +233,19 @@ pub fn load(
     });
     runner.dir = Some(dir.clone());
     Ok(runner)
+}
+
+/// The generation settings a preset's manifest adds to the repo's own config (the model card's
+/// settings that the repo's files do not carry, e.g. rut5's no_repeat_ngram_size 4). They sit
+/// between the files and the command line, as keyword arguments to `generate()` would.
+fn preset_defaults(preset: &crate::hub::Preset) -> GenerationConfig {
+    GenerationConfig {
+        source: format!("preset {}", preset.name),
+        num_beams: preset.num_beams,
+        no_repeat_ngram_size: preset.no_repeat_ngram_size,
+        max_length: preset.max_length,
+        ..GenerationConfig::default()
+    }
 }
 
 /// Resolves `spec` (hub id[@revision], preset or folder) and loads its runner on the device and

@@ -190,10 +190,12 @@ fn parse_spec(spec: &str) -> Result<Spec, HubError> {
     if !is_repo_id(name) {
         return Err(bad());
     }
+    // A preset's repo named by its hub id keeps the preset's task defaults (rut5's 600-token
+    // input limit), which its own files do not carry.
     Ok(Spec::Hub {
         repo: name.into(),
         revision: revision.unwrap_or("main").into(),
-        preset: None,
+        preset: preset::by_hub_id(name)?,
     })
 }
 

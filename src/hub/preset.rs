@@ -66,6 +66,11 @@ pub fn preset(name: &str) -> Result<Option<Preset>, HubError> {
     Ok(presets()?.into_iter().find(|p| p.name == name))
 }
 
+/// The preset of the repo `hub_id`, if any.
+pub fn by_hub_id(hub_id: &str) -> Result<Option<Preset>, HubError> {
+    Ok(presets()?.into_iter().find(|p| p.hub_id == hub_id))
+}
+
 /// The default preset of a role (`translator` or `summarizer`).
 pub fn default_preset(role: &str) -> Result<Preset, HubError> {
     presets()?
@@ -100,6 +105,14 @@ fn parse(file: &str, text: &str) -> Result<Preset, HubError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_presets_repo_named_by_hub_id_finds_its_preset() {
+        let rut5 = by_hub_id("IlyaGusev/rut5_base_sum_gazeta").unwrap().unwrap();
+        assert_eq!(rut5.name, "rut5-base-sum-gazeta");
+        assert_eq!(rut5.max_input_tokens, Some(600));
+        assert!(by_hub_id("someone/else").unwrap().is_none());
+    }
 
     #[test]
     fn every_manifest_parses_and_names_a_known_family_and_role() {

@@ -1,0 +1,494 @@
+//! The batch: every release read, skipped when its outputs are up to date, processed and
+//! written at once otherwise; then the digest and the run report. One bad release never
+//! stops the others.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::Pipeline;
+use crate::cli::Outcome;
+use crate::io::names::NameAllocator;
+use crate::io::output::{ModelsUsed, TokenCounts};
+use crate::io::{OutputDir, ReadFailure, ReadItem, Release, ReleaseOutput};
+use crate::progress::{chain, Finished, Observer};
+use crate::Result;
+
+/// Options of the batch that are not the pipeline's.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOptions {
+    /// `--side-by-side`: add the sentence table to each Markdown page.
+    pub side_by_side: bool,
+    /// `--force`: redo releases whose outputs are up to date.
+    pub force: bool,
+    /// Seconds spent loading models, for the report.
+    pub load_seconds: f64,
+    /// Order of the releases in the digest.
+    pub digest_order: DigestOrder,
+}
+
+/// `report.json`: what CI reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub mtsum_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub counts: Counts,
+    /// Every release (or unreadable input) in input order.
+    pub releases: Vec<ReportEntry>,
+    pub failures: Vec<Failure>,
+    pub timings: ReportTimings,
+    pub throughput: Throughput,
+    pub models: ModelsUsed,
+    pub settings: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub total: usize,
+    pub processed: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Read and found fit to process (`--dry-run`).
+    Checked,
+    Processed,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportEntry {
+    pub id: Option<String>,
+    /// `path` or `path:line`.
+    pub source: String,
+    /// File stem of the outputs (`<file>.md`, `<file>.json`), when written.
+    pub file: Option<String>,
+    pub status: Status,
+    /// What CI should know about a release that did not fail, e.g. an encoding guessed
+    /// without confidence.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The release id, or its location when the id is unknown.
+    pub release: String,
+    pub source: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportTimings {
+    pub load_seconds: f64,
+    pub generation_seconds: f64,
+    pub total_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    #[serde(flatten)]
+    pub tokens: TokenCounts,
+    /// Generated tokens per second of generation time.
+    pub tokens_per_second: f64,
+}
+
+impl Report {
+    /// 0 when everything was processed or skipped, 1 when some releases failed.
+    pub fn outcome(&self) -> Outcome {
+        match self.counts.failed {
+            0 => Outcome::Done,
+            _ => Outcome::SomeFailed,
+        }
+    }
+
+    /// The `--stats` object.
+    pub fn stats(&self) -> serde_json::Value {
+        stats_json(&self.timings, &self.throughput)
+    }
+}
+
+impl Throughput {
+    /// Counts and the generated tokens per second of `generation_seconds`.
+    pub fn new(tokens: TokenCounts, generation_seconds: f64) -> Self {
+        let tokens_per_second = match generation_seconds {
+            s if s > 0.0 => tokens.generated_tokens as f64 / s,
+            _ => 0.0,
+        };
+        Throughput {
+            tokens,
+            tokens_per_second,
+        }
+    }
+}
+
+/// The `--stats` object: load and generation seconds, segments, tokens, tokens per second.
+pub fn stats_json(timings: &ReportTimings, throughput: &Throughput) -> serde_json::Value {
+    serde_json::json!({
+        "load_seconds": timings.load_seconds,
+        "generation_seconds": timings.generation_seconds,
+        "total_seconds": timings.total_seconds,
+        "segments": throughput.tokens.segments,
+        "input_tokens": throughput.tokens.input_tokens,
+        "generated_tokens": throughput.tokens.generated_tokens,
+        "tokens_per_second": throughput.tokens_per_second,
+    })
+}
+
+/// Runs the batch into `out`: each release is written as soon as it is done (Markdown, then
+/// JSON); the digest and report come last. Fails only when the digest or report cannot be
+/// written: a release's own failure is recorded in the report.
+pub fn run(
+    pipeline: &Pipeline,
+    items: Vec<ReadItem>,
+    out: &OutputDir,
+    options: &BatchOptions,
+    observer: &dyn Observer,
+) -> Result<Report> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let mut batch = Batch {
+        pipeline,
+        out,
+        options,
+        observer,
+        names: NameAllocator::default(),
+        entries: Vec::new(),
+        failures: Vec::new(),
+        outputs: Vec::new(),
+        tokens: TokenCounts::default(),
+        generation_seconds: 0.0,
+    };
+    observer.batch_started(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        batch.one(index, item);
+    }
+    observer.batch_finished();
+    let outputs = digest_order(&batch.outputs, options.digest_order);
+    out.write_digest(&outputs, &iso_date(started_at))?;
+    let report = batch.report(started_at, started);
+    out.write_report(&report)?;
+    Ok(report)
+}
+
+/// `--digest-order`: the order of releases in the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DigestOrder {
+    /// As the inputs were read.
+    #[default]
+    Input,
+    /// By date, oldest first; releases without a date follow in input order.
+    Date,
+}
+
+/// The outputs in digest order. Dates are compared as given (ISO dates sort as text), and
+/// the sort is stable, so equal or missing dates keep the input order.
+fn digest_order(outputs: &[ReleaseOutput], order: DigestOrder) -> Vec<&ReleaseOutput> {
+    let mut ordered: Vec<&ReleaseOutput> = outputs.iter().collect();
+    if order == DigestOrder::Date {
+        ordered.sort_by_key(|o| (o.date.is_none(), o.date.clone()));
+    }
+    ordered
+}
+
+/// `run --dry-run`: reads every input and writes a report of what would be processed (and
+/// under which file name) and what cannot be read. Loads no model, writes no release.
+pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> Result<Report> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let mut names = NameAllocator::default();
+    let (mut releases, mut failures) = (Vec::new(), Vec::new());
+    observer.batch_started(items.len());
+    for item in items {
+        match item {
+            Ok(release) => {
+                let what = describe(&release);
+                observer.release_finished(&release.id, &Finished::Checked { what });
+                releases.push(ReportEntry {
+                    id: Some(release.id.clone()),
+                    source: location(&release),
+                    file: Some(names.allocate(&release.id)),
+                    status: Status::Checked,
+                    warnings: warnings(&release),
+                });
+            }
+            Err(failure) => {
+                let entry = failed_entry(&failure);
+                observer.release_finished(
+                    &entry.1.release,
+                    &Finished::Failed {
+                        reason: entry.1.reason.clone(),
+                    },
+                );
+                releases.push(entry.0);
+                failures.push(entry.1);
+            }
+        }
+    }
+    observer.batch_finished();
+    let failed = failures.len();
+    let report = Report {
+        mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: iso_time(started_at),
+        finished_at: iso_time(SystemTime::now()),
+        counts: Counts {
+            total: releases.len(),
+            failed,
+            ..Counts::default()
+        },
+        releases,
+        failures,
+        timings: ReportTimings {
+            total_seconds: started.elapsed().as_secs_f64(),
+            ..ReportTimings::default()
+        },
+        throughput: Throughput::default(),
+        models: ModelsUsed::default(),
+        settings: serde_json::json!({ "dry_run": true }),
+    };
+    out.write_report(&report)?;
+    Ok(report)
+}
+
+/// Warnings for the report: an encoding detected without confidence.
+fn warnings(release: &Release) -> Vec<String> {
+    let source = &release.source;
+    match source.encoding_confident {
+        true => Vec::new(),
+        false => vec![format!(
+            "encoding {} was detected without confidence; check the text or pass --encoding",
+            source.encoding
+        )],
+    }
+}
+
+/// `markdown, windows-1251 (detected, not sure), 6 blocks, 412 words`.
+fn describe(release: &Release) -> String {
+    let source = &release.source;
+    let sure = if source.encoding_confident {
+        ""
+    } else {
+        ", not sure"
+    };
+    let words: usize = release
+        .blocks
+        .iter()
+        .map(|b| b.text.split_whitespace().count())
+        .sum();
+    format!(
+        "{}, {} ({}{sure}), {} blocks, {words} words",
+        source.format.name(),
+        source.encoding,
+        source.encoding_method,
+        release.blocks.len()
+    )
+}
+
+/// The report entry and failure of an input that gave no release.
+fn failed_entry(failure: &ReadFailure) -> (ReportEntry, Failure) {
+    let release = failure
+        .id
+        .clone()
+        .unwrap_or_else(|| failure.location.clone());
+    (
+        ReportEntry {
+            id: failure.id.clone(),
+            source: failure.location.clone(),
+            file: None,
+            status: Status::Failed,
+            warnings: Vec::new(),
+        },
+        Failure {
+            release,
+            source: failure.location.clone(),
+            reason: failure.error.to_string(),
+            hint: failure.error.hint().to_string(),
+        },
+    )
+}
+
+struct Batch<'a> {
+    pipeline: &'a Pipeline<'a>,
+    out: &'a OutputDir,
+    options: &'a BatchOptions,
+    observer: &'a dyn Observer,
+    names: NameAllocator,
+    entries: Vec<ReportEntry>,
+    failures: Vec<Failure>,
+    /// Outputs of processed and skipped releases, in input order, for the digest.
+    outputs: Vec<ReleaseOutput>,
+    tokens: TokenCounts,
+    generation_seconds: f64,
+}
+
+impl Batch<'_> {
+    fn one(&mut self, index: usize, item: ReadItem) {
+        let release = match item {
+            Ok(release) => release,
+            Err(failure) => {
+                let (entry, failure) = failed_entry(&failure);
+                self.observer.release_started(index, &failure.release);
+                self.record_failure(entry, failure);
+                return;
+            }
+        };
+        self.observer.release_started(index, &release.id);
+        let file = self.names.allocate(&release.id);
+        let source = location(&release);
+        if let Some(previous) = self.up_to_date(&release, &file) {
+            self.entries.push(ReportEntry {
+                id: Some(release.id.clone()),
+                source,
+                file: Some(file),
+                status: Status::Skipped,
+                warnings: warnings(&release),
+            });
+            self.outputs.push(previous);
+            self.observer
+                .release_finished(&release.id, &Finished::Skipped);
+            return;
+        }
+        let started = Instant::now();
+        let done = self
+            .pipeline
+            .process(&release, &file, self.observer)
+            .and_then(|output| {
+                self.out.write_release(&output, self.options.side_by_side)?;
+                Ok(output)
+            });
+        match done {
+            Ok(output) => {
+                self.tokens += output.tokens;
+                self.generation_seconds +=
+                    output.timings.translate_seconds + output.timings.summarize_seconds;
+                let mut warnings = warnings(&release);
+                warnings.extend(output.warnings.iter().cloned());
+                self.outputs.push(output);
+                self.entries.push(ReportEntry {
+                    id: Some(release.id.clone()),
+                    source,
+                    file: Some(file),
+                    status: Status::Processed,
+                    warnings,
+                });
+                let seconds = started.elapsed().as_secs_f64();
+                self.observer
+                    .release_finished(&release.id, &Finished::Processed { seconds });
+            }
+            Err(err) => {
+                let entry = ReportEntry {
+                    id: Some(release.id.clone()),
+                    source: source.clone(),
+                    file: None,
+                    status: Status::Failed,
+                    warnings: warnings(&release),
+                };
+                let failure = Failure {
+                    release: release.id.clone(),
+                    source,
+                    reason: chain(&err),
+                    hint: "see the reason; a rerun retries only the releases not yet done".into(),
+                };
+                self.record_failure(entry, failure);
+            }
+        }
+    }
+
+    /// The earlier output when it was made from the same input, models and settings.
+    fn up_to_date(&self, release: &Release, file: &str) -> Option<ReleaseOutput> {
+        if self.options.force {
+            return None;
+        }
+        let previous = self.out.previous(file)?;
+        (previous.fingerprint == self.pipeline.fingerprint(release)).then_some(previous)
+    }
+
+    fn record_failure(&mut self, entry: ReportEntry, failure: Failure) {
+        let how = Finished::Failed {
+            reason: failure.reason.clone(),
+        };
+        self.observer.release_finished(&failure.release, &how);
+        self.entries.push(entry);
+        self.failures.push(failure);
+    }
+
+    fn report(self, started_at: SystemTime, started: Instant) -> Report {
+        let count = |status| self.entries.iter().filter(|e| e.status == status).count();
+        let counts = Counts {
+            total: self.entries.len(),
+            processed: count(Status::Processed),
+            skipped: count(Status::Skipped),
+            failed: count(Status::Failed),
+        };
+        Report {
+            mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: iso_time(started_at),
+            finished_at: iso_time(SystemTime::now()),
+            counts,
+            releases: self.entries,
+            failures: self.failures,
+            timings: ReportTimings {
+                load_seconds: self.options.load_seconds,
+                generation_seconds: self.generation_seconds,
+                total_seconds: started.elapsed().as_secs_f64(),
+            },
+            throughput: Throughput::new(self.tokens, self.generation_seconds),
+            models: self.pipeline.models(),
+            settings: self.pipeline.settings(),
+        }
+    }
+}
+
+/// `path` or `path:line`.
+fn location(release: &Release) -> String {
+    match release.source.line {
+        Some(line) => format!("{}:{line}", release.source.path),
+        None => release.source.path.clone(),
+    }
+}
+
+/// `YYYY-MM-DD` in UTC.
+pub fn iso_date(time: SystemTime) -> String {
+    iso_time(time)[..10].to_string()
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` in UTC (days to civil date: Howard Hinnant's algorithm).
+pub fn iso_time(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(iso_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199);
+        assert_eq!(iso_time(t), "2024-02-29T23:59:59Z");
+        assert_eq!(iso_date(t), "2024-02-29");
+    }
+}

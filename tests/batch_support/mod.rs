@@ -1,0 +1,112 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+pub mod standin;
+
+use std::path::{Path, PathBuf};
+
+use mtsum::io::read::{self, ReadOptions};
+use mtsum::io::{OutputDir, ReadItem, ReleaseOutput};
+use mtsum::pipeline::batch::{self, BatchOptions, Report};
+use mtsum::pipeline::{Pipeline, PipelineOptions};
+use mtsum::progress::Silent;
+use serde_json::json;
+
+use standin::StandIn;
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn samples() -> PathBuf {
+    repo_path("samples")
+}
+
+/// Reads inputs as `mtsum run` does.
+pub fn read_items(paths: &[PathBuf]) -> Vec<ReadItem> {
+    let inputs = read::expand(paths).expect("inputs exist");
+    read::read_all(&inputs, ReadOptions::default())
+}
+
+/// The options of `mtsum run` (translation + summaries).
+pub fn run_options(side_by_side: bool) -> PipelineOptions {
+    PipelineOptions {
+        translate_body: true,
+        summarize: true,
+        output_settings: json!({ "side_by_side": side_by_side }),
+        ..PipelineOptions::default()
+    }
+}
+
+/// Runs the batch of `mtsum run` over `paths` into `out` with the given stand-ins.
+pub fn run_batch(
+    translator: &StandIn,
+    summarizer: &StandIn,
+    paths: &[PathBuf],
+    out: &Path,
+    batch_options: BatchOptions,
+) -> Report {
+    let pipeline = Pipeline::new(
+        Some(translator),
+        Some(summarizer),
+        run_options(batch_options.side_by_side),
+    )
+    .expect("both models given");
+    let out = OutputDir::create(out).expect("output folder");
+    batch::run(&pipeline, read_items(paths), &out, &batch_options, &Silent).expect("batch runs")
+}
+
+pub fn read_output(out: &Path, file: &str) -> ReleaseOutput {
+    let bytes = std::fs::read(out.join(format!("{file}.json"))).expect("json output exists");
+    serde_json::from_slice(&bytes).expect("json output parses")
+}
+
+pub fn read_report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report exists"))
+        .expect("report parses")
+}
+
+/// The names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("folder exists")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A folder of hostile inputs: empty file, PNG bytes, Windows-1251, KOI8-R, UTF-16, HTML with
+/// scripts, JSONL with a malformed middle line, path-traversal and duplicate ids.
+pub fn hostile_inputs(dir: &Path) {
+    let ru = "Сотрудники полиции задержали подозреваемого в краже. Похищенное имущество возвращено владельцу.";
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
+    write("a-empty.txt", b"");
+    write(
+        "b-image.png",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0\x1f\xf3\xffa",
+    );
+    write("c-cp1251.txt", &encoding_rs::WINDOWS_1251.encode(ru).0);
+    write("d-koi8.txt", &encoding_rs::KOI8_R.encode(ru).0);
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(ru.encode_utf16().flat_map(u16::to_le_bytes));
+    write("e-utf16.txt", &utf16);
+    write(
+        "f-page.html",
+        format!(
+            "<html><head><script>var secret = 'СКРИПТ';</script><style>p {{}}</style></head>\
+             <body><nav>Меню сайта</nav><h1>Заголовок страницы</h1><p>{ru}</p>\
+             <script>document.write('ВСТАВКА')</script><footer>Подвал сайта</footer></body></html>"
+        )
+        .as_bytes(),
+    );
+    let jsonl = [
+        json!({"id": "../../etc/passwd", "text": ru}).to_string(),
+        "{\"id\": \"broken\", \"text\": ".to_string(),
+        json!({"id": "dup", "text": ru, "title": "Первый"}).to_string(),
+        json!({"id": "dup", "text": "Другой текст о происшествии.", "title": "Второй"}).to_string(),
+        json!({"id": "CON", "text": ru, "channel": "telegram"}).to_string(),
+    ]
+    .join("\n");
+    write("g-batch.jsonl", jsonl.as_bytes());
+}
