@@ -213,6 +213,13 @@ pub fn load(
     if let Some(preset) = &resolved.preset {
         config.update(&preset_defaults(preset));
     }
+    if !config.unsupported.is_empty() && crate::progress::is_verbose_enough(1) {
+        eprintln!(
+            "warning: {} sets {}, which mtsum does not implement; outputs may differ from transformers'",
+            config.source,
+            config.unsupported.join(", ")
+        );
+    }
     let model = crate::models::load(dir, device, dtype)?;
     let info = ModelInfo {
         repo: resolved.repo.clone(),

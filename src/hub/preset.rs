@@ -108,7 +108,9 @@ mod tests {
 
     #[test]
     fn a_presets_repo_named_by_hub_id_finds_its_preset() {
-        let rut5 = by_hub_id("IlyaGusev/rut5_base_sum_gazeta").unwrap().unwrap();
+        let rut5 = by_hub_id("IlyaGusev/rut5_base_sum_gazeta")
+            .unwrap()
+            .unwrap();
         assert_eq!(rut5.name, "rut5-base-sum-gazeta");
         assert_eq!(rut5.max_input_tokens, Some(600));
         assert!(by_hub_id("someone/else").unwrap().is_none());
