@@ -69,7 +69,28 @@ pub struct GenerationConfig {
     pub pad_token_id: Option<u32>,
     pub bos_token_id: Option<u32>,
     pub decoder_start_token_id: Option<u32>,
+    /// Keys the file sets to a non-default value that this engine does not implement (sampling,
+    /// repetition penalties...): outputs may then differ from transformers'.
+    pub unsupported: Vec<String>,
 }
+
+/// transformers generation keys and the value that leaves them inactive; any other value is a
+/// setting this engine does not implement.
+const INACTIVE: &[(&str, &str)] = &[
+    ("do_sample", "false"),
+    ("repetition_penalty", "1.0"),
+    ("encoder_repetition_penalty", "1.0"),
+    ("encoder_no_repeat_ngram_size", "0"),
+    ("num_return_sequences", "1"),
+    ("num_beam_groups", "1"),
+    ("diversity_penalty", "0.0"),
+    ("suppress_tokens", "null"),
+    ("begin_suppress_tokens", "null"),
+    ("exponential_decay_length_penalty", "null"),
+    ("sequence_bias", "null"),
+    ("remove_invalid_values", "false"),
+    ("guidance_scale", "null"),
+];
 
 /// Everything one generation run needs, resolved: lengths count generated tokens.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -132,6 +153,7 @@ impl GenerationConfig {
             pad_token_id: field.id("pad_token_id")?,
             bos_token_id: field.id("bos_token_id")?,
             decoder_start_token_id: field.id("decoder_start_token_id")?,
+            unsupported: unsupported_keys(value),
         })
     }
 
@@ -331,6 +353,22 @@ impl Field<'_> {
     }
 }
 
+/// The keys of `value` that turn on something from [`INACTIVE`].
+fn unsupported_keys(value: &Value) -> Vec<String> {
+    INACTIVE
+        .iter()
+        .filter(|(key, inactive)| {
+            let inactive: Value = serde_json::from_str(inactive).expect("valid JSON");
+            let numbers_equal =
+                |a: &Value, b: &Value| a.as_f64().is_some() && a.as_f64() == b.as_f64();
+            value
+                .get(*key)
+                .is_some_and(|v| *v != inactive && !numbers_equal(v, &inactive))
+        })
+        .map(|(key, _)| format!("{key}={}", value[*key]))
+        .collect()
+}
+
 fn as_id(v: &Value) -> Option<u32> {
     v.as_u64().and_then(|n| u32::try_from(n).ok())
 }
@@ -445,6 +483,13 @@ mod tests {
         assert_eq!(as_json(EarlyStopping::True), json!(true));
         assert_eq!(as_json(EarlyStopping::False), json!(false));
         assert_eq!(as_json(EarlyStopping::Never), json!("never"));
+    }
+
+    #[test]
+    fn settings_this_engine_lacks_are_named() {
+        let file = json!({"do_sample": false, "repetition_penalty": 1.2, "num_return_sequences": 1, "suppress_tokens": null});
+        let cfg = GenerationConfig::from_json(&file, "t").unwrap();
+        assert_eq!(cfg.unsupported, vec!["repetition_penalty=1.2".to_string()]);
     }
 
     #[test]

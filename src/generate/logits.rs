@@ -193,16 +193,44 @@ pub fn top_k_logits(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
     best
 }
 
-/// (max, ln(sum(exp(x - max)))) of a row; log_softmax(x) = (x - max) - ln_sum.
+/// (max, ln(sum(exp(x - max)))) of a row; log_softmax(x) = (x - max) - ln_sum. Runs the AVX2
+/// build of the same code where the CPU has it (the results are identical: no FMA contraction).
 pub fn log_sum_exp(row: &[f32]) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { log_sum_exp_avx2(row) };
+    }
+    log_sum_exp_lanes(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn log_sum_exp_avx2(row: &[f32]) -> (f32, f32) {
+    log_sum_exp_lanes(row)
+}
+
+/// Eight independent lanes for the max and the sum let the compiler vectorize both passes.
+#[inline(always)]
+fn log_sum_exp_lanes(row: &[f32]) -> (f32, f32) {
+    const LANES: usize = 8;
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks.clone() {
+        for (m, &x) in maxes.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let max = maxes
+        .iter()
+        .chain(tail)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return (max, 0.0);
     }
-    // Eight partial sums let the compiler vectorize the loop.
-    let mut sums = [0.0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
+    let mut sums = [0.0f32; LANES];
     for chunk in chunks {
         for (s, &x) in sums.iter_mut().zip(chunk) {
             *s += fast_exp(x - max);
@@ -223,7 +251,11 @@ fn fast_exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.max(-87.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the mantissa of `shifted` (a float-to-int cast would not
+    // vectorize: Rust's saturating cast checks every lane).
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -232,7 +264,7 @@ fn fast_exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let poly = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     poly * scale
 }
 
@@ -266,6 +298,21 @@ mod tests {
             let (a, b) = (fast_exp(x), x.exp());
             assert!((a - b).abs() <= b * 2e-7 + 1e-38, "{x}: {a} vs {b}");
         }
+    }
+
+    #[test]
+    fn log_sum_exp_handles_tails_and_masked_rows() {
+        let row: Vec<f32> = (0..21).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
+        let (max, log_sum) = log_sum_exp(&row);
+        let plain_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let plain: f32 = row.iter().map(|x| (x - plain_max).exp()).sum::<f32>().ln();
+        assert_eq!(max, plain_max);
+        assert!((log_sum - plain).abs() < 1e-6);
+        assert_eq!(
+            log_sum_exp(&[f32::NEG_INFINITY; 9]),
+            (f32::NEG_INFINITY, 0.0)
+        );
+        assert_eq!(log_sum_exp_lanes(&row), (max, log_sum));
     }
 
     #[test]

@@ -113,8 +113,16 @@ impl<M: Seq2Seq> Runner<M> {
         settings: &Settings,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Vec<u32>>> {
+        let vocab = self.model.vocab_size();
         for (index, source) in sources.iter().enumerate() {
             self.check_length(index, source.len())?;
+            if let Some(id) = source.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::Usage(format!(
+                    "input {}: token id {id} is outside the vocabulary of {} ({vocab} ids)",
+                    index + 1,
+                    self.info.repo
+                )));
+            }
         }
         let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
         schedule::run(
@@ -204,6 +212,13 @@ pub fn load(
     let mut config = GenerationConfig::from_dir(dir)?;
     if let Some(preset) = &resolved.preset {
         config.update(&preset_defaults(preset));
+    }
+    if !config.unsupported.is_empty() && crate::progress::is_verbose_enough(1) {
+        eprintln!(
+            "warning: {} sets {}, which mtsum does not implement; outputs may differ from transformers'",
+            config.source,
+            config.unsupported.join(", ")
+        );
     }
     let model = crate::models::load(dir, device, dtype)?;
     let info = ModelInfo {
