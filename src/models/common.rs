@@ -63,6 +63,31 @@ fn projection(
 }
 
 /// Several projections of the same input fused into one matrix, so one matmul does them all.
+/// An attention block's four projections as stored (weight, bias), the query pre-scaled as
+/// the family asks.
+struct Projections {
+    q: (Tensor, Option<Tensor>),
+    k: (Tensor, Option<Tensor>),
+    v: (Tensor, Option<Tensor>),
+    out: (Tensor, Option<Tensor>),
+}
+
+fn projections(
+    w: &Weights,
+    prefix: &str,
+    names: &AttentionNames,
+    shape: AttentionShape,
+) -> std::result::Result<Projections, ModelError> {
+    let dims = (shape.inner(), shape.d_model);
+    let out_dims = (shape.d_model, shape.inner());
+    Ok(Projections {
+        q: projection(w, prefix, names.q, dims, shape.bias, shape.query_scale)?,
+        k: projection(w, prefix, names.k, dims, shape.bias, 1.0)?,
+        v: projection(w, prefix, names.v, dims, shape.bias, 1.0)?,
+        out: projection(w, prefix, names.out, out_dims, shape.bias, 1.0)?,
+    })
+}
+
 fn fused(parts: Vec<(Tensor, Option<Tensor>)>) -> std::result::Result<Linear, ModelError> {
     let (weights, biases): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     let weight = Tensor::cat(&weights, 0)?;
@@ -112,21 +137,10 @@ impl SelfAttention {
         names: &AttentionNames,
         shape: AttentionShape,
     ) -> std::result::Result<Self, ModelError> {
-        let dims = (shape.inner(), shape.d_model);
-        let q = projection(w, prefix, names.q, dims, shape.bias, shape.query_scale)?;
-        let k = projection(w, prefix, names.k, dims, shape.bias, 1.0)?;
-        let v = projection(w, prefix, names.v, dims, shape.bias, 1.0)?;
-        let (ow, ob) = projection(
-            w,
-            prefix,
-            names.out,
-            (shape.d_model, shape.inner()),
-            shape.bias,
-            1.0,
-        )?;
+        let Projections { q, k, v, out } = projections(w, prefix, names, shape)?;
         Ok(Self {
             qkv: fused(vec![q, k, v])?,
-            out: Linear::new(ow, ob),
+            out: Linear::new(out.0, out.1),
             shape,
         })
     }
@@ -171,22 +185,11 @@ impl CrossAttention {
         names: &AttentionNames,
         shape: AttentionShape,
     ) -> std::result::Result<Self, ModelError> {
-        let dims = (shape.inner(), shape.d_model);
-        let (qw, qb) = projection(w, prefix, names.q, dims, shape.bias, shape.query_scale)?;
-        let k = projection(w, prefix, names.k, dims, shape.bias, 1.0)?;
-        let v = projection(w, prefix, names.v, dims, shape.bias, 1.0)?;
-        let (ow, ob) = projection(
-            w,
-            prefix,
-            names.out,
-            (shape.d_model, shape.inner()),
-            shape.bias,
-            1.0,
-        )?;
+        let Projections { q, k, v, out } = projections(w, prefix, names, shape)?;
         Ok(Self {
-            q: Linear::new(qw, qb),
+            q: Linear::new(q.0, q.1),
             kv: fused(vec![k, v])?,
-            out: Linear::new(ow, ob),
+            out: Linear::new(out.0, out.1),
             shape,
         })
     }
