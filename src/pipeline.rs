@@ -1,7 +1,5 @@
 //! Release -> segments -> translation -> summary -> output record.
 //!
-//! Owner: batch shell issue (#2) and summaries issue (#7).
-//!
 //! The pipeline knows nothing of tensors: it sees the models only through
 //! `generate::TextGenerator`, so the same code runs the real engine and the tests' stand-in.
 //! One release is one call per model (all its segments at once), so the engine can batch and

@@ -1,8 +1,6 @@
 //! Model families (one module each, following Hugging Face weight names), chosen from
 //! config.json's `model_type`: `marian` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
 //! the engine's [`Seq2Seq`] trait through [`AnyModel`]; [`load`] is the entry point.
-//!
-//! Owner: engine issue (#5).
 
 pub mod common;
 pub mod config;
