@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::cli::{GlobalArgs, Outcome};
-use crate::io::InputError;
+use crate::io::{read, Input, InputError};
 use crate::text::{self, Block, BlockKind};
 use crate::{Error, Result};
 
@@ -98,29 +98,21 @@ fn display_name(input: &Path) -> PathBuf {
     }
 }
 
+/// The blocks `mtsum run` would translate: the format by extension or content, HTML and
+/// Markdown through their parsers, and the title as the first heading.
 fn blocks_of(input: &Path, doc: &str) -> Vec<Block> {
-    if is_html(input, doc) {
-        text::html_blocks(doc)
+    let input = if input.as_os_str() == "-" {
+        Input::Stdin
     } else {
-        text::paragraphs(doc)
-    }
-}
-
-/// HTML by extension, or by its first tag when read from stdin or an unknown extension.
-fn is_html(input: &Path, doc: &str) -> bool {
-    let by_extension = input
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    match by_extension.as_deref() {
-        Some("html" | "htm" | "xhtml") => true,
-        Some("txt" | "md" | "markdown") => false,
-        _ => {
-            let head: String = doc.trim_start().chars().take(15).collect();
-            let head = head.to_ascii_lowercase();
-            head.starts_with("<!doctype html") || head.starts_with("<html")
-        }
-    }
+        Input::File(input.to_path_buf())
+    };
+    let body = read::body_of(read::format_of(&input, doc), doc);
+    let title = body.title.map(|text| Block {
+        kind: BlockKind::Heading,
+        marker: None,
+        text,
+    });
+    title.into_iter().chain(body.blocks).collect()
 }
 
 /// Sentences one per line; a list item's marker stays in front of its first sentence.
