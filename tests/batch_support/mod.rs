@@ -10,12 +10,46 @@ use mtsum::io::{OutputDir, ReadItem, ReleaseOutput};
 use mtsum::pipeline::batch::{self, BatchOptions, Report};
 use mtsum::pipeline::{Pipeline, PipelineOptions};
 use mtsum::progress::Silent;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use standin::StandIn;
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A JSON file of the repo, parsed; a missing or broken file fails the test, named.
+pub fn read_json<T: DeserializeOwned>(rel: &str) -> T {
+    let path = repo_path(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What transformers gave for every fixture model (tests/fixtures/reference/models/*.json, made
+/// by tests/fixtures/make_fixtures.py), in file-name order. There must be some: a parity test
+/// over no model would prove nothing.
+pub fn model_references<T: DeserializeOwned>() -> Vec<T> {
+    let dir = "tests/fixtures/reference/models";
+    let names: Vec<String> = file_names(&repo_path(dir))
+        .into_iter()
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    assert!(!names.is_empty(), "no model references in {dir}");
+    names
+        .iter()
+        .map(|name| read_json(&format!("{dir}/{name}")))
+        .collect()
+}
+
+/// transformers' outputs for the fixture model `name` (tests/fixtures/models/<name>).
+pub fn model_reference(name: &str) -> serde_json::Value {
+    read_json(&format!("tests/fixtures/reference/models/{name}.json"))
+}
+
+/// transformers' and sentencepiece's ids and decoded texts for the tokenizer fixtures.
+pub fn tokenizer_reference() -> serde_json::Value {
+    read_json("tests/fixtures/reference/tokenizers.json")
 }
 
 pub fn samples() -> PathBuf {
