@@ -205,16 +205,7 @@ fn hostile_inputs_fail_alone_and_good_releases_are_written() {
     assert!(jsonl.hint.contains("\"id\""));
 
     let names = file_names(out.path());
-    for written in [
-        "c-cp1251",
-        "d-koi8",
-        "e-utf16",
-        "f-page",
-        "_.._etc_passwd",
-        "dup",
-        "dup-2",
-        "_CON",
-    ] {
+    for written in HOSTILE_OUTPUTS {
         assert!(
             names.contains(&format!("{written}.md")),
             "{written}.md missing from {names:?}"

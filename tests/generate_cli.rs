@@ -6,7 +6,7 @@ mod batch_support;
 use std::path::PathBuf;
 
 use assert_cmd::Command;
-use batch_support::{model_references, repo_path};
+use batch_support::{json_lines, model_references, repo_path, stdout_of};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -47,17 +47,11 @@ fn texts_and_ids(reference: &Value, name: &str) -> (Vec<String>, Vec<Value>) {
 /// byte fallback (`<unk>`); see tests/tokenize_fixtures.rs. Any other difference fails here.
 fn same_source_ids(reference: &Value, texts: &[String]) -> Vec<bool> {
     let dir = model_dir(reference);
-    let output = mtsum()
-        .args(["tokenize", "--model", &dir])
-        .write_stdin(texts.join("\n") + "\n")
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let ours: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ours = json_lines(
+        mtsum()
+            .args(["tokenize", "--model", &dir])
+            .write_stdin(texts.join("\n") + "\n"),
+    );
     let spiece_only = !PathBuf::from(&dir).join("tokenizer.json").exists()
         && PathBuf::from(&dir).join("spiece.model").exists();
     let all_texts = reference["texts"].as_array().unwrap();
@@ -93,22 +87,12 @@ fn ids_from_text_match_transformers_for_every_model() {
             ("beam2", vec!["--beams", "2", "--max-length", "30"]),
         ] {
             let (texts, want) = texts_and_ids(&reference, name);
-            let output = mtsum()
-                .args(["generate", "--ids", "--model", &model_dir(&reference)])
-                .args(&flags)
-                .write_stdin(texts.join("\n") + "\n")
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
+            let got = json_lines(
+                mtsum()
+                    .args(["generate", "--ids", "--model", &model_dir(&reference)])
+                    .args(&flags)
+                    .write_stdin(texts.join("\n") + "\n"),
             );
-            let got: Vec<Value> = String::from_utf8(output.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
             let tokenized_alike = same_source_ids(&reference, &texts);
             for (((text, got), want), alike) in
                 texts.iter().zip(&got).zip(&want).zip(tokenized_alike)
@@ -156,17 +140,11 @@ fn one_output_line_per_input_line_with_empty_lines_kept() {
     let reference = &model_references::<Value>()[0];
     let (texts, _) = texts_and_ids(reference, "default");
     let input = format!("{}\n\n{}\n   \n", texts[0], texts[1]);
-    let output = mtsum()
-        .args(["generate", "--model", &model_dir(reference)])
-        .write_stdin(input)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = stdout_of(
+        mtsum()
+            .args(["generate", "--model", &model_dir(reference)])
+            .write_stdin(input),
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout:?}");
     assert_eq!((lines[1], lines[3]), ("", ""));

@@ -110,6 +110,38 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The output names (file stems) of the releases in [`hostile_inputs`] that can be read: every
+/// one but the empty file, the PNG and the broken JSONL line.
+pub const HOSTILE_OUTPUTS: [&str; 8] = [
+    "c-cp1251",
+    "d-koi8",
+    "e-utf16",
+    "f-page",
+    "_.._etc_passwd",
+    "dup",
+    "dup-2",
+    "_CON",
+];
+
+/// The stdout of `cmd`, which must succeed (its stderr is the failure message otherwise).
+pub fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
+    let output = cmd.output().expect("the command runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// The stdout of `cmd`, which must succeed, one JSON value a line.
+pub fn json_lines(cmd: &mut assert_cmd::Command) -> Vec<serde_json::Value> {
+    stdout_of(cmd)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
 /// A folder of hostile inputs: empty file, PNG bytes, Windows-1251, KOI8-R, UTF-16, HTML with
 /// scripts, JSONL with a malformed middle line, path-traversal and duplicate ids.
 pub fn hostile_inputs(dir: &Path) {
