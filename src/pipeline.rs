@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::generate::{GenerationOverrides, TextGenerator};
 use crate::io::output::{join_sentences, ModelsUsed, TokenCounts};
+use crate::io::text_blocks::collapse_spaces;
 use crate::io::{Bilingual, Block, ParagraphOut, Release, ReleaseOutput, SummaryOut};
 use crate::progress::{Observer, Stage};
 use crate::summary::{self, Degenerate, GuardLimits, Script, SummarySide};
@@ -349,7 +350,7 @@ impl<'a> Pipeline<'a> {
             .iter()
             .map(|line| match line.trim().is_empty() {
                 true => String::new(),
-                false => one_line(&translated.next().unwrap_or_default().text),
+                false => collapse_spaces(&translated.next().unwrap_or_default().text),
             })
             .collect())
     }
@@ -613,7 +614,11 @@ impl<'a> Pipeline<'a> {
         };
         let generation = self.call(summarizer, &parts, overrides, Stage::Summarize, observer)?;
         *tokens += generation.counts;
-        let summaries: Vec<String> = generation.texts.iter().map(|s| one_line(s)).collect();
+        let summaries: Vec<String> = generation
+            .texts
+            .iter()
+            .map(|s| collapse_spaces(s))
+            .collect();
         if parts.len() == 1 {
             return Ok((summaries.into_iter().next().unwrap_or_default(), 1));
         }
@@ -835,9 +840,4 @@ fn excerpt(sentence: &str) -> String {
     let words: Vec<&str> = sentence.split_whitespace().take(8).collect();
     let more = sentence.split_whitespace().count() > words.len();
     format!("{}{}", words.join(" "), if more { " ..." } else { "" })
-}
-
-/// Line breaks inside a generated text become spaces, so line-oriented output stays aligned.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
