@@ -34,9 +34,9 @@ pub enum ModelError {
     },
     #[error("{file}: model_type `{model_type}` is not supported (supported: marian, bart, mbart, t5, mt5)")]
     UnsupportedModelType { file: PathBuf, model_type: String },
-    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin)")]
+    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin); point to the model's folder, or fetch the model with `mtsum models fetch`")]
     NoWeights { dir: PathBuf },
-    #[error("{file}: cannot read weights: {source}")]
+    #[error("{file}: cannot read weights: {source}; if the file is cut short or damaged, download it again (`mtsum models verify --repair` for a cached hub model)")]
     WeightFile {
         file: PathBuf,
         #[source]
