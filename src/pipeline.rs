@@ -335,9 +335,7 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<Vec<String>> {
-        let translator = self
-            .translator
-            .ok_or_else(|| Error::Usage("translation needs a translator model".into()))?;
+        let translator = self.translator_model()?;
         let filled: Vec<String> = lines
             .iter()
             .filter(|l| !l.trim().is_empty())
@@ -509,11 +507,7 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<Vec<Vec<Bilingual>>> {
-        let translator = self.translator.ok_or_else(|| {
-            Error::Usage(
-                "--summarize-from en summarizes the translation: it needs a translator".into(),
-            )
-        })?;
+        let translator = self.translator_model()?;
         let paragraphs: Vec<Vec<String>> = text::paragraphs(document)
             .iter()
             .map(|block| text::sentences(&block.text))
@@ -531,6 +525,11 @@ impl<'a> Pipeline<'a> {
                     .collect()
             })
             .collect())
+    }
+
+    fn translator_model(&self) -> Result<&'a dyn TextGenerator> {
+        self.translator
+            .ok_or_else(|| Error::Usage("translation needs a translator model".into()))
     }
 
     fn summarizer_model(&self) -> Result<&'a dyn TextGenerator> {
