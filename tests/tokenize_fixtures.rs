@@ -5,7 +5,7 @@ mod batch_support;
 
 use std::path::Path;
 
-use batch_support::{repo_path, tokenizer_reference};
+use batch_support::{check_rows, repo_path, tokenizer_reference};
 use mtsum::tokenize::{Seq2SeqTokenizer, Side};
 use serde_json::Value;
 
@@ -15,35 +15,6 @@ fn ids(value: &Value) -> Vec<u32> {
 
 fn load(dir: &str) -> Seq2SeqTokenizer {
     Seq2SeqTokenizer::from_dir(&repo_path(dir)).unwrap()
-}
-
-/// Compares one field over all rows and reports every mismatching row (not just the first).
-fn check_rows<T: PartialEq + std::fmt::Debug>(
-    rows: &[Value],
-    what: &str,
-    expected: impl Fn(&Value) -> T,
-    actual: impl Fn(&str, &Value) -> T,
-) {
-    let mut failures = Vec::new();
-    for row in rows {
-        let text = row["text"].as_str().unwrap();
-        let (want, got) = (expected(row), actual(text, row));
-        if want != got {
-            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what}: {} of {} rows differ:\n{}",
-        failures.len(),
-        rows.len(),
-        failures
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 fn marian_case(key: &str) {

@@ -11,7 +11,7 @@ use mtsum::pipeline::batch::{self, BatchOptions, Report};
 use mtsum::pipeline::{Pipeline, PipelineOptions};
 use mtsum::progress::Silent;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use standin::StandIn;
 
@@ -43,12 +43,12 @@ pub fn model_references<T: DeserializeOwned>() -> Vec<T> {
 }
 
 /// transformers' outputs for the fixture model `name` (tests/fixtures/models/<name>).
-pub fn model_reference(name: &str) -> serde_json::Value {
+pub fn model_reference(name: &str) -> Value {
     read_json(&format!("tests/fixtures/reference/models/{name}.json"))
 }
 
 /// transformers' and sentencepiece's ids and decoded texts for the tokenizer fixtures.
-pub fn tokenizer_reference() -> serde_json::Value {
+pub fn tokenizer_reference() -> Value {
     read_json("tests/fixtures/reference/tokenizers.json")
 }
 
@@ -95,7 +95,7 @@ pub fn read_output(out: &Path, file: &str) -> ReleaseOutput {
     serde_json::from_slice(&bytes).expect("json output parses")
 }
 
-pub fn read_report(out: &Path) -> serde_json::Value {
+pub fn read_report(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report exists"))
         .expect("report parses")
 }
@@ -108,6 +108,36 @@ pub fn file_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Compares one field over all reference rows (each with its `text`) and reports every
+/// mismatching row, not just the first.
+pub fn check_rows<T: PartialEq + std::fmt::Debug>(
+    rows: &[Value],
+    what: &str,
+    expected: impl Fn(&Value) -> T,
+    actual: impl Fn(&str, &Value) -> T,
+) {
+    let mut failures = Vec::new();
+    for row in rows {
+        let text = row["text"].as_str().unwrap();
+        let (want, got) = (expected(row), actual(text, row));
+        if want != got {
+            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {} rows differ:\n{}",
+        failures.len(),
+        rows.len(),
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// The output names (file stems) of the releases in [`hostile_inputs`] that can be read: every
@@ -135,7 +165,7 @@ pub fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
 }
 
 /// The stdout of `cmd`, which must succeed, one JSON value a line.
-pub fn json_lines(cmd: &mut assert_cmd::Command) -> Vec<serde_json::Value> {
+pub fn json_lines(cmd: &mut assert_cmd::Command) -> Vec<Value> {
     stdout_of(cmd)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
