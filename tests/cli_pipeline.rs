@@ -1,5 +1,6 @@
-//! The batch shell through the library API, with a model stand-in (tests/batch_support/standin.rs)
-//! until the engine lands: every sample and hostile input, outputs, digest, report, skips.
+//! The batch shell through the library API, with a model stand-in (tests/batch_support/standin.rs;
+//! the same paths with real tiny models are in cli_models.rs): every sample and hostile input,
+//! outputs, digest, report, skips.
 
 mod batch_support;
 
