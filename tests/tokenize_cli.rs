@@ -5,6 +5,7 @@ mod batch_support;
 
 use assert_cmd::Command;
 use batch_support::{repo_path, tokenizer_reference};
+use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
 
@@ -125,4 +126,41 @@ fn a_folder_without_tokenizer_files_is_an_error() {
         .assert()
         .code(2)
         .stderr(contains("no tokenizer files"));
+}
+
+#[test]
+fn inputs_are_read_as_segment_and_generate_read_them() {
+    // "-" is stdin, a byte-order mark is no text, and a file not in UTF-8 is named with a way out.
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, bom, cp1251) = (
+        dir.path().join("plain.txt"),
+        dir.path().join("bom.txt"),
+        dir.path().join("cp1251.txt"),
+    );
+    std::fs::write(&plain, "Полиция\n").unwrap();
+    std::fs::write(&bom, "\u{feff}Полиция\n").unwrap();
+    std::fs::write(&cp1251, b"\xcf\xee\xeb\xe8\xf6\xe8\xff\n").unwrap();
+    let model = repo_path("tests/fixtures/tokenizers/marian");
+    let ids = |input: &std::path::Path| {
+        let output = mtsum()
+            .args(["tokenize", "--model"])
+            .arg(&model)
+            .arg(input)
+            .arg("-")
+            .write_stdin("Полиция\n")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let plain_ids = ids(&plain);
+    assert_eq!(plain_ids.lines().count(), 2, "{plain_ids}");
+    assert_eq!(ids(&bom), plain_ids);
+    mtsum()
+        .args(["tokenize", "--model"])
+        .arg(&model)
+        .arg(&cp1251)
+        .assert()
+        .code(2)
+        .stderr(contains("cp1251.txt: not UTF-8").and(contains("iconv")));
 }
