@@ -6,12 +6,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{GenerationOverrides, TextGenerator};
-use crate::hub::{self, HubOptions, ResolvedModel};
+use crate::generate::{runner, GenerationOverrides, TextGenerator};
+use crate::hub::{self, HubOptions};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
 use crate::pipeline::{Pipeline, SummaryOptions};
@@ -46,7 +45,8 @@ impl Models {
         let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
             let resolved = hub::resolve(spec, &hub_options)?;
-            load_generator(&resolved, &device, dtype, global.batch_tokens)
+            let runner = runner::load(&resolved, &device, dtype, global.batch_tokens)?;
+            Ok(Box::new(runner))
         };
         let translator = match translator {
             true => Some(load(global.translator.as_ref(), DEFAULT_TRANSLATOR)?),
@@ -69,18 +69,6 @@ impl Models {
     pub fn summarizer(&self) -> Option<&dyn TextGenerator> {
         self.summarizer.as_deref()
     }
-}
-
-/// Loads a resolved model for generation on `device` in `dtype`: tokenizer, weights and
-/// generation config behind `TextGenerator`.
-fn load_generator(
-    resolved: &ResolvedModel,
-    device: &Device,
-    dtype: DType,
-    batch_tokens: Option<usize>,
-) -> Result<Box<dyn TextGenerator>> {
-    let runner = crate::generate::runner::load(resolved, device, dtype, batch_tokens)?;
-    Ok(Box::new(runner))
 }
 
 /// How summaries are made; shared by `run` and `summarize`.
