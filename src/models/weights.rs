@@ -32,38 +32,32 @@ impl Weights {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let pickle = dir.join("pytorch_model.bin");
+        let safetensors = |shards: &[PathBuf]| -> Result<VarBuilder<'static>, ModelError> {
+            let files = SafetensorsFiles::open(shards)?;
+            Ok(VarBuilder::from_backend(
+                Box::new(files),
+                dtype,
+                device.clone(),
+            ))
+        };
         let (file, vb) = if single.is_file() {
-            let files = SafetensorsFiles::open(std::slice::from_ref(&single))?;
-            (
-                single,
-                Ok(VarBuilder::from_backend(
-                    Box::new(files),
-                    dtype,
-                    device.clone(),
-                )),
-            )
+            (single.clone(), safetensors(&[single])?)
         } else if index.is_file() {
-            let files = SafetensorsFiles::open(&shard_files(&index)?)?;
-            (
-                index,
-                Ok(VarBuilder::from_backend(
-                    Box::new(files),
-                    dtype,
-                    device.clone(),
-                )),
-            )
+            let vb = safetensors(&shard_files(&index)?)?;
+            (index, vb)
         } else if pickle.is_file() {
-            let vb = VarBuilder::from_pth(&pickle, dtype, device);
+            let vb = VarBuilder::from_pth(&pickle, dtype, device).map_err(|source| {
+                ModelError::WeightFile {
+                    file: pickle.clone(),
+                    source,
+                }
+            })?;
             (pickle, vb)
         } else {
             return Err(ModelError::NoWeights {
                 dir: dir.to_path_buf(),
             });
         };
-        let vb = vb.map_err(|source| ModelError::WeightFile {
-            file: file.clone(),
-            source,
-        })?;
         Ok(Self { vb, file })
     }
 
