@@ -11,8 +11,8 @@ strings, as its documentation does for Marian). Every engine generates exactly -
 tokens per hypothesis (min = max), greedy and beam 4, with --threads threads, each engine in a
 process of its own so that its peak memory (VmHWM) is its own.
 
-    /work/venv/bin/python scripts/bench_peers.py            # builds target/release/mtsum first
-    /work/venv/bin/python scripts/bench_peers.py --skip-build --mtsum target/release/mtsum
+    python3 scripts/bench_peers.py            # builds target/release/mtsum first
+    python3 scripts/bench_peers.py --skip-build --mtsum target/release/mtsum
 
 Needs: torch, transformers, sentencepiece, safetensors, ctranslate2.
 """

@@ -1,7 +1,5 @@
 //! Release -> segments -> translation -> summary -> output record.
 //!
-//! Owner: batch shell issue (#2) and summaries issue (#7).
-//!
 //! The pipeline knows nothing of tensors: it sees the models only through
 //! `generate::TextGenerator`, so the same code runs the real engine and the tests' stand-in.
 //! One release is one call per model (all its segments at once), so the engine can batch and
@@ -16,6 +14,7 @@ use serde_json::json;
 
 use crate::generate::{GenerationOverrides, TextGenerator};
 use crate::io::output::{join_sentences, ModelsUsed, TokenCounts};
+use crate::io::text_blocks::collapse_spaces;
 use crate::io::{Bilingual, Block, ParagraphOut, Release, ReleaseOutput, SummaryOut};
 use crate::progress::{Observer, Stage};
 use crate::summary::{self, Degenerate, GuardLimits, Script, SummarySide};
@@ -336,9 +335,7 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<Vec<String>> {
-        let translator = self
-            .translator
-            .ok_or_else(|| Error::Usage("translation needs a translator model".into()))?;
+        let translator = self.translator_model()?;
         let filled: Vec<String> = lines
             .iter()
             .filter(|l| !l.trim().is_empty())
@@ -351,7 +348,7 @@ impl<'a> Pipeline<'a> {
             .iter()
             .map(|line| match line.trim().is_empty() {
                 true => String::new(),
-                false => one_line(&translated.next().unwrap_or_default().text),
+                false => collapse_spaces(&translated.next().unwrap_or_default().text),
             })
             .collect())
     }
@@ -510,11 +507,7 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<Vec<Vec<Bilingual>>> {
-        let translator = self.translator.ok_or_else(|| {
-            Error::Usage(
-                "--summarize-from en summarizes the translation: it needs a translator".into(),
-            )
-        })?;
+        let translator = self.translator_model()?;
         let paragraphs: Vec<Vec<String>> = text::paragraphs(document)
             .iter()
             .map(|block| text::sentences(&block.text))
@@ -532,6 +525,11 @@ impl<'a> Pipeline<'a> {
                     .collect()
             })
             .collect())
+    }
+
+    fn translator_model(&self) -> Result<&'a dyn TextGenerator> {
+        self.translator
+            .ok_or_else(|| Error::Usage("translation needs a translator model".into()))
     }
 
     fn summarizer_model(&self) -> Result<&'a dyn TextGenerator> {
@@ -615,7 +613,11 @@ impl<'a> Pipeline<'a> {
         };
         let generation = self.call(summarizer, &parts, overrides, Stage::Summarize, observer)?;
         *tokens += generation.counts;
-        let summaries: Vec<String> = generation.texts.iter().map(|s| one_line(s)).collect();
+        let summaries: Vec<String> = generation
+            .texts
+            .iter()
+            .map(|s| collapse_spaces(s))
+            .collect();
         if parts.len() == 1 {
             return Ok((summaries.into_iter().next().unwrap_or_default(), 1));
         }
@@ -837,9 +839,4 @@ fn excerpt(sentence: &str) -> String {
     let words: Vec<&str> = sentence.split_whitespace().take(8).collect();
     let more = sentence.split_whitespace().count() > words.len();
     format!("{}{}", words.join(" "), if more { " ..." } else { "" })
-}
-
-/// Line breaks inside a generated text become spaces, so line-oriented output stays aligned.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -1,7 +1,5 @@
 //! Progress and messages: indicatif bars on a terminal, plain log lines otherwise.
 //!
-//! Owner: batch shell issue (#2).
-//!
 //! The pipeline reports to an `Observer`; the binary picks how that looks: bars (a batch bar
 //! with ETA and a stage bar with tokens per second) when stderr is a terminal, one plain line
 //! per release when it is not (CI logs), only errors with `--quiet`. Messages go through the

@@ -1,42 +1,33 @@
 //! `mtsum bench` runs the fixed batch and reports what it did (no timing is asserted: speed is
 //! measured, never tested).
 
-use std::path::PathBuf;
+mod batch_support;
 
 use assert_cmd::Command;
+use batch_support::{json_lines, repo_path};
 use predicates::prelude::*;
 
 fn marian() -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/marian_tiny");
+    let dir = repo_path("tests/fixtures/models/marian_tiny");
     dir.to_string_lossy().to_string()
 }
 
 #[test]
 fn bench_generates_exactly_the_asked_tokens_in_both_modes() {
-    let output = Command::cargo_bin("mtsum")
-        .unwrap()
-        .args(["bench", "--device", "cpu", "--translator", &marian()])
-        .args([
-            "--sentences",
-            "5",
-            "--new-tokens",
-            "3",
-            "--repeat",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let lines = json_lines(
+        Command::cargo_bin("mtsum")
+            .unwrap()
+            .args(["bench", "--device", "cpu", "--translator", &marian()])
+            .args([
+                "--sentences",
+                "5",
+                "--new-tokens",
+                "3",
+                "--repeat",
+                "1",
+                "--json",
+            ]),
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 2);
     for (line, beams) in lines.iter().zip([1, 4]) {
         assert_eq!(line["beams"], beams);

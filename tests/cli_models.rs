@@ -129,16 +129,7 @@ fn hostile_inputs_fail_alone_and_the_good_ones_are_written() {
     let report = read_report(out.path());
     assert_eq!(report["counts"]["failed"], 3);
     assert_eq!(report["counts"]["processed"], 8);
-    for file in [
-        "c-cp1251",
-        "d-koi8",
-        "e-utf16",
-        "f-page",
-        "_.._etc_passwd",
-        "dup",
-        "dup-2",
-        "_CON",
-    ] {
+    for file in HOSTILE_OUTPUTS {
         let output = read_output(out.path(), file);
         assert!(!output.paragraphs.is_empty(), "{file}");
     }

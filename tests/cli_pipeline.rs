@@ -1,5 +1,6 @@
-//! The batch shell through the library API, with a model stand-in (tests/batch_support/standin.rs)
-//! until the engine lands: every sample and hostile input, outputs, digest, report, skips.
+//! The batch shell through the library API, with a model stand-in (tests/batch_support/standin.rs;
+//! the same paths with real tiny models are in cli_models.rs): every sample and hostile input,
+//! outputs, digest, report, skips.
 
 mod batch_support;
 
@@ -205,16 +206,7 @@ fn hostile_inputs_fail_alone_and_good_releases_are_written() {
     assert!(jsonl.hint.contains("\"id\""));
 
     let names = file_names(out.path());
-    for written in [
-        "c-cp1251",
-        "d-koi8",
-        "e-utf16",
-        "f-page",
-        "_.._etc_passwd",
-        "dup",
-        "dup-2",
-        "_CON",
-    ] {
+    for written in HOSTILE_OUTPUTS {
         assert!(
             names.contains(&format!("{written}.md")),
             "{written}.md missing from {names:?}"

@@ -1,7 +1,8 @@
 //! Kill a batch midway, then rerun it: no partial files, and the rerun does only what was
 //! missing. The batch runs in a child process (this test binary re-run with `CHILD_ENV`)
-//! that is killed with SIGKILL, so nothing in it gets to clean up. Until the engine lands the
-//! child uses the model stand-in; this file has its own main() for that reason.
+//! that is killed with SIGKILL, so nothing in it gets to clean up; this file has its own main()
+//! for that reason. The child uses the model stand-in, slowed down, so the kill lands midway
+//! at any machine speed (cli_models.rs kills the real binary with the tiny models).
 
 mod batch_support;
 

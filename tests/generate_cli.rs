@@ -1,38 +1,17 @@
 //! `mtsum generate` end to end: text in, transformers' ids out (tokenizer + engine), one output
 //! line per input line, empty lines kept, clear errors for over-long inputs.
 
+mod batch_support;
+
 use std::path::PathBuf;
 
 use assert_cmd::Command;
+use batch_support::{json_lines, model_references, repo_path, stdout_of};
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every fixture model reference (tests/fixtures/reference/models/*.json).
-fn references() -> Vec<Value> {
-    let dir = repo().join("tests/fixtures/reference/models");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    assert!(
-        !paths.is_empty(),
-        "no model references in {}",
-        dir.display()
-    );
-    paths
-        .iter()
-        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
-        .collect()
-}
-
 fn model_dir(reference: &Value) -> String {
-    let dir = repo().join(reference["model"]["dir"].as_str().unwrap());
+    let dir = repo_path(reference["model"]["dir"].as_str().unwrap());
     dir.to_string_lossy().to_string()
 }
 
@@ -68,17 +47,11 @@ fn texts_and_ids(reference: &Value, name: &str) -> (Vec<String>, Vec<Value>) {
 /// byte fallback (`<unk>`); see tests/tokenize_fixtures.rs. Any other difference fails here.
 fn same_source_ids(reference: &Value, texts: &[String]) -> Vec<bool> {
     let dir = model_dir(reference);
-    let output = mtsum()
-        .args(["tokenize", "--model", &dir])
-        .write_stdin(texts.join("\n") + "\n")
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let ours: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ours = json_lines(
+        mtsum()
+            .args(["tokenize", "--model", &dir])
+            .write_stdin(texts.join("\n") + "\n"),
+    );
     let spiece_only = !PathBuf::from(&dir).join("tokenizer.json").exists()
         && PathBuf::from(&dir).join("spiece.model").exists();
     let all_texts = reference["texts"].as_array().unwrap();
@@ -108,28 +81,18 @@ fn same_source_ids(reference: &Value, texts: &[String]) -> Vec<bool> {
 #[test]
 fn ids_from_text_match_transformers_for_every_model() {
     let mut wrong = Vec::new();
-    for reference in references() {
+    for reference in model_references::<Value>() {
         for (name, flags) in [
             ("default", vec![]),
             ("beam2", vec!["--beams", "2", "--max-length", "30"]),
         ] {
             let (texts, want) = texts_and_ids(&reference, name);
-            let output = mtsum()
-                .args(["generate", "--ids", "--model", &model_dir(&reference)])
-                .args(&flags)
-                .write_stdin(texts.join("\n") + "\n")
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
+            let got = json_lines(
+                mtsum()
+                    .args(["generate", "--ids", "--model", &model_dir(&reference)])
+                    .args(&flags)
+                    .write_stdin(texts.join("\n") + "\n"),
             );
-            let got: Vec<Value> = String::from_utf8(output.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
             let tokenized_alike = same_source_ids(&reference, &texts);
             for (((text, got), want), alike) in
                 texts.iter().zip(&got).zip(&want).zip(tokenized_alike)
@@ -153,7 +116,7 @@ fn ids_from_text_match_transformers_for_every_model() {
 
 #[test]
 fn flags_reach_the_engine() {
-    let reference = &references()[0];
+    let reference = &model_references::<Value>()[0];
     let (texts, want) = texts_and_ids(reference, "beam4_lp2_early");
     mtsum()
         .args(["generate", "--ids", "--model", &model_dir(reference)])
@@ -174,20 +137,14 @@ fn flags_reach_the_engine() {
 
 #[test]
 fn one_output_line_per_input_line_with_empty_lines_kept() {
-    let reference = &references()[0];
+    let reference = &model_references::<Value>()[0];
     let (texts, _) = texts_and_ids(reference, "default");
     let input = format!("{}\n\n{}\n   \n", texts[0], texts[1]);
-    let output = mtsum()
-        .args(["generate", "--model", &model_dir(reference)])
-        .write_stdin(input)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = stdout_of(
+        mtsum()
+            .args(["generate", "--model", &model_dir(reference)])
+            .write_stdin(input),
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout:?}");
     assert_eq!((lines[1], lines[3]), ("", ""));
@@ -195,7 +152,7 @@ fn one_output_line_per_input_line_with_empty_lines_kept() {
 
 #[test]
 fn input_files_are_read_in_order() {
-    let reference = &references()[0];
+    let reference = &model_references::<Value>()[0];
     let (texts, want) = texts_and_ids(reference, "default");
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
@@ -212,7 +169,7 @@ fn input_files_are_read_in_order() {
 
 #[test]
 fn an_input_over_the_position_limit_is_a_clear_error() {
-    let reference = references()
+    let reference = model_references::<Value>()
         .into_iter()
         .find(|r| r["model"]["model_type"] != "t5" && r["model"]["model_type"] != "mt5")
         .expect("a fixture with learned or sinusoidal positions");

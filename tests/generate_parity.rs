@@ -3,32 +3,14 @@
 //! reference's padded batch, and inside padded batches of 1, 2, 7 and 64 inputs; and the same
 //! ids from every other weight file of the same model (pytorch_model.bin, untied copies).
 
-use std::path::{Path, PathBuf};
+mod batch_support;
 
+use std::path::Path;
+
+use batch_support::{model_references, repo_path};
 use candle_core::{DType, Device};
 use mtsum::generate::{generate_batch, GenerationConfig, GenerationOverrides, Seq2Seq, Settings};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn references() -> Vec<(String, Value)> {
-    let dir = repo().join("tests/fixtures/reference/models");
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let name = p.file_stem().unwrap().to_string_lossy().to_string();
-            (name, serde_json::from_str(&text).unwrap())
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(!out.is_empty(), "no model references in {}", dir.display());
-    out
-}
 
 /// The reference's source ids, padding removed.
 fn sources(reference: &Value) -> Vec<Vec<u32>> {
@@ -73,8 +55,9 @@ fn load(dir: &Path) -> mtsum::models::AnyModel {
 
 #[test]
 fn every_case_matches_transformers_alone_and_in_the_reference_batch() {
-    for (name, reference) in references() {
-        let dir = repo().join(reference["model"]["dir"].as_str().unwrap());
+    for reference in model_references::<Value>() {
+        let name = reference["model"]["name"].as_str().unwrap();
+        let dir = repo_path(reference["model"]["dir"].as_str().unwrap());
         let model = load(&dir);
         let sources = sources(&reference);
         let all: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
@@ -103,8 +86,9 @@ fn every_case_matches_transformers_alone_and_in_the_reference_batch() {
 #[test]
 fn padded_batches_of_1_2_7_and_64_give_the_same_ids() {
     const CASES: [&str; 4] = ["default", "greedy", "beam4_lp2_early", "beam6_no_repeat_2"];
-    for (name, reference) in references() {
-        let dir = repo().join(reference["model"]["dir"].as_str().unwrap());
+    for reference in model_references::<Value>() {
+        let name = reference["model"]["name"].as_str().unwrap();
+        let dir = repo_path(reference["model"]["dir"].as_str().unwrap());
         let model = load(&dir);
         let sources = sources(&reference);
         let cases = reference["generate"].as_array().unwrap();
@@ -132,12 +116,13 @@ fn padded_batches_of_1_2_7_and_64_give_the_same_ids() {
 
 #[test]
 fn other_weight_files_give_the_same_ids() {
-    for (name, reference) in references() {
+    for reference in model_references::<Value>() {
+        let name = reference["model"]["name"].as_str().unwrap();
         let sources = sources(&reference);
         let all: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
         let cases = reference["generate"].as_array().unwrap();
         for variant in reference["model"]["same_weights_in"].as_array().unwrap() {
-            let dir = repo().join(variant.as_str().unwrap());
+            let dir = repo_path(variant.as_str().unwrap());
             let model = load(&dir);
             for case in cases.iter().take(2) {
                 let settings = settings(&dir, &model, case);

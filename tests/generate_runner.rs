@@ -1,25 +1,16 @@
 //! The runner as the pipeline sees it (`TextGenerator`): loaded from a resolved model, text in
 //! and text out in input order, the preset's input limit, clear errors for over-long inputs.
 
-use std::path::PathBuf;
+mod batch_support;
 
+use batch_support::{model_reference, repo_path};
 use candle_core::{DType, Device};
 use mtsum::generate::{runner, GenerationOverrides, TextGenerator};
 use mtsum::hub::{Preset, ResolvedModel};
-use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn reference(name: &str) -> Value {
-    let path = repo().join(format!("tests/fixtures/reference/models/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn resolved(name: &str, preset_limit: Option<usize>) -> ResolvedModel {
     ResolvedModel {
-        dir: repo().join("tests/fixtures/models").join(name),
+        dir: repo_path("tests/fixtures/models").join(name),
         repo: name.to_string(),
         revision: None,
         commit: None,
@@ -47,7 +38,7 @@ fn load(
 
 #[test]
 fn generates_the_reference_texts_in_input_order_whatever_the_batches() {
-    let reference = reference("marian_tiny");
+    let reference = model_reference("marian_tiny");
     let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
     let texts: Vec<String> = texts.into_iter().filter(|t| !t.is_empty()).collect();
     let overrides = GenerationOverrides {

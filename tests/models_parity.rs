@@ -2,8 +2,11 @@
 //! the outputs transformers gave for them (tests/fixtures/reference/models/<name>.json, made by
 //! tests/fixtures/make_fixtures.py). Everything in f32 on the CPU.
 
-use std::path::{Path, PathBuf};
+mod batch_support;
 
+use std::path::Path;
+
+use batch_support::{model_references, repo_path};
 use candle_core::{DType, Device, Tensor};
 use mtsum::generate::Seq2Seq;
 use mtsum::models::{self, AnyModel};
@@ -46,35 +49,8 @@ struct GenerateCase {
     effective: serde_json::Value,
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every model reference; there must be some, or this test proves nothing.
-fn references() -> Vec<Reference> {
-    let dir = repo().join("tests/fixtures/reference/models");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    assert!(
-        !paths.is_empty(),
-        "no model references in {}",
-        dir.display()
-    );
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).unwrap();
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        })
-        .collect()
-}
-
 fn load(dir: &str) -> AnyModel {
-    let path = repo().join(dir);
+    let path = repo_path(dir);
     models::load(&path, &Device::Cpu, DType::F32)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -135,7 +111,7 @@ fn logits_row(logits: &Tensor, i: usize) -> Vec<f32> {
 
 #[test]
 fn encoder_outputs_match_transformers_alone_and_in_a_padded_batch() {
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let (ids, mask) = batch(&r);
         let batched = m.encode(&ids, &mask).unwrap();
@@ -170,7 +146,7 @@ fn encoder_outputs_match_transformers_alone_and_in_a_padded_batch() {
 
 #[test]
 fn first_step_logits_match_transformers_alone_and_in_a_padded_batch() {
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let name = &r.model.name;
         assert_eq!(
@@ -204,7 +180,7 @@ fn first_step_logits_match_transformers_alone_and_in_a_padded_batch() {
 
 #[test]
 fn cached_decoding_matches_teacher_forced_logits() {
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let tf = &r.teacher_forced;
         let (ids, mask) = alone(&r, tf.input_index);
@@ -234,7 +210,7 @@ fn decoded_alone(m: &AnyModel, r: &Reference, index: usize, tokens: &[u32]) -> V
 /// was copied from, decoded alone.
 #[test]
 fn select_rows_carries_each_row_history() {
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let tf = &r.teacher_forced;
         // input B is the teacher-forced one (its logits come from transformers); input A another
@@ -283,7 +259,7 @@ fn select_rows_carries_each_row_history() {
 #[test]
 fn every_weight_format_gives_the_same_logits() {
     let mut variants = 0;
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let (ids, mask) = batch(&r);
         let first_step = |m: &AnyModel| {
@@ -305,7 +281,7 @@ fn every_weight_format_gives_the_same_logits() {
 
 #[test]
 fn special_tokens_follow_the_generation_config() {
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let e = &r.generate[0].effective;
         let id = |key: &str| e[key].as_u64().map(|n| n as u32);
@@ -332,7 +308,7 @@ fn special_tokens_follow_the_generation_config() {
 #[test]
 fn an_input_longer_than_the_position_table_is_an_error() {
     let mut checked = 0;
-    for r in references() {
+    for r in model_references::<Reference>() {
         let m = load(&r.model.dir);
         let Some(max) = m.max_source_positions() else {
             continue;
@@ -382,8 +358,8 @@ fn copy_config(from: &Path, to: &Path) {
 
 #[test]
 fn a_missing_weight_names_the_file_and_the_tensor() {
-    let r = &references()[0];
-    let source = repo().join(&r.model.dir);
+    let r = &model_references::<Reference>()[0];
+    let source = repo_path(&r.model.dir);
     let dir = tempfile::tempdir().unwrap();
     copy_config(&source, dir.path());
     let tensors =
@@ -410,9 +386,9 @@ fn a_missing_weight_names_the_file_and_the_tensor() {
 
 #[test]
 fn a_folder_without_weights_or_with_an_unknown_family_is_a_clear_error() {
-    let r = &references()[0];
+    let r = &model_references::<Reference>()[0];
     let dir = tempfile::tempdir().unwrap();
-    copy_config(&repo().join(&r.model.dir), dir.path());
+    copy_config(&repo_path(&r.model.dir), dir.path());
     let err = models::load(dir.path(), &Device::Cpu, DType::F32)
         .err()
         .unwrap()
@@ -434,8 +410,8 @@ fn a_folder_without_weights_or_with_an_unknown_family_is_a_clear_error() {
 /// (relative to the logits' range: f16 within 0.5 %, bf16 with its 8-bit mantissa within 10 %).
 #[test]
 fn half_precision_stays_close_to_f32() {
-    for r in references() {
-        let path = repo().join(&r.model.dir);
+    for r in model_references::<Reference>() {
+        let path = repo_path(&r.model.dir);
         for (dtype, tolerance) in [(DType::F16, 0.005f32), (DType::BF16, 0.1)] {
             let m = models::load(&path, &Device::Cpu, dtype).unwrap();
             let (ids, mask) = batch(&r);

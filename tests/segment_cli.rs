@@ -82,3 +82,24 @@ fn help_shows_examples() {
         .success()
         .stdout(contains("Examples:").and(contains("--format jsonl")));
 }
+
+#[test]
+fn html_and_markdown_are_cut_as_mtsum_run_reads_them() {
+    // The page title first, ordered lists numbered, Markdown emphasis reduced to its text.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let html = dir.path().join("a.html");
+    let md = dir.path().join("b.md");
+    std::fs::write(
+        &html,
+        "<html><head><title>Пресс-релиз</title></head><body>\
+         <ol start=\"2\"><li>Пункт.</li></ol></body></html>",
+    )
+    .expect("write");
+    std::fs::write(&md, "Текст с **жирным** словом.\n").expect("write");
+    segment()
+        .arg(&html)
+        .arg(&md)
+        .assert()
+        .success()
+        .stdout("Пресс-релиз\n\n2. Пункт.\n\nТекст с жирным словом.\n");
+}

@@ -75,7 +75,7 @@ fn blocks_keep_every_character_but_markers() {
             expected,
             "{input:?}"
         );
-        let _ = text::html_blocks(&input);
+        let _ = mtsum::io::text_blocks::html(&input);
     }
 }
 

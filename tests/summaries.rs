@@ -1,6 +1,6 @@
-//! Summaries (#7) through the library API with the tests' stand-in models: the guards and
-//! their fall-backs, extracts, summaries from the English side, sentence caps and the
-//! digest's order. What needs a real model (the length options) is in tests/engine_cli.rs.
+//! Summaries through the library API with the tests' stand-in models: the guards and their
+//! fall-backs, extracts, summaries from the English side, sentence caps and the digest's order.
+//! What needs a real model (the length options) is in tests/summaries_models.rs.
 
 mod batch_support;
 

@@ -1,4 +1,4 @@
-//! Summaries (#7) with the tiny fixture models through the binary: every sample gets both
+//! Summaries with the tiny fixture models through the binary: every sample gets both
 //! summaries, the long one is summarized in parts, the length options change lengths, and the
 //! digest of samples/ is checked in full against a golden file.
 //!

@@ -3,8 +3,11 @@
 //! its spiece.model alone gives the `sentencepiece` library's ids (reference/rut5_assets.json),
 //! and the real opus-mt vocab.json loads with the right special ids.
 
+mod batch_support;
+
 use std::path::PathBuf;
 
+use batch_support::{check_rows, read_json};
 use mtsum::tokenize::{Seq2SeqTokenizer, Vocab};
 use serde_json::Value;
 
@@ -23,26 +26,12 @@ fn assets() -> Option<PathBuf> {
 }
 
 fn rows() -> Vec<Value> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/rut5_assets.json");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let json: Value = read_json("tests/fixtures/reference/rut5_assets.json");
     json["rows"].as_array().unwrap().clone()
 }
 
 fn ids(value: &Value) -> Vec<u32> {
     serde_json::from_value(value.clone()).unwrap()
-}
-
-fn mismatches<T: PartialEq + std::fmt::Debug>(
-    rows: &[Value],
-    f: impl Fn(&Value) -> (T, T),
-) -> Vec<String> {
-    rows.iter()
-        .filter_map(|row| {
-            let (want, got) = f(row);
-            (want != got).then(|| format!("{:?}\n  want {want:?}\n  got  {got:?}", row["text"]))
-        })
-        .collect()
 }
 
 #[test]
@@ -53,29 +42,12 @@ fn rut5_tokenizer_json_gives_transformers_ids() {
     let rows = rows();
     // transformers 5.x ids where they differ from the tokenizers library on the file.
     let expected = |r: &Value| ids(r.get("hf_ids").unwrap_or(&r["tokenizer_json_ids"]));
-    let bad = mismatches(&rows, |r| {
-        (
-            expected(r),
-            tok.encode(r["text"].as_str().unwrap()).unwrap(),
-        )
-    });
-    assert!(
-        bad.is_empty(),
-        "{} rows differ:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
-    let bad = mismatches(&rows, |r| {
-        (
-            r["hf_decode"].as_str().unwrap().to_string(),
-            tok.decode(&expected(r)).unwrap(),
-        )
-    });
-    assert!(
-        bad.is_empty(),
-        "{} decodes differ:\n{}",
-        bad.len(),
-        bad.join("\n")
+    check_rows(&rows, "ids", expected, |text, _| tok.encode(text).unwrap());
+    check_rows(
+        &rows,
+        "decodes",
+        |r| r["hf_decode"].as_str().unwrap().to_string(),
+        |_, r| tok.decode(&expected(r)).unwrap(),
     );
 }
 
@@ -88,29 +60,17 @@ fn rut5_spiece_model_alone_gives_sentencepiece_ids() {
     std::fs::copy(spiece, dir.path().join("spiece.model")).unwrap();
     let tok = Seq2SeqTokenizer::from_dir(dir.path()).unwrap();
     let rows = rows();
-    let bad = mismatches(&rows, |r| {
-        (
-            ids(&r["spm_ids"]),
-            tok.encode(r["text"].as_str().unwrap()).unwrap(),
-        )
-    });
-    assert!(
-        bad.is_empty(),
-        "{} rows differ:\n{}",
-        bad.len(),
-        bad.join("\n")
+    check_rows(
+        &rows,
+        "ids",
+        |r| ids(&r["spm_ids"]),
+        |text, _| tok.encode(text).unwrap(),
     );
-    let bad = mismatches(&rows, |r| {
-        (
-            r["spm_decode"].as_str().unwrap().to_string(),
-            tok.decode(&ids(&r["spm_ids"])).unwrap(),
-        )
-    });
-    assert!(
-        bad.is_empty(),
-        "{} decodes differ:\n{}",
-        bad.len(),
-        bad.join("\n")
+    check_rows(
+        &rows,
+        "decodes",
+        |r| r["spm_decode"].as_str().unwrap().to_string(),
+        |_, r| tok.decode(&ids(&r["spm_ids"])).unwrap(),
     );
     // The two files disagree on characters outside the old tokenizer.json's vocabulary.
     let differ = rows

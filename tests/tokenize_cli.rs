@@ -1,20 +1,13 @@
 //! `mtsum tokenize` on fixture folders: ids per line (source and --target), --decode, a folder
 //! holding only config.json + tokenizer files, and errors that name the input line.
 
-use std::path::PathBuf;
+mod batch_support;
 
 use assert_cmd::Command;
+use batch_support::{repo_path, tokenizer_reference};
+use predicates::prelude::*;
 use predicates::str::contains;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn reference() -> Value {
-    let path = root().join("tests/fixtures/reference/tokenizers.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Reference rows whose text and decoded text fit on one line.
 fn one_line_rows(section: &Value, decoded: &str) -> Vec<Value> {
@@ -61,10 +54,10 @@ fn column(rows: &[Value], key: &str) -> Vec<String> {
 
 #[test]
 fn prints_source_and_target_ids_and_decodes_them() {
-    let reference = reference();
+    let reference = tokenizer_reference();
     let rows = one_line_rows(&reference["marian"], "decode_target");
     assert!(rows.len() > 300);
-    let dir = root().join("tests/fixtures/tokenizers/marian");
+    let dir = repo_path("tests/fixtures/tokenizers/marian");
     let dir = dir.to_str().unwrap();
     let texts = column(&rows, "text").join("\n") + "\n";
     assert_eq!(
@@ -84,10 +77,10 @@ fn prints_source_and_target_ids_and_decodes_them() {
 
 #[test]
 fn reads_input_files_and_works_with_only_config_and_tokenizer_files() {
-    let reference = reference();
+    let reference = tokenizer_reference();
     let rows = one_line_rows(&reference["t5"], "hf_json_decode");
     let model = tempfile::tempdir().unwrap();
-    let fixture = root().join("tests/fixtures/tokenizers/t5_json");
+    let fixture = repo_path("tests/fixtures/tokenizers/t5_json");
     for name in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(fixture.join(name), model.path().join(name)).unwrap();
     }
@@ -113,7 +106,7 @@ fn reads_input_files_and_works_with_only_config_and_tokenizer_files() {
 
 #[test]
 fn a_bad_id_line_is_named_by_file_and_line() {
-    let dir = root().join("tests/fixtures/tokenizers/t5_spiece");
+    let dir = repo_path("tests/fixtures/tokenizers/t5_spiece");
     mtsum()
         .args(["tokenize", "--decode", "--model"])
         .arg(&dir)
@@ -133,4 +126,41 @@ fn a_folder_without_tokenizer_files_is_an_error() {
         .assert()
         .code(2)
         .stderr(contains("no tokenizer files"));
+}
+
+#[test]
+fn inputs_are_read_as_segment_and_generate_read_them() {
+    // "-" is stdin, a byte-order mark is no text, and a file not in UTF-8 is named with a way out.
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, bom, cp1251) = (
+        dir.path().join("plain.txt"),
+        dir.path().join("bom.txt"),
+        dir.path().join("cp1251.txt"),
+    );
+    std::fs::write(&plain, "Полиция\n").unwrap();
+    std::fs::write(&bom, "\u{feff}Полиция\n").unwrap();
+    std::fs::write(&cp1251, b"\xcf\xee\xeb\xe8\xf6\xe8\xff\n").unwrap();
+    let model = repo_path("tests/fixtures/tokenizers/marian");
+    let ids = |input: &std::path::Path| {
+        let output = mtsum()
+            .args(["tokenize", "--model"])
+            .arg(&model)
+            .arg(input)
+            .arg("-")
+            .write_stdin("Полиция\n")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let plain_ids = ids(&plain);
+    assert_eq!(plain_ids.lines().count(), 2, "{plain_ids}");
+    assert_eq!(ids(&bom), plain_ids);
+    mtsum()
+        .args(["tokenize", "--model"])
+        .arg(&model)
+        .arg(&cp1251)
+        .assert()
+        .code(2)
+        .stderr(contains("cp1251.txt: not UTF-8").and(contains("iconv")));
 }

@@ -1,59 +1,24 @@
 //! Every line of `tests/fixtures/corpus/tokenizer_cases.json` through our tokenizers gives the
 //! ids and the decoded text that transformers / sentencepiece gave (reference/tokenizers.json).
 
-use std::path::{Path, PathBuf};
+mod batch_support;
 
+use std::path::Path;
+
+use batch_support::{check_rows, repo_path, tokenizer_reference};
 use mtsum::tokenize::{Seq2SeqTokenizer, Side};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn reference() -> Value {
-    let path = root().join("tests/fixtures/reference/tokenizers.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn ids(value: &Value) -> Vec<u32> {
     serde_json::from_value(value.clone()).unwrap()
 }
 
 fn load(dir: &str) -> Seq2SeqTokenizer {
-    Seq2SeqTokenizer::from_dir(&root().join(dir)).unwrap()
-}
-
-/// Compares one field over all rows and reports every mismatching row (not just the first).
-fn check_rows<T: PartialEq + std::fmt::Debug>(
-    rows: &[Value],
-    what: &str,
-    expected: impl Fn(&Value) -> T,
-    actual: impl Fn(&str, &Value) -> T,
-) {
-    let mut failures = Vec::new();
-    for row in rows {
-        let text = row["text"].as_str().unwrap();
-        let (want, got) = (expected(row), actual(text, row));
-        if want != got {
-            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what}: {} of {} rows differ:\n{}",
-        failures.len(),
-        rows.len(),
-        failures
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    Seq2SeqTokenizer::from_dir(&repo_path(dir)).unwrap()
 }
 
 fn marian_case(key: &str) {
-    let reference = reference();
+    let reference = tokenizer_reference();
     let section = &reference[key];
     let tok = load(section["dir"].as_str().unwrap());
     let rows = section["rows"].as_array().unwrap();
@@ -117,7 +82,7 @@ fn marian_separate_vocabs_match_transformers() {
 
 #[test]
 fn t5_spiece_model_matches_sentencepiece() {
-    let reference = reference();
+    let reference = tokenizer_reference();
     let t5 = &reference["t5"];
     let tok = load(t5["spiece_dir"].as_str().unwrap());
     let rows = t5["rows"].as_array().unwrap();
@@ -141,7 +106,7 @@ fn t5_spiece_model_matches_sentencepiece() {
 
 #[test]
 fn t5_tokenizer_json_matches_transformers() {
-    let reference = reference();
+    let reference = tokenizer_reference();
     let t5 = &reference["t5"];
     let tok = load(t5["json_dir"].as_str().unwrap());
     let rows = t5["rows"].as_array().unwrap();
@@ -179,7 +144,7 @@ fn a_folder_without_tokenizer_files_is_named_in_the_error() {
 #[test]
 fn a_corrupt_spm_is_named_with_the_byte_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = root().join("tests/fixtures/tokenizers/marian");
+    let fixture = repo_path("tests/fixtures/tokenizers/marian");
     for name in ["target.spm", "vocab.json"] {
         std::fs::copy(fixture.join(name), dir.path().join(name)).unwrap();
     }

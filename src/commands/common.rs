@@ -1,21 +1,22 @@
-//! What `run`, `translate` and `summarize` share: turning the global flags into models and
-//! generation settings, reading inputs, and reporting outcomes.
+//! What the subcommands share: turning the global flags into models and generation settings,
+//! reading inputs (releases for `run`, `translate` and `summarize`; UTF-8 text for `segment`,
+//! `tokenize` and `generate`), and reporting outcomes.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{GenerationOverrides, TextGenerator};
-use crate::hub::{self, HubOptions, ResolvedModel};
+use crate::generate::{runner, GenerationOverrides, TextGenerator};
+use crate::hub::{self, HubOptions};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
 use crate::pipeline::{Pipeline, SummaryOptions};
 use crate::progress::{chain, Finished, Observer};
 use crate::summary::{SummaryLength, SummarySide};
-use crate::Result;
+use crate::{Error, Result};
 
 /// The translator used when `--translator` is not given (a preset in `models/`).
 pub const DEFAULT_TRANSLATOR: &str = "opus-mt-ru-en";
@@ -44,7 +45,8 @@ impl Models {
         let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
             let resolved = hub::resolve(spec, &hub_options)?;
-            load_generator(&resolved, &device, dtype, global.batch_tokens)
+            let runner = runner::load(&resolved, &device, dtype, global.batch_tokens)?;
+            Ok(Box::new(runner))
         };
         let translator = match translator {
             true => Some(load(global.translator.as_ref(), DEFAULT_TRANSLATOR)?),
@@ -67,18 +69,6 @@ impl Models {
     pub fn summarizer(&self) -> Option<&dyn TextGenerator> {
         self.summarizer.as_deref()
     }
-}
-
-/// Loads a resolved model for generation on `device` in `dtype`: tokenizer, weights and
-/// generation config behind `TextGenerator`.
-fn load_generator(
-    resolved: &ResolvedModel,
-    device: &Device,
-    dtype: DType,
-    batch_tokens: Option<usize>,
-) -> Result<Box<dyn TextGenerator>> {
-    let runner = crate::generate::runner::load(resolved, device, dtype, batch_tokens)?;
-    Ok(Box::new(runner))
 }
 
 /// How summaries are made; shared by `run` and `summarize`.
@@ -158,6 +148,48 @@ pub fn read_options(label: Option<&str>) -> Result<ReadOptions> {
 /// Inputs named on the command line; a missing path is fatal (exit 2).
 pub fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     Ok(read::expand(paths)?)
+}
+
+/// The named inputs and their text, stdin for `-` or when none is named: UTF-8, with or
+/// without a byte-order mark. The line-oriented commands read text as given; only the release
+/// readers guess encodings.
+pub fn read_utf8_inputs(paths: &[PathBuf]) -> Result<Vec<(Input, String)>> {
+    let stdin = [PathBuf::from("-")];
+    let paths = if paths.is_empty() { &stdin[..] } else { paths };
+    paths
+        .iter()
+        .map(|path| match path.as_os_str() == "-" {
+            true => Input::Stdin,
+            false => Input::File(path.clone()),
+        })
+        .map(|input| read_utf8(&input).map(|text| (input, text)))
+        .collect()
+}
+
+/// How a line-oriented command names an input in messages: the path, or `<stdin>`.
+pub fn input_name(input: &Input) -> String {
+    match input {
+        Input::File(path) => path.display().to_string(),
+        Input::Stdin => "<stdin>".to_string(),
+    }
+}
+
+fn read_utf8(input: &Input) -> Result<String> {
+    let mut bytes = Vec::new();
+    let read = match input {
+        Input::Stdin => std::io::stdin().lock().read_to_end(&mut bytes),
+        Input::File(path) => std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)),
+    };
+    read.map_err(|err| Error::io(input_name(input), err))?;
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    String::from_utf8(bytes.to_vec()).map_err(|err| {
+        Error::Input(crate::io::InputError::Other(format!(
+            "{}: not UTF-8 (invalid byte at offset {}); convert it first, e.g. \
+             `iconv -f WINDOWS-1251 -t UTF-8`, or use `mtsum run`, which detects encodings",
+            input_name(input),
+            err.utf8_error().valid_up_to()
+        )))
+    })
 }
 
 /// Every input line, in order, for `--lines` modes: one item per line, so the output can

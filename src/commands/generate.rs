@@ -3,13 +3,14 @@
 //! output line per input line. No segmentation, no task prefix, no guard: the surface on which
 //! parity with transformers' `generate()` is checked.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
+use crate::commands::common::read_utf8_inputs;
 use crate::generate::{runner, GenerationOverrides};
 use crate::{Error, Result};
 
@@ -61,7 +62,10 @@ impl GenerateArgs {
 }
 
 pub fn execute(args: GenerateArgs, global: &GlobalArgs) -> Result<Outcome> {
-    let lines = read_lines(&args.inputs)?;
+    let lines: Vec<String> = read_utf8_inputs(&args.inputs)?
+        .iter()
+        .flat_map(|(_, text)| text.lines().map(str::to_string))
+        .collect();
     let runner = runner::open(&args.model, global)?;
     let settings = runner.resolve(&args.overrides(global))?;
     let started = Instant::now();
@@ -97,27 +101,4 @@ pub fn execute(args: GenerateArgs, global: &GlobalArgs) -> Result<Outcome> {
 /// Decoded text can hold newlines; one output line per input keeps the lines aligned.
 fn one_line(text: &str) -> String {
     text.split(['\n', '\r']).collect::<Vec<_>>().join(" ")
-}
-
-/// The lines of every input file in order, or of stdin when there are none.
-fn read_lines(inputs: &[PathBuf]) -> Result<Vec<String>> {
-    let stdin = [PathBuf::from("-")];
-    let inputs = if inputs.is_empty() {
-        &stdin[..]
-    } else {
-        inputs
-    };
-    let mut lines = Vec::new();
-    for path in inputs {
-        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            Box::new(std::io::BufReader::new(file))
-        };
-        for line in reader.lines() {
-            lines.push(line.map_err(|e| Error::io(path, e))?);
-        }
-    }
-    Ok(lines)
 }

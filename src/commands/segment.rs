@@ -2,13 +2,14 @@
 //! their input and we can measure the segmenter (`--format jsonl`, see
 //! scripts/razdel_compare.py).
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
 use crate::cli::{GlobalArgs, Outcome};
-use crate::io::InputError;
+use crate::commands::common::read_utf8_inputs;
+use crate::io::{read, Input};
 use crate::text::{self, Block, BlockKind};
 use crate::{Error, Result};
 
@@ -41,17 +42,11 @@ pub enum SegmentFormat {
 }
 
 pub fn execute(args: SegmentArgs, _global: &GlobalArgs) -> Result<Outcome> {
-    let inputs = if args.inputs.is_empty() {
-        vec![PathBuf::from("-")]
-    } else {
-        args.inputs
-    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut first = true;
-    for input in &inputs {
-        let doc = read_utf8(input)?;
+    for (input, doc) in read_utf8_inputs(&args.inputs)? {
         let written = match args.format {
-            SegmentFormat::Text => write_blocks(&mut out, &blocks_of(input, &doc), &mut first),
+            SegmentFormat::Text => write_blocks(&mut out, &blocks_of(&input, &doc), &mut first),
             SegmentFormat::Jsonl => write_jsonl(&mut out, &doc),
         };
         if let Err(err) = written.and_then(|()| out.flush()) {
@@ -70,57 +65,16 @@ fn quiet_on_broken_pipe(err: std::io::Error) -> Result<Outcome> {
     }
 }
 
-/// The whole input as text: UTF-8, with or without a BOM.
-fn read_utf8(input: &Path) -> Result<String> {
-    let mut bytes = Vec::new();
-    let read = if input.as_os_str() == "-" {
-        std::io::stdin().lock().read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(input).and_then(|mut f| f.read_to_end(&mut bytes))
-    };
-    read.map_err(|err| Error::io(display_name(input), err))?;
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
-    String::from_utf8(bytes.to_vec()).map_err(|err| {
-        let offset = err.utf8_error().valid_up_to();
-        Error::Input(InputError::Other(format!(
-            "{}: not UTF-8 (invalid byte at offset {offset}); convert it first, e.g. \
-             `iconv -f WINDOWS-1251 -t UTF-8`, or use `mtsum run`, which detects encodings",
-            display_name(input).display()
-        )))
-    })
-}
-
-fn display_name(input: &Path) -> PathBuf {
-    if input.as_os_str() == "-" {
-        PathBuf::from("<stdin>")
-    } else {
-        input.to_path_buf()
-    }
-}
-
-fn blocks_of(input: &Path, doc: &str) -> Vec<Block> {
-    if is_html(input, doc) {
-        text::html_blocks(doc)
-    } else {
-        text::paragraphs(doc)
-    }
-}
-
-/// HTML by extension, or by its first tag when read from stdin or an unknown extension.
-fn is_html(input: &Path, doc: &str) -> bool {
-    let by_extension = input
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    match by_extension.as_deref() {
-        Some("html" | "htm" | "xhtml") => true,
-        Some("txt" | "md" | "markdown") => false,
-        _ => {
-            let head: String = doc.trim_start().chars().take(15).collect();
-            let head = head.to_ascii_lowercase();
-            head.starts_with("<!doctype html") || head.starts_with("<html")
-        }
-    }
+/// The blocks `mtsum run` would translate: the format by extension or content, HTML and
+/// Markdown through their parsers, and the title as the first heading.
+fn blocks_of(input: &Input, doc: &str) -> Vec<Block> {
+    let body = read::body_of(read::format_of(input, doc), doc);
+    let title = body.title.map(|text| Block {
+        kind: BlockKind::Heading,
+        marker: None,
+        text,
+    });
+    title.into_iter().chain(body.blocks).collect()
 }
 
 /// Sentences one per line; a list item's marker stays in front of its first sentence.

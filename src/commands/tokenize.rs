@@ -3,12 +3,13 @@
 //! works on a folder holding just config.json and the tokenizer; this is how users debug a model
 //! and how we check parity with transformers.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
+use crate::commands::common::{input_name, read_utf8_inputs};
 use crate::hub::{self, HubOptions};
 use crate::tokenize::Seq2SeqTokenizer;
 use crate::{Error, Result};
@@ -35,7 +36,7 @@ pub struct TokenizeArgs {
     /// Read one JSON array of ids per line and print its text (special tokens skipped).
     #[arg(long)]
     pub decode: bool,
-    /// Input files, one text (or id array) per line; standard input when none is given.
+    /// Input files, one text (or id array) per line ("-" for stdin; stdin when none is given).
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 }
@@ -50,10 +51,10 @@ pub fn execute(args: TokenizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let tokenizer = Seq2SeqTokenizer::from_dir(&model.dir)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    for (name, text) in read_inputs(&args.inputs)? {
+    for (input, text) in read_utf8_inputs(&args.inputs)? {
         for (number, line) in text.lines().enumerate() {
             let written = render(&tokenizer, &args, line)
-                .map_err(|e| Error::Usage(format!("{name}:{}: {e}", number + 1)))?;
+                .map_err(|e| Error::Usage(format!("{}:{}: {e}", input_name(&input), number + 1)))?;
             writeln!(out, "{written}").map_err(|e| Error::io("<stdout>", e))?;
         }
     }
@@ -76,22 +77,4 @@ fn render(tokenizer: &Seq2SeqTokenizer, args: &TokenizeArgs, line: &str) -> Resu
         false => tokenizer.encode(line)?,
     };
     Ok(serde_json::to_string(&ids).expect("a list of integers serializes"))
-}
-
-/// The named input files (or standard input) as (name for messages, UTF-8 text).
-fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>> {
-    if paths.is_empty() {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io("<stdin>", e))?;
-        return Ok(vec![("<stdin>".to_string(), text)]);
-    }
-    paths
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            Ok((path.display().to_string(), text))
-        })
-        .collect()
 }

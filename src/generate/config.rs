@@ -205,7 +205,13 @@ impl GenerationConfig {
         }
         let num_beams = overrides.num_beams.or(self.num_beams).unwrap_or(1);
         if num_beams == 0 {
-            return Err(Error::Usage("--beams must be at least 1".into()));
+            return Err(Error::Usage(match overrides.num_beams {
+                Some(_) => "--beams must be at least 1".into(),
+                None => format!(
+                    "{}: `num_beams` is 0; it must be at least 1 (fix the file or pass --beams N)",
+                    self.source
+                ),
+            }));
         }
         Ok(Settings {
             num_beams,
@@ -497,5 +503,25 @@ mod tests {
         let cfg = GenerationConfig::from_json(&json!({"max_length": 1}), "t").unwrap();
         let err = cfg.resolve(&GenerationOverrides::default(), &special(), None);
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn zero_beams_name_the_flag_or_the_file_that_asked_for_them() {
+        let cfg = GenerationConfig::from_json(&json!({"num_beams": 0}), "gen.json").unwrap();
+        let err = |overrides: &GenerationOverrides| {
+            cfg.resolve(overrides, &special(), None)
+                .unwrap_err()
+                .to_string()
+        };
+        let from_file = err(&GenerationOverrides::default());
+        assert!(
+            from_file.starts_with("gen.json: `num_beams` is 0"),
+            "{from_file}"
+        );
+        let from_flag = err(&GenerationOverrides {
+            num_beams: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(from_flag, "--beams must be at least 1");
     }
 }

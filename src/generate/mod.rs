@@ -1,7 +1,5 @@
 //! The generation engine, written once over the `Seq2Seq` trait: greedy and beam search with
 //! the semantics of transformers' `generate()`, and the length-sorted batch scheduler.
-//!
-//! Owner: engine issue (#5).
 
 pub mod config;
 pub mod logits;

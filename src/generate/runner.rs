@@ -256,7 +256,9 @@ fn preset_defaults(preset: &crate::hub::Preset) -> GenerationConfig {
 }
 
 /// Resolves `spec` (hub id[@revision], preset or folder) and loads its runner on the device and
-/// dtype the global flags choose. This is how the pipeline gets its translator and summarizer.
+/// dtype the global flags choose: the one model of `generate` and `bench`. (The pipeline's
+/// commands load translator and summarizer with `commands::common::Models`, which opens the
+/// device once for both.)
 pub fn open(
     spec: &str,
     global: &crate::cli::GlobalArgs,

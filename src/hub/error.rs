@@ -35,7 +35,7 @@ pub enum HubError {
         token_file: PathBuf,
     },
 
-    #[error("file `{file}` is missing from `{repo}` at {revision}")]
+    #[error("file `{file}` is missing from `{repo}` at {revision}; check that it is a model repository of a family mtsum runs, or name another revision")]
     FileMissing {
         repo: String,
         revision: String,
@@ -78,7 +78,7 @@ pub enum HubError {
     },
 
     #[error(
-        "`{repo}` at {commit} has no files mtsum can use; missing: {}",
+        "`{repo}` at {commit} has no files mtsum can use; missing: {}; choose a repository or revision that has them",
         missing.join(", ")
     )]
     Incomplete {

@@ -76,11 +76,6 @@ impl HubOptions {
     pub fn cache_dir(&self) -> PathBuf {
         HubConfig::new(self).cache_dir
     }
-
-    /// Whether no network call may be made (the flag or `HF_HUB_OFFLINE`).
-    pub fn is_offline(&self) -> bool {
-        HubConfig::new(self).offline
-    }
 }
 
 /// A model whose files are on local disk.

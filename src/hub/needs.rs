@@ -179,33 +179,10 @@ pub(crate) fn describe_all(family: Option<Family>, weights: bool) -> Vec<String>
 /// The shard files a `model.safetensors.index.json` names, sorted and without repeats.
 pub(crate) fn shards(index: &Path) -> Result<Vec<String>, HubError> {
     let text = std::fs::read_to_string(index).map_err(|e| HubError::io(index, e))?;
-    let bad = |message: String| HubError::BadFile {
+    crate::models::weights::shard_names(&text).map_err(|message| HubError::BadFile {
         path: index.into(),
         message,
-    };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let map = value
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| bad("no `weight_map` object".into()))?;
-    let mut files = map
-        .values()
-        .map(|v| {
-            v.as_str()
-                .filter(|f| is_plain_file_name(f))
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("bad shard name {v}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    files.sort();
-    files.dedup();
-    Ok(files)
-}
-
-/// A shard must live beside its index: no folders, no `..`.
-fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['/', '\\']) && name != ".." && name != "."
+    })
 }
 
 #[cfg(test)]

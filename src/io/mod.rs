@@ -1,7 +1,5 @@
 //! Readers (txt, md, html, jsonl, stdin; encoding detection) and writers (md, json, digest,
 //! report).
-//!
-//! Owner: batch shell issue (#2).
 
 use std::path::PathBuf;
 

@@ -130,16 +130,21 @@ pub fn read_input(input: &Input, options: ReadOptions) -> Vec<ReadItem> {
     if format == Format::Jsonl {
         return jsonl::read(input, &decoded);
     }
-    let body = match format {
-        Format::Markdown => text_blocks::markdown(&decoded.text),
-        Format::Html => text_blocks::html(&decoded.text),
-        _ => text_blocks::plain(&decoded.text),
-    };
+    let body = body_of(format, &decoded.text);
     if body.blocks.is_empty() {
         return vec![Err(ReadFailure::new(input, None, InputError::NoText))];
     }
     let source = source_info(input, None, format, sha256_hex(&bytes), &decoded);
     vec![Ok(release(stem_id(input), body, source))]
+}
+
+/// The title and blocks of a text in `format` (JSONL lines are read as plain text here).
+pub fn body_of(format: Format, text: &str) -> Body {
+    match format {
+        Format::Markdown => text_blocks::markdown(text),
+        Format::Html => text_blocks::html(text),
+        Format::Text | Format::Jsonl => text_blocks::plain(text),
+    }
 }
 
 /// The decoded text of one input (for line-oriented commands), with its encoding.
@@ -169,7 +174,7 @@ fn read_bytes(input: &Input) -> Result<Vec<u8>, InputError> {
 }
 
 /// By extension; for stdin and unknown extensions, by content.
-fn format_of(input: &Input, text: &str) -> Format {
+pub fn format_of(input: &Input, text: &str) -> Format {
     let ext = match input {
         Input::File(path) => path.extension().map(|e| e.to_string_lossy().to_lowercase()),
         Input::Stdin => None,

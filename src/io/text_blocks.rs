@@ -137,6 +137,12 @@ fn title_from_first_h1(mut blocks: Vec<Block>) -> Body {
         }
         _ => None,
     };
+    titled(title, blocks)
+}
+
+/// The body of `blocks` under `title`, with the level-1 heading marks (`#`, set while parsing
+/// to find the title) cleared.
+fn titled(title: Option<String>, mut blocks: Vec<Block>) -> Body {
     for block in blocks.iter_mut().filter(|b| b.kind == BlockKind::Heading) {
         block.marker = None;
     }
@@ -159,10 +165,7 @@ pub fn html(text: &str) -> Body {
         Some(i) => Some(blocks.remove(i).text),
         None => document_title(&document),
     };
-    for block in blocks.iter_mut().filter(|b| b.kind == BlockKind::Heading) {
-        block.marker = None;
-    }
-    Body { title, blocks }
+    titled(title, blocks)
 }
 
 fn document_title(document: &Html) -> Option<String> {

@@ -1,8 +1,6 @@
 //! Model families (one module each, following Hugging Face weight names), chosen from
 //! config.json's `model_type`: `marian` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
 //! the engine's [`Seq2Seq`] trait through [`AnyModel`]; [`load`] is the entry point.
-//!
-//! Owner: engine issue (#5).
 
 pub mod common;
 pub mod config;
@@ -36,9 +34,9 @@ pub enum ModelError {
     },
     #[error("{file}: model_type `{model_type}` is not supported (supported: marian, bart, mbart, t5, mt5)")]
     UnsupportedModelType { file: PathBuf, model_type: String },
-    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin)")]
+    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin); point to the model's folder, or fetch the model with `mtsum models fetch`")]
     NoWeights { dir: PathBuf },
-    #[error("{file}: cannot read weights: {source}")]
+    #[error("{file}: cannot read weights: {source}; if the file is cut short or damaged, download it again (`mtsum models verify --repair` for a cached hub model)")]
     WeightFile {
         file: PathBuf,
         #[source]

@@ -32,38 +32,32 @@ impl Weights {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let pickle = dir.join("pytorch_model.bin");
+        let safetensors = |shards: &[PathBuf]| -> Result<VarBuilder<'static>, ModelError> {
+            let files = SafetensorsFiles::open(shards)?;
+            Ok(VarBuilder::from_backend(
+                Box::new(files),
+                dtype,
+                device.clone(),
+            ))
+        };
         let (file, vb) = if single.is_file() {
-            let files = SafetensorsFiles::open(std::slice::from_ref(&single))?;
-            (
-                single,
-                Ok(VarBuilder::from_backend(
-                    Box::new(files),
-                    dtype,
-                    device.clone(),
-                )),
-            )
+            (single.clone(), safetensors(&[single])?)
         } else if index.is_file() {
-            let files = SafetensorsFiles::open(&shard_files(&index)?)?;
-            (
-                index,
-                Ok(VarBuilder::from_backend(
-                    Box::new(files),
-                    dtype,
-                    device.clone(),
-                )),
-            )
+            let vb = safetensors(&shard_files(&index)?)?;
+            (index, vb)
         } else if pickle.is_file() {
-            let vb = VarBuilder::from_pth(&pickle, dtype, device);
+            let vb = VarBuilder::from_pth(&pickle, dtype, device).map_err(|source| {
+                ModelError::WeightFile {
+                    file: pickle.clone(),
+                    source,
+                }
+            })?;
             (pickle, vb)
         } else {
             return Err(ModelError::NoWeights {
                 dir: dir.to_path_buf(),
             });
         };
-        let vb = vb.map_err(|source| ModelError::WeightFile {
-            file: file.clone(),
-            source,
-        })?;
         Ok(Self { vb, file })
     }
 
@@ -132,28 +126,14 @@ impl Weights {
 
 /// The shard files named by a model.safetensors.index.json, in a stable order.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let bad = |problem: String| ModelError::BadConfig {
-        file: index.to_path_buf(),
-        field: "weight_map".into(),
-        problem,
-    };
     let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
         path: index.to_path_buf(),
         source,
     })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| bad("missing or not an object".into()))?;
-    let names = map
-        .values()
-        .map(|v| {
-            v.as_str()
-                .ok_or_else(|| bad(format!("expected file names, found {v}")))
-        })
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let names = shard_names(&text).map_err(|problem| ModelError::WeightFile {
+        file: index.to_path_buf(),
+        source: candle_core::Error::msg(problem),
+    })?;
     let dir = index.parent().unwrap_or(Path::new("."));
     names
         .into_iter()
@@ -172,6 +152,32 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
             }
         })
         .collect()
+}
+
+/// The shard file names of a model.safetensors.index.json's `weight_map`, sorted and without
+/// repeats (the hub fetches them, the loader opens them). Each must be a plain file name beside
+/// the index: no folders, no `..`. `Err` says what is wrong with the text.
+pub(crate) fn shard_names(index_json: &str) -> Result<Vec<String>, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(index_json).map_err(|e| format!("not valid JSON: {e}"))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or("no `weight_map` object")?;
+    let names = map
+        .values()
+        .map(|v| {
+            v.as_str()
+                .filter(|name| is_plain_file_name(name))
+                .map(str::to_string)
+                .ok_or_else(|| format!("`weight_map` names {v}, not a file beside the index"))
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok(names.into_iter().collect())
+}
+
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && name != ".." && name != "."
 }
 
 /// Where one tensor lies in a safetensors file.
@@ -430,5 +436,22 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("model-00001-of-00002.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn a_shard_outside_the_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        saved(dir.path());
+        let outside = dir.path().join("model.safetensors");
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        let index = r#"{"weight_map": {"a": "../model.safetensors"}}"#;
+        std::fs::write(model.join("model.safetensors.index.json"), index).unwrap();
+        assert!(outside.is_file());
+        let err = Weights::open(&model, DType::F32, &Device::Cpu)
+            .err()
+            .expect("a shard outside the model folder is not opened")
+            .to_string();
+        assert!(err.contains("not a file beside the index"), "{err}");
     }
 }

@@ -99,6 +99,19 @@ pub struct Throughput {
     pub tokens_per_second: f64,
 }
 
+impl Counts {
+    /// The counts of the report's entries (`--dry-run`'s checked ones count only in `total`).
+    fn of(entries: &[ReportEntry]) -> Counts {
+        let count = |status| entries.iter().filter(|e| e.status == status).count();
+        Counts {
+            total: entries.len(),
+            processed: count(Status::Processed),
+            skipped: count(Status::Skipped),
+            failed: count(Status::Failed),
+        }
+    }
+}
+
 impl Report {
     /// 0 when everything was processed or skipped, 1 when some releases failed.
     pub fn outcome(&self) -> Outcome {
@@ -232,16 +245,11 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
         }
     }
     observer.batch_finished();
-    let failed = failures.len();
     let report = Report {
         mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: iso_time(started_at),
         finished_at: iso_time(SystemTime::now()),
-        counts: Counts {
-            total: releases.len(),
-            failed,
-            ..Counts::default()
-        },
+        counts: Counts::of(&releases),
         releases,
         failures,
         timings: ReportTimings {
@@ -419,18 +427,11 @@ impl Batch<'_> {
     }
 
     fn report(self, started_at: SystemTime, started: Instant) -> Report {
-        let count = |status| self.entries.iter().filter(|e| e.status == status).count();
-        let counts = Counts {
-            total: self.entries.len(),
-            processed: count(Status::Processed),
-            skipped: count(Status::Skipped),
-            failed: count(Status::Failed),
-        };
         Report {
             mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: iso_time(started_at),
             finished_at: iso_time(SystemTime::now()),
-            counts,
+            counts: Counts::of(&self.entries),
             releases: self.entries,
             failures: self.failures,
             timings: ReportTimings {

@@ -1,4 +1,5 @@
-//! A document's blocks: headings, paragraphs and list items, from plain text, Markdown or HTML.
+//! A plain-text document's blocks: headings, paragraphs and list items (Markdown and HTML are
+//! parsed by `io::text_blocks`).
 
 use super::sentences::is_space;
 
@@ -193,107 +194,6 @@ fn starts_like_heading_follower(next: &str) -> bool {
     next.starts_with(|c: char| !c.is_lowercase())
 }
 
-/// The blocks of an HTML page: headings, paragraphs and list items in document order, leaving
-/// out what is not content (scripts, styles, navigation, page header and footer, forms).
-///
-/// Text outside `<p>` (in a `<div>`, a table cell) forms paragraphs of its own, and `<br>`
-/// breaks lines, which are then read with the plain-text rules of [`paragraphs`].
-pub fn html_blocks(html: &str) -> Vec<Block> {
-    let document = scraper::Html::parse_document(html);
-    let mut walker = HtmlWalker::default();
-    walker.visit(*document.root_element());
-    walker.flush(BlockKind::Paragraph);
-    walker.blocks
-}
-
-#[derive(Default)]
-struct HtmlWalker {
-    blocks: Vec<Block>,
-    pending: String,
-}
-
-const SKIPPED: &[&str] = &[
-    "script", "style", "nav", "header", "footer", "noscript", "template", "form", "button",
-    "select", "svg", "iframe", "head", "aside",
-];
-const BLOCK_LEVEL: &[&str] = &[
-    "p",
-    "div",
-    "section",
-    "article",
-    "main",
-    "blockquote",
-    "pre",
-    "td",
-    "th",
-    "tr",
-    "table",
-    "dd",
-    "dt",
-    "dl",
-    "figcaption",
-    "figure",
-    "ul",
-    "ol",
-    "body",
-    "address",
-];
-
-impl HtmlWalker {
-    fn visit(&mut self, node: ego_tree::NodeRef<'_, scraper::Node>) {
-        match node.value() {
-            scraper::Node::Text(text) => self.pending.push_str(text),
-            scraper::Node::Element(element) => {
-                let name = element.name();
-                if SKIPPED.contains(&name) {
-                    return;
-                }
-                let kind = match name {
-                    "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => Some(BlockKind::Heading),
-                    "li" => Some(BlockKind::ListItem),
-                    "br" => {
-                        self.pending.push('\n');
-                        None
-                    }
-                    _ if BLOCK_LEVEL.contains(&name) => Some(BlockKind::Paragraph),
-                    _ => None,
-                };
-                if kind.is_some() {
-                    self.flush(BlockKind::Paragraph);
-                }
-                for child in node.children() {
-                    self.visit(child);
-                }
-                if let Some(kind) = kind {
-                    self.flush(kind);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Turns the text gathered so far into blocks; `kind` overrides the plain-text guess for
-    /// headings and list items.
-    fn flush(&mut self, kind: BlockKind) {
-        let text = std::mem::take(&mut self.pending);
-        for mut block in paragraphs(&collapse_spaces_per_line(&text)) {
-            if kind != BlockKind::Paragraph {
-                block.kind = kind;
-            }
-            self.blocks.push(block);
-        }
-    }
-}
-
-/// Collapses the spaces of each line (HTML source wraps its text anywhere) and keeps the
-/// line breaks that came from `<br>`.
-fn collapse_spaces_per_line(text: &str) -> String {
-    text.split('\n')
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,24 +263,5 @@ mod tests {
         let blocks = paragraphs("МВД России и Интерпол\n\nТекст новости.");
         assert_eq!(blocks[0].kind, BlockKind::Heading);
         assert_eq!(blocks[1].kind, BlockKind::Paragraph);
-    }
-
-    #[test]
-    fn html_keeps_content_and_drops_the_page_furniture() {
-        let html = "<html><head><title>T</title><script>var x = 1;</script></head><body>\
-            <nav><a href='/'>Главная</a></nav><h1>Итоги  операции</h1>\
-            <p>Задержаны\n  трое. Изъято оружие.</p><ul><li>Москва</li><li>Тверь</li></ul>\
-            <div>Первая строка.<br>Вторая строка.</div><footer>© 2024</footer></body></html>";
-        assert_eq!(
-            kinds_and_texts(&html_blocks(html)),
-            vec![
-                (BlockKind::Heading, "Итоги операции"),
-                (BlockKind::Paragraph, "Задержаны трое. Изъято оружие."),
-                (BlockKind::ListItem, "Москва"),
-                (BlockKind::ListItem, "Тверь"),
-                (BlockKind::Paragraph, "Первая строка."),
-                (BlockKind::Paragraph, "Вторая строка."),
-            ]
-        );
     }
 }

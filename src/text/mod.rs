@@ -7,8 +7,8 @@
 //! are translated one by one and joined again.
 //!
 //! The steps, each usable on its own:
-//! - [`paragraphs`] (plain text, Markdown) and [`html_blocks`] (HTML): the document's
-//!   [`Block`]s, each a heading, a paragraph or a list item.
+//! - [`paragraphs`]: a plain-text document's [`Block`]s, each a heading, a paragraph or a list
+//!   item (Markdown and HTML are parsed by `io::text_blocks`, which uses it for plain text).
 //! - [`sentences`] / [`sentence_spans`]: the sentences of a paragraph, by rules for Russian
 //!   (initials, abbreviations, dates, section numbers, quotes, dialogue dashes).
 //! - [`normalize_for_model`]: the text as the model should see it (spaces, soft hyphens,
@@ -36,7 +36,7 @@ mod normalize;
 mod sentences;
 mod split;
 
-pub use blocks::{html_blocks, paragraphs, Block, BlockKind};
+pub use blocks::{paragraphs, Block, BlockKind};
 pub use normalize::normalize_for_model;
 pub use sentences::{sentence_spans, sentences};
 pub use split::{join_pieces, split_long, Piece};

@@ -10,12 +10,46 @@ use mtsum::io::{OutputDir, ReadItem, ReleaseOutput};
 use mtsum::pipeline::batch::{self, BatchOptions, Report};
 use mtsum::pipeline::{Pipeline, PipelineOptions};
 use mtsum::progress::Silent;
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 
 use standin::StandIn;
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A JSON file of the repo, parsed; a missing or broken file fails the test, named.
+pub fn read_json<T: DeserializeOwned>(rel: &str) -> T {
+    let path = repo_path(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What transformers gave for every fixture model (tests/fixtures/reference/models/*.json, made
+/// by tests/fixtures/make_fixtures.py), in file-name order. There must be some: a parity test
+/// over no model would prove nothing.
+pub fn model_references<T: DeserializeOwned>() -> Vec<T> {
+    let dir = "tests/fixtures/reference/models";
+    let names: Vec<String> = file_names(&repo_path(dir))
+        .into_iter()
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    assert!(!names.is_empty(), "no model references in {dir}");
+    names
+        .iter()
+        .map(|name| read_json(&format!("{dir}/{name}")))
+        .collect()
+}
+
+/// transformers' outputs for the fixture model `name` (tests/fixtures/models/<name>).
+pub fn model_reference(name: &str) -> Value {
+    read_json(&format!("tests/fixtures/reference/models/{name}.json"))
+}
+
+/// transformers' and sentencepiece's ids and decoded texts for the tokenizer fixtures.
+pub fn tokenizer_reference() -> Value {
+    read_json("tests/fixtures/reference/tokenizers.json")
 }
 
 pub fn samples() -> PathBuf {
@@ -61,7 +95,7 @@ pub fn read_output(out: &Path, file: &str) -> ReleaseOutput {
     serde_json::from_slice(&bytes).expect("json output parses")
 }
 
-pub fn read_report(out: &Path) -> serde_json::Value {
+pub fn read_report(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report exists"))
         .expect("report parses")
 }
@@ -74,6 +108,68 @@ pub fn file_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Compares one field over all reference rows (each with its `text`) and reports every
+/// mismatching row, not just the first.
+pub fn check_rows<T: PartialEq + std::fmt::Debug>(
+    rows: &[Value],
+    what: &str,
+    expected: impl Fn(&Value) -> T,
+    actual: impl Fn(&str, &Value) -> T,
+) {
+    let mut failures = Vec::new();
+    for row in rows {
+        let text = row["text"].as_str().unwrap();
+        let (want, got) = (expected(row), actual(text, row));
+        if want != got {
+            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {} rows differ:\n{}",
+        failures.len(),
+        rows.len(),
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The output names (file stems) of the releases in [`hostile_inputs`] that can be read: every
+/// one but the empty file, the PNG and the broken JSONL line.
+pub const HOSTILE_OUTPUTS: [&str; 8] = [
+    "c-cp1251",
+    "d-koi8",
+    "e-utf16",
+    "f-page",
+    "_.._etc_passwd",
+    "dup",
+    "dup-2",
+    "_CON",
+];
+
+/// The stdout of `cmd`, which must succeed (its stderr is the failure message otherwise).
+pub fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
+    let output = cmd.output().expect("the command runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// The stdout of `cmd`, which must succeed, one JSON value a line.
+pub fn json_lines(cmd: &mut assert_cmd::Command) -> Vec<Value> {
+    stdout_of(cmd)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
 }
 
 /// A folder of hostile inputs: empty file, PNG bytes, Windows-1251, KOI8-R, UTF-16, HTML with
