@@ -4,6 +4,8 @@
 //!
 //! Owner: engine issue (#5).
 
+#[cfg(feature = "openblas")]
+mod blas;
 pub mod common;
 pub mod config;
 pub mod linear;
