@@ -3,7 +3,7 @@
 //! The linear layers are most of a decoder step's work (the 512 x 62,518 output layer alone is
 //! 59% of opus-mt's arithmetic). On this project's 2-core AVX-512 machine, a 64-sentence decode
 //! takes about 30% less CPU time with OpenBLAS's AVX-512 sgemm than with candle's gemm crate
-//! (greedy 6.3 s instead of 9.5 s, beam 4 17.2 s instead of 25.5 s, both threads together).
+//! (greedy 6.5 s instead of 9.2 s, beam 4 17.7 s instead of 24.5 s, both threads together).
 //! OpenBLAS is declared here by hand, three functions, instead of through a crate: the system
 //! library (Debian: `libopenblas-dev`) is linked only when the feature is on, and every other
 //! product (attention, f16/bf16, other devices) stays on candle.
