@@ -32,6 +32,24 @@ impl Linear {
         self.inner.weight()
     }
 
+    /// The product through OpenBLAS, when `x` is f32 on the CPU.
+    #[cfg(feature = "openblas")]
+    fn blas(
+        &self,
+        x: &Tensor,
+        rows: usize,
+        inputs: usize,
+        leading: &[usize],
+    ) -> Result<Option<Tensor>> {
+        let x2 = x.reshape((rows, inputs))?;
+        let Some(y) = super::blas::linear(&x2, self.weight(), self.inner.bias())? else {
+            return Ok(None);
+        };
+        let mut out_dims = leading.to_vec();
+        out_dims.push(y.dim(1)?);
+        y.reshape(out_dims).map(Some)
+    }
+
     fn skinny(&self, x: &Tensor, rows: usize) -> bool {
         rows <= SKINNY_ROWS && x.device().is_cpu() && x.dtype() == DType::F32
     }
@@ -44,6 +62,10 @@ impl Module for Linear {
             return self.inner.forward(x);
         };
         let rows: usize = leading.iter().product();
+        #[cfg(feature = "openblas")]
+        if let Some(y) = self.blas(x, rows, inputs, leading)? {
+            return Ok(y);
+        }
         if !self.skinny(x, rows) {
             return self.inner.forward(x);
         }
