@@ -271,23 +271,14 @@ fn fast_exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::config::EarlyStopping;
 
+    /// The engine tests' settings, with this module's token ids (end 1, start and pad 0).
     fn settings() -> Settings {
         Settings {
-            num_beams: 1,
-            max_new_tokens: 10,
-            min_new_tokens: 0,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::False,
-            no_repeat_ngram_size: 0,
-            bad_words_ids: vec![],
-            forced_bos_token_id: None,
-            forced_eos_token_id: vec![],
-            renormalize_logits: false,
             eos_token_ids: vec![1],
             pad_token_id: 0,
             decoder_start_token_id: 0,
+            ..crate::generate::search::tests::settings(1, 10)
         }
     }
 
