@@ -537,7 +537,7 @@ impl DecoderCache {
 fn grouping(sources: &[u32]) -> Option<(Vec<u32>, usize)> {
     let first = *sources.first()?;
     let group = sources.iter().take_while(|&&s| s == first).count();
-    if sources.len() % group != 0 {
+    if !sources.len().is_multiple_of(group) {
         return None;
     }
     let kept: Vec<u32> = sources.iter().step_by(group).copied().collect();
@@ -561,7 +561,12 @@ impl OutputHead {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.linear.weight().dim(0).unwrap_or(0)
+        self.linear.out_features()
+    }
+
+    /// The layer itself (a tied embedding table shares its packed weight).
+    pub fn linear(&self) -> &Linear {
+        &self.linear
     }
 
     /// `hidden`: (rows, d_model).

@@ -1,57 +1,88 @@
-//! The linear layer `y = x Wᵀ + b`, with a faster operand order for decoder steps on the CPU.
+//! The linear layer `y = x Wᵀ + b` and the token-embedding table, on the fastest path the device
+//! offers.
 //!
-//! A decoder step multiplies a few rows (one per hypothesis) by large weight matrices. For such
-//! skinny products the gemm crate behind candle's CPU matmul is much faster when it computes
-//! `W xᵀ` (weight rows as the long side of the output) than `x Wᵀ`: measured on this project's
-//! 2-core machine, the 62,518-word output layer of opus-mt takes 5.3 ms instead of 19 ms for 8
-//! rows and 32 ms instead of 41 ms for 64 rows, transposition included; from 128 rows on the
-//! plain order wins. Each output is the same dot product either way. So with at most
-//! [`SKINNY_ROWS`] rows, f32 on the CPU, the product is taken as `(W xᵀ)ᵀ`; otherwise candle-nn's
-//! `Linear` runs as is.
+//! f32 on an x86-64 CPU with AVX2 or AVX-512: the weight is packed once at load time and every
+//! product runs through [`super::gemm`] (3x candle's matmul on the decoder's skinny products,
+//! see there). When the output layer is tied to the token embedding (Marian, BART, T5 v1.0), the
+//! embedding looks its rows up in the head's packed copy, so the largest matrix is held once.
+//!
+//! Elsewhere (other dtypes, GPUs, other CPUs) candle-nn's layers run, with one rearrangement:
+//! for skinny products (a decoder step's few rows) on the CPU, the gemm crate behind candle is
+//! much faster computing `W xᵀ` than `x Wᵀ` (measured: 5.3 ms instead of 19 ms for 8 rows of
+//! opus-mt's output layer, transposition included; from 128 rows on the plain order wins), so
+//! with at most [`SKINNY_ROWS`] rows the product is taken as `(W xᵀ)ᵀ`.
 
-use candle_core::{DType, Module, Result, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Module, Result, Storage, Tensor, TensorId};
 use rayon::prelude::*;
+
+use super::gemm::{Kernel, PackedMatrix};
 
 /// Most rows for which the transposed product is used (measured crossover: between 64 and 128).
 pub const SKINNY_ROWS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: candle_nn::Linear,
+    repr: Repr,
+}
+
+#[derive(Debug, Clone)]
+enum Repr {
+    Candle(candle_nn::Linear),
+    Packed {
+        weight: Arc<PackedMatrix>,
+        bias: Option<Arc<Vec<f32>>>,
+        /// The tensor the weight was packed from (to recognise a tied embedding).
+        source: TensorId,
+    },
 }
 
 impl Linear {
+    /// `weight` (out_features, in_features); packed when it is f32 on a CPU with a kernel.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            inner: candle_nn::Linear::new(weight, bias),
+        let repr = match Self::pack(&weight, bias.as_ref()) {
+            Ok(Some(repr)) => repr,
+            _ => Repr::Candle(candle_nn::Linear::new(weight, bias)),
+        };
+        Self { repr }
+    }
+
+    fn pack(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Repr>> {
+        let Some(kernel) = Kernel::detect() else {
+            return Ok(None);
+        };
+        let (rows, cols) = weight.dims2()?;
+        let Some(packed) = with_f32(weight, |w| PackedMatrix::pack(w, rows, cols, kernel))? else {
+            return Ok(None);
+        };
+        let bias = match bias {
+            None => None,
+            Some(b) => match with_f32(&b.flatten_all()?, <[f32]>::to_vec)? {
+                Some(b) if b.len() == rows => Some(Arc::new(b)),
+                _ => return Ok(None),
+            },
+        };
+        Ok(Some(Repr::Packed {
+            weight: Arc::new(packed),
+            bias,
+            source: weight.id(),
+        }))
+    }
+
+    pub fn out_features(&self) -> usize {
+        match &self.repr {
+            Repr::Candle(l) => l.weight().dim(0).unwrap_or(0),
+            Repr::Packed { weight, .. } => weight.rows(),
         }
     }
 
-    /// (out_features, in_features).
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
-    }
-
-    /// The product through OpenBLAS, when `x` is f32 on the CPU.
-    #[cfg(feature = "openblas")]
-    fn blas(
-        &self,
-        x: &Tensor,
-        rows: usize,
-        inputs: usize,
-        leading: &[usize],
-    ) -> Result<Option<Tensor>> {
-        let x2 = x.reshape((rows, inputs))?;
-        let Some(y) = super::blas::linear(&x2, self.weight(), self.inner.bias())? else {
-            return Ok(None);
-        };
-        let mut out_dims = leading.to_vec();
-        out_dims.push(y.dim(1)?);
-        y.reshape(out_dims).map(Some)
-    }
-
-    fn skinny(&self, x: &Tensor, rows: usize) -> bool {
-        rows <= SKINNY_ROWS && x.device().is_cpu() && x.dtype() == DType::F32
+    /// The packed weight, if this layer was packed from `tensor` itself.
+    fn packed_from(&self, tensor: &Tensor) -> Option<Arc<PackedMatrix>> {
+        match &self.repr {
+            Repr::Packed { weight, source, .. } if *source == tensor.id() => Some(weight.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -59,27 +90,103 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let Some((&inputs, leading)) = dims.split_last() else {
-            return self.inner.forward(x);
+            return match &self.repr {
+                Repr::Candle(l) => l.forward(x),
+                Repr::Packed { .. } => candle_core::bail!("a linear layer needs a vector input"),
+            };
         };
         let rows: usize = leading.iter().product();
-        #[cfg(feature = "openblas")]
-        if let Some(y) = self.blas(x, rows, inputs, leading)? {
-            return Ok(y);
-        }
-        if !self.skinny(x, rows) {
-            return self.inner.forward(x);
-        }
-        let x = x.reshape((rows, inputs))?;
-        let transposed = self.inner.weight().matmul(&x.t()?)?;
-        let y = transpose_f32(&transposed)?;
-        let y = match self.inner.bias() {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
         let mut out_dims = leading.to_vec();
-        out_dims.push(y.dim(1)?);
-        y.reshape(out_dims)
+        out_dims.push(self.out_features());
+        match &self.repr {
+            Repr::Packed { weight, bias, .. } => {
+                let x = x.contiguous()?;
+                let bias = bias.as_ref().map(|b| b.as_slice());
+                let Some(y) = with_f32(&x, |a| weight.matmul_t(a, rows, bias))? else {
+                    candle_core::bail!("a packed f32 layer got a {:?} input", x.dtype());
+                };
+                Tensor::from_vec(y, out_dims, x.device())
+            }
+            Repr::Candle(l) if skinny(x, rows) => {
+                let x = x.reshape((rows, inputs))?;
+                let y = transpose_f32(&l.weight().matmul(&x.t()?)?)?;
+                let y = match l.bias() {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                };
+                y.reshape(out_dims)
+            }
+            Repr::Candle(l) => l.forward(x),
+        }
     }
+}
+
+fn skinny(x: &Tensor, rows: usize) -> bool {
+    rows <= SKINNY_ROWS && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// A token-embedding table: rows looked up by id.
+#[derive(Debug, Clone)]
+pub enum TokenTable {
+    Plain(candle_nn::Embedding),
+    /// The packed copy held by a tied output layer.
+    Packed(Arc<PackedMatrix>),
+}
+
+impl TokenTable {
+    /// `table` (vocab, dim). When `head` was packed from this very tensor (tied weights), the
+    /// lookups read the head's copy and `table` itself can be dropped.
+    pub fn new(table: Tensor, head: &Linear) -> Result<Self> {
+        if let Some(packed) = head.packed_from(&table) {
+            return Ok(Self::Packed(packed));
+        }
+        let dim = table.dim(1)?;
+        Ok(Self::Plain(candle_nn::Embedding::new(table, dim)))
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Plain(e) => e.embeddings().dtype(),
+            Self::Packed(_) => DType::F32,
+        }
+    }
+
+    /// `ids` (any shape) -> (ids shape..., dim).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let table = match self {
+            Self::Plain(e) => return e.forward(ids),
+            Self::Packed(table) => table,
+        };
+        let dim = table.cols();
+        let flat = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut out = vec![0f32; flat.len() * dim];
+        for (&id, row) in flat.iter().zip(out.chunks_mut(dim.max(1))) {
+            if id as usize >= table.rows() {
+                candle_core::bail!(
+                    "token id {id} is outside the vocabulary of {}",
+                    table.rows()
+                );
+            }
+            table.copy_row(id as usize, row);
+        }
+        let mut dims = ids.dims().to_vec();
+        dims.push(dim);
+        Tensor::from_vec(out, dims, ids.device())
+    }
+}
+
+/// Runs `f` on the f32 values of a contiguous CPU tensor; `None` for any other tensor.
+fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<Option<T>> {
+    if t.dtype() != DType::F32 || !t.is_contiguous() {
+        return Ok(None);
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let start = layout.start_offset();
+    let all = cpu.as_slice::<f32>()?;
+    Ok(Some(f(&all[start..start + layout.shape().elem_count()])))
 }
 
 /// The transpose of a 2-D f32 CPU tensor, copied in cache-sized tiles on rayon's threads
@@ -122,20 +229,49 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn skinny_and_plain_products_agree() {
+    fn packed_skinny_and_plain_products_agree() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (37, 19), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, 37, &dev).unwrap();
-        let linear = Linear::new(w.clone(), Some(b.clone()));
+        let packed = Linear::new(w.clone(), Some(b.clone()));
+        let skinny = Linear {
+            repr: Repr::Candle(candle_nn::Linear::new(w.clone(), Some(b.clone()))),
+        };
         let plain = candle_nn::Linear::new(w, Some(b));
         for rows in [1, 5, SKINNY_ROWS, SKINNY_ROWS + 1] {
             let x = Tensor::randn(0f32, 1.0, (rows, 1, 19), &dev).unwrap();
-            let got = linear.forward(&x).unwrap();
             let want = plain.forward(&x).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "{rows} rows");
+            for linear in [&packed, &skinny] {
+                let got = linear.forward(&x).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "{rows} rows");
+            }
         }
+    }
+
+    #[test]
+    fn a_tied_table_reads_the_heads_packed_rows() {
+        let dev = Device::Cpu;
+        let table = Tensor::randn(0f32, 1.0, (70, 12), &dev).unwrap();
+        let head = Linear::new(table.clone(), None);
+        let tied = TokenTable::new(table.clone(), &head).unwrap();
+        if Kernel::detect().is_some() {
+            assert!(matches!(tied, TokenTable::Packed(_)));
+        }
+        let other = Linear::new(table.copy().unwrap(), None);
+        let plain = TokenTable::new(table, &other).unwrap();
+        assert!(matches!(plain, TokenTable::Plain(_)));
+        let ids = Tensor::new(&[[0u32, 31, 32], [69, 5, 0]], &dev).unwrap();
+        let got = tied.forward(&ids).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 12]);
+        let want = plain.forward(&ids).unwrap();
+        assert_eq!(
+            got.to_vec3::<f32>().unwrap(),
+            want.to_vec3::<f32>().unwrap()
+        );
+        let outside = Tensor::new(&[70u32], &dev).unwrap();
+        assert!(tied.forward(&outside).is_err());
     }
 
     #[test]

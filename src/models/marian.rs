@@ -11,13 +11,13 @@
 //! tied or own output head, final_logits_bias) comes from config.json and the weight file.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::Embedding;
 
 use super::common::{
     activation, check_length, padding_bias, AttentionNames, AttentionShape, CrossAttention,
     DecoderCache, FeedForward, Layer, Norm, OutputHead, SelfAttention, Stack,
 };
 use super::config::{ConfigFile, ModelConfig, ModelType};
+use super::linear::TokenTable;
 use super::weights::Weights;
 use super::{ModelError, Side};
 use crate::generate::SpecialTokens;
@@ -100,7 +100,7 @@ impl Positions {
 
 /// Token embedding, position embedding and (BART, mBART) layer norm of one side.
 struct Embedder {
-    tokens: Embedding,
+    tokens: TokenTable,
     scale: f64,
     positions: Positions,
     /// Positions the table covers (max_position_embeddings).
@@ -243,63 +243,67 @@ impl BartModel {
         };
         let enc_tokens = memo.get(&enc_names, vocab, d_model)?;
         let dec_tokens = memo.get(&dec_names, decoder_vocab, d_model)?;
+        // The output layer first: when it is tied, the embedding tables then share its packed
+        // copy and the unpacked matrix is freed before the layers load (lower peak memory).
+        drop(memo);
+        let head = if w.contains("lm_head.weight") || !cfg.bool("tie_word_embeddings")? {
+            w.get("lm_head.weight", (decoder_vocab, d_model))?
+        } else {
+            dec_tokens.clone()
+        };
+        let bias = w
+            .contains("final_logits_bias")
+            .then(|| w.get("final_logits_bias", (1, decoder_vocab)))
+            .transpose()?;
+        let head = OutputHead::new(head, bias);
 
         let scale = if cfg.bool("scale_embedding")? {
             (d_model as f64).sqrt()
         } else {
             1.0
         };
-        let embedder = |side: &str, tokens: Tensor| -> std::result::Result<Embedder, ModelError> {
-            let positions = if flavor.sinusoidal_positions {
-                Positions::sinusoidal(max_positions, d_model, w.dtype(), w.device())?
-            } else {
-                Positions::learned(
-                    w,
-                    &format!("{p}{side}.embed_positions.weight"),
-                    max_positions,
-                    d_model,
-                )?
-            };
-            let norm = flavor
-                .embedding_norm
-                .then(|| {
-                    Norm::layer(
+        let embedder =
+            |side: &str, tokens: TokenTable| -> std::result::Result<Embedder, ModelError> {
+                let positions = if flavor.sinusoidal_positions {
+                    Positions::sinusoidal(max_positions, d_model, w.dtype(), w.device())?
+                } else {
+                    Positions::learned(
                         w,
-                        &format!("{p}{side}.layernorm_embedding"),
+                        &format!("{p}{side}.embed_positions.weight"),
+                        max_positions,
                         d_model,
-                        LAYER_NORM_EPS,
-                    )
+                    )?
+                };
+                let norm = flavor
+                    .embedding_norm
+                    .then(|| {
+                        Norm::layer(
+                            w,
+                            &format!("{p}{side}.layernorm_embedding"),
+                            d_model,
+                            LAYER_NORM_EPS,
+                        )
+                    })
+                    .transpose()?;
+                Ok(Embedder {
+                    tokens,
+                    scale,
+                    positions,
+                    limit: max_positions,
+                    norm,
                 })
-                .transpose()?;
-            Ok(Embedder {
-                tokens: Embedding::new(tokens, d_model),
-                scale,
-                positions,
-                limit: max_positions,
-                norm,
-            })
-        };
-        let encoder_embed = embedder("encoder", enc_tokens)?;
-        let decoder_embed = embedder("decoder", dec_tokens.clone())?;
+            };
+        let encoder_embed = embedder("encoder", TokenTable::new(enc_tokens, head.linear())?)?;
+        let decoder_embed = embedder("decoder", TokenTable::new(dec_tokens, head.linear())?)?;
         let encoder = load_stack(w, cfg, &format!("{p}encoder"), d_model, act, flavor)?;
         let decoder = load_stack(w, cfg, &format!("{p}decoder"), d_model, act, flavor)?;
-
-        let head = if w.contains("lm_head.weight") || !cfg.bool("tie_word_embeddings")? {
-            w.get("lm_head.weight", (decoder_vocab, d_model))?
-        } else {
-            dec_tokens
-        };
-        let bias = w
-            .contains("final_logits_bias")
-            .then(|| w.get("final_logits_bias", (1, decoder_vocab)))
-            .transpose()?;
         Ok(Self {
             model_type: config.model_type,
             encoder_embed,
             encoder,
             decoder_embed,
             decoder,
-            head: OutputHead::new(head, bias),
+            head,
             special: config.special_tokens()?,
             max_positions,
         })
@@ -356,7 +360,7 @@ fn load_stack(
         "encoder"
     };
     let sizes = StackSizes::read(cfg, side)?;
-    if d_model % sizes.heads != 0 {
+    if !d_model.is_multiple_of(sizes.heads) {
         return Err(ModelError::BadConfig {
             file: cfg.path().to_path_buf(),
             field: format!("{side}_attention_heads"),

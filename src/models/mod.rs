@@ -2,10 +2,9 @@
 //! config.json's `model_type`: `marian` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
 //! the engine's [`Seq2Seq`] trait through [`AnyModel`]; [`load`] is the entry point.
 
-#[cfg(feature = "openblas")]
-mod blas;
 pub mod common;
 pub mod config;
+pub mod gemm;
 pub mod linear;
 pub mod marian;
 pub mod t5;

@@ -14,6 +14,7 @@ use super::common::{
     FeedForward, Layer, Norm, OutputHead, SelfAttention, Stack,
 };
 use super::config::{ModelConfig, ModelType};
+use super::linear::TokenTable;
 use super::weights::Weights;
 use super::ModelError;
 use crate::generate::SpecialTokens;
@@ -84,8 +85,8 @@ impl RelativeBias {
 /// A T5 or mT5 model.
 pub struct T5Model {
     model_type: ModelType,
-    embed: Embedding,
-    decoder_embed: Embedding,
+    embed: TokenTable,
+    decoder_embed: TokenTable,
     encoder: Stack,
     encoder_positions: RelativeBias,
     decoder: Stack,
@@ -206,12 +207,16 @@ impl T5Model {
         } else {
             decoder_embed.clone()
         };
+        // A tied head's packed copy serves the embedding lookups too (see `TokenTable`).
+        let head = OutputHead::new(head, None);
+        let embed = TokenTable::new(shared, head.linear())?;
+        let decoder_embed = TokenTable::new(decoder_embed, head.linear())?;
         let scales_output = config.model_type == ModelType::T5
             && cfg.opt_bool("tie_word_embeddings")? != Some(false);
         Ok(Self {
             model_type: config.model_type,
-            embed: Embedding::new(shared, d_model),
-            decoder_embed: Embedding::new(decoder_embed, d_model),
+            embed,
+            decoder_embed,
             encoder: stack("encoder", encoder_layers)?,
             encoder_positions: relative("encoder", true)?,
             decoder: stack("decoder", decoder_layers)?,
@@ -221,7 +226,7 @@ impl T5Model {
             } else {
                 1.0
             },
-            head: OutputHead::new(head, None),
+            head,
             special: config.special_tokens()?,
         })
     }
@@ -270,7 +275,7 @@ impl T5Model {
     }
 
     pub fn dtype(&self) -> DType {
-        self.embed.embeddings().dtype()
+        self.embed.dtype()
     }
 }
 

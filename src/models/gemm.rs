@@ -1,0 +1,461 @@
+//! f32 products `x Wᵀ (+ b)` for the linear layers on x86-64 CPUs, with each weight matrix
+//! packed once, when the model loads, into the order the kernels read it.
+//!
+//! Why our own kernels: the linear layers are nearly all of a decoder step's arithmetic (the
+//! 512 x 62,518 output layer of opus-mt alone is 59%), and the general-purpose GEMM behind
+//! candle's CPU matmul re-packs the weight at every call and, built without its AVX-512 feature,
+//! uses AVX2 only. Measured on this project's 2-core AMD EPYC (Zen 5, AVX-512), 2 threads, the
+//! output layer for 64 rows takes about 10 ms here (~400 GFLOP/s) against 32 ms in candle and
+//! 36 ms in PyTorch's oneDNN/MKL; a 256-row block of a 512 x 2,048 feed-forward layer runs at
+//! ~490 GFLOP/s.
+//!
+//! Layout: the weight's rows (output features) are cut into panels of [`PANEL`] rows; a panel is
+//! stored transposed, input feature by input feature, [`PANEL`] values each, on 64-byte
+//! boundaries. A kernel then reads one panel front to back while it accumulates a tile of up to
+//! 12 (AVX-512) or 6 (AVX2) input rows by the panel's columns in registers.
+//!
+//! Exactness: every output is one fused multiply-add chain over the inputs in order, started
+//! from zero, the bias added last. Its value does not depend on how many rows the product has,
+//! where the row sits in the batch, or which kernel ran, so a sentence gets bit-identical
+//! logits alone or in any batch (the engine's batch-invariance tests rely on it).
+
+use rayon::prelude::*;
+
+/// Output features per panel: two AVX-512 registers, four AVX2 registers.
+const PANEL: usize = 32;
+/// Values of `x` multiplied by a run of panels before the next rows (512 KiB: half an L2).
+const ROW_BLOCK_VALUES: usize = 128 * 1024;
+
+/// The instruction set of the kernels, chosen at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Avx512,
+    Avx2,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs; `None` where only candle's own matmul applies.
+    pub fn detect() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Kernel::Avx2);
+            }
+        }
+        None
+    }
+}
+
+/// One 64-byte cache line of values: the unit of the packed storage, for its alignment.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A (rows, cols) weight matrix in panel order; see the module doc.
+pub struct PackedMatrix {
+    lines: Vec<Line>,
+    rows: usize,
+    cols: usize,
+    kernel: Kernel,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("kernel", &self.kernel)
+            .finish()
+    }
+}
+
+impl PackedMatrix {
+    /// Packs the row-major (rows, cols) matrix `w` for `kernel`.
+    pub fn pack(w: &[f32], rows: usize, cols: usize, kernel: Kernel) -> Self {
+        assert_eq!(w.len(), rows * cols, "weight size");
+        let panels = rows.div_ceil(PANEL);
+        let mut lines = vec![Line([0.0; 16]); panels * cols * PANEL / 16];
+        let mut packed = Self {
+            lines: Vec::new(),
+            rows,
+            cols,
+            kernel,
+        };
+        if cols > 0 {
+            as_values_mut(&mut lines)
+                .par_chunks_mut(cols * PANEL)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for lane in 0..PANEL.min(rows - p * PANEL) {
+                        let src = &w[(p * PANEL + lane) * cols..][..cols];
+                        for (k, &v) in src.iter().enumerate() {
+                            panel[k * PANEL + lane] = v;
+                        }
+                    }
+                });
+        }
+        packed.lines = lines;
+        packed
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn values(&self) -> &[f32] {
+        as_values(&self.lines)
+    }
+
+    /// Row `i` of the original matrix (an embedding lookup on a tied table).
+    pub fn copy_row(&self, i: usize, out: &mut [f32]) {
+        assert!(
+            i < self.rows && out.len() == self.cols,
+            "row {i} out of range"
+        );
+        let panel = &self.values()[(i / PANEL) * self.cols * PANEL..];
+        let lane = i % PANEL;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = panel[k * PANEL + lane];
+        }
+    }
+
+    /// `x Wᵀ + bias` for `x` row-major (m, cols); returns (m, rows) row-major.
+    pub fn matmul_t(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols, "input size");
+        if let Some(b) = bias {
+            assert_eq!(b.len(), self.rows, "bias size");
+        }
+        let n = self.rows;
+        if m == 0 || n == 0 || self.cols == 0 {
+            return vec![0f32; m * n];
+        }
+        // Every output is written once by the kernels; zero-filling first would cost a pass
+        // over (for the output layer) tens of MiB per decoder step.
+        let mut out = Vec::with_capacity(m * n);
+        let panels = n.div_ceil(PANEL);
+        // A few tasks per thread even out the work when threads are interrupted.
+        let per_task = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..panels)
+            .into_par_iter()
+            .step_by(per_task)
+            .for_each(|first| {
+                let last = (first + per_task).min(panels);
+                // SAFETY: this task alone writes the columns of panels first..last, `out` holds
+                // m x n values and outlives the tasks; x and the panels are read in bounds.
+                unsafe { self.panels(x, m, first..last, bias, shared) }
+            });
+        // SAFETY: the tasks above wrote all m x n values (each tile writes its valid columns).
+        unsafe { out.set_len(m * n) };
+        out
+    }
+
+    /// Output columns of `panels` for every row of `x`.
+    unsafe fn panels(
+        &self,
+        x: &[f32],
+        m: usize,
+        panels: std::ops::Range<usize>,
+        bias: Option<&[f32]>,
+        out: SharedOut,
+    ) {
+        let (n, k) = (self.rows, self.cols);
+        let row_block = (ROW_BLOCK_VALUES / k).max(1).next_multiple_of(12);
+        for block in (0..m).step_by(row_block) {
+            let block_end = (block + row_block).min(m);
+            for p in panels.clone() {
+                let col = p * PANEL;
+                let tile = Tile {
+                    a: x.as_ptr().add(block * k),
+                    lda: k,
+                    b: self.values().as_ptr().add(p * k * PANEL),
+                    k,
+                    c: out.0.add(block * n + col),
+                    ldc: n,
+                    cols: (n - col).min(PANEL),
+                    bias: bias.map(|b| b.as_ptr().add(col)),
+                };
+                self.kernel_rows(tile, block_end - block);
+            }
+        }
+    }
+
+    /// Runs the kernel over `rows` rows of one panel, a tile of rows at a time.
+    unsafe fn kernel_rows(&self, tile: Tile, rows: usize) {
+        let tall = match self.kernel {
+            Kernel::Avx512 => 12,
+            Kernel::Avx2 => 6,
+        };
+        let mut done = 0;
+        while done < rows {
+            let now = (rows - done).min(tall);
+            let t = Tile {
+                a: tile.a.add(done * tile.lda),
+                c: tile.c.add(done * tile.ldc),
+                ..tile
+            };
+            #[cfg(target_arch = "x86_64")]
+            match self.kernel {
+                Kernel::Avx512 => x86::avx512_tile(t, now),
+                Kernel::Avx2 => x86::avx2_tile(t, now),
+            }
+            done += now;
+        }
+    }
+}
+
+/// Pointers of one kernel call: `rows` x `cols` outputs from one panel.
+#[derive(Clone, Copy)]
+struct Tile {
+    /// First input row, `lda` values apart.
+    a: *const f32,
+    lda: usize,
+    /// The panel: `k` groups of [`PANEL`] values.
+    b: *const f32,
+    k: usize,
+    /// First output, rows `ldc` values apart.
+    c: *mut f32,
+    ldc: usize,
+    /// Valid columns of the panel (fewer than [`PANEL`] in the last one).
+    cols: usize,
+    /// The bias of the panel's first column.
+    bias: Option<*const f32>,
+}
+
+impl Tile {
+    /// Writes `values` (`width` columns from column `from` of tile row `r`) with the bias added,
+    /// skipping columns past `cols`. Scalar adds round exactly as vector adds do.
+    unsafe fn store_partial(&self, r: usize, from: usize, values: &[f32]) {
+        let valid = self.cols.saturating_sub(from).min(values.len());
+        for (j, &v) in values[..valid].iter().enumerate() {
+            let b = self.bias.map_or(0.0, |b| *b.add(from + j));
+            *self.c.add(r * self.ldc + from + j) = v + b;
+        }
+    }
+}
+
+/// The output buffer shared by tasks that write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: each task writes only its own columns; the buffer outlives the tasks.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+fn as_values(lines: &[Line]) -> &[f32] {
+    // SAFETY: Line is 16 f32 with no padding (repr C, size 64 = 16 x 4).
+    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<f32>(), lines.len() * 16) }
+}
+
+fn as_values_mut(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: as in `as_values`.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Tile, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Calls `$kernel::<R>` for the run-time row count `$rows` (1..=max).
+    macro_rules! by_rows {
+        ($kernel:ident, $tile:expr, $rows:expr, [$($r:literal)*]) => {
+            match $rows {
+                $($r => $kernel::<$r>($tile),)*
+                _ => unreachable!("tile of {} rows", $rows),
+            }
+        };
+    }
+
+    pub(super) unsafe fn avx512_tile(t: Tile, rows: usize) {
+        by_rows!(avx512, t, rows, [1 2 3 4 5 6 7 8 9 10 11 12])
+    }
+
+    pub(super) unsafe fn avx2_tile(t: Tile, rows: usize) {
+        for half in [0, 16] {
+            let t = Tile {
+                b: t.b.add(half),
+                c: t.c.add(half),
+                cols: t.cols.saturating_sub(half),
+                bias: t.bias.map(|b| b.add(half)),
+                ..t
+            };
+            if t.cols > 0 {
+                by_rows!(avx2, t, rows, [1 2 3 4 5 6])
+            }
+        }
+    }
+
+    /// R rows x 32 columns: 2R accumulators of 16 lanes.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512<const R: usize>(t: Tile) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for kk in 0..t.k {
+            let b0 = _mm512_load_ps(t.b.add(kk * PANEL));
+            let b1 = _mm512_load_ps(t.b.add(kk * PANEL + 16));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*t.a.add(r * t.lda + kk));
+                row[0] = _mm512_fmadd_ps(a, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(a, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &reg) in row.iter().enumerate() {
+                let from = v * 16;
+                if t.cols >= from + 16 {
+                    let sum = match t.bias {
+                        Some(b) => _mm512_add_ps(reg, _mm512_loadu_ps(b.add(from))),
+                        None => reg,
+                    };
+                    _mm512_storeu_ps(t.c.add(r * t.ldc + from), sum);
+                } else {
+                    let mut lanes = [0f32; 16];
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), reg);
+                    t.store_partial(r, from, &lanes);
+                }
+            }
+        }
+    }
+
+    /// R rows x 16 columns (half a panel): 2R accumulators of 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<const R: usize>(t: Tile) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for kk in 0..t.k {
+            let b0 = _mm256_load_ps(t.b.add(kk * PANEL));
+            let b1 = _mm256_load_ps(t.b.add(kk * PANEL + 8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm256_set1_ps(*t.a.add(r * t.lda + kk));
+                row[0] = _mm256_fmadd_ps(a, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(a, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &reg) in row.iter().enumerate() {
+                let from = v * 8;
+                if t.cols >= from + 8 {
+                    let sum = match t.bias {
+                        Some(b) => _mm256_add_ps(reg, _mm256_loadu_ps(b.add(from))),
+                        None => reg,
+                    };
+                    _mm256_storeu_ps(t.c.add(r * t.ldc + from), sum);
+                } else {
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), reg);
+                    t.store_partial(r, from, &lanes);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// The same chain the kernels compute: one fused multiply-add per input, in order.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0f32;
+                for kk in 0..k {
+                    acc = x[i * k + kk].mul_add(w[j * k + kk], acc);
+                }
+                out[i * n + j] = acc + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        out
+    }
+
+    fn kernels() -> Vec<Kernel> {
+        match Kernel::detect() {
+            Some(Kernel::Avx512) => vec![Kernel::Avx512, Kernel::Avx2],
+            Some(Kernel::Avx2) => vec![Kernel::Avx2],
+            None => vec![],
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_the_fused_chain_bit_for_bit() {
+        for kernel in kernels() {
+            for (m, n, k) in [
+                (1, 1, 1),
+                (13, 33, 7),
+                (25, 70, 19),
+                (100, 65, 40),
+                (3, 31, 64),
+            ] {
+                let x = values(m * k, 1);
+                let w = values(n * k, 2);
+                let b = values(n, 3);
+                let packed = PackedMatrix::pack(&w, n, k, kernel);
+                for bias in [None, Some(b.as_slice())] {
+                    let got = packed.matmul_t(&x, m, bias);
+                    assert_eq!(
+                        got,
+                        reference(&x, &w, m, n, k, bias),
+                        "{kernel:?} {m}x{n}x{k}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_outputs_alone_and_in_a_batch() {
+        for kernel in kernels() {
+            let (m, n, k) = (64, 97, 48);
+            let x = values(m * k, 4);
+            let packed = PackedMatrix::pack(&values(n * k, 5), n, k, kernel);
+            let batch = packed.matmul_t(&x, m, None);
+            for i in [0, 11, 12, 63] {
+                let alone = packed.matmul_t(&x[i * k..(i + 1) * k], 1, None);
+                assert_eq!(alone, batch[i * n..(i + 1) * n], "{kernel:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_read_back_from_the_packed_order() {
+        for kernel in kernels() {
+            let (n, k) = (70, 9);
+            let w = values(n * k, 6);
+            let packed = PackedMatrix::pack(&w, n, k, kernel);
+            let mut row = vec![0f32; k];
+            for i in [0, 31, 32, 69] {
+                packed.copy_row(i, &mut row);
+                assert_eq!(row, w[i * k..(i + 1) * k]);
+            }
+        }
+    }
+}
