@@ -11,6 +11,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
 
+use super::host_attention::{cross, with_host_f32, HostKv, Memory};
 use super::linear::Linear;
 use super::weights::Weights;
 use super::ModelError;
@@ -163,10 +164,34 @@ impl SelfAttention {
 
     /// One decoder position: its keys and values join `cache`, and it attends all of them.
     pub fn step(&self, x: &Tensor, biases: &[&Tensor], cache: &mut KvBuffer) -> Result<Tensor> {
+        let cache = match cache {
+            KvBuffer::Device(cache) => cache,
+            KvBuffer::Host(cache) => return self.host_step(x, biases, cache),
+        };
         let (q, k, v) = self.project(x)?;
         let (k, v) = cache.append(&k, &v)?;
         self.out
             .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
+    }
+
+    /// `step` on the CPU in f32: the fused projection's output goes straight to the cache.
+    fn host_step(&self, x: &Tensor, biases: &[&Tensor], cache: &mut HostKv) -> Result<Tensor> {
+        let (rows, len, _) = x.dims3()?;
+        if len != 1 {
+            candle_core::bail!("a decoder step takes one position per row, not {len}");
+        }
+        let qkv = self.qkv.forward(x)?.contiguous()?;
+        let bias = match biases {
+            [] => None,
+            [bias] => Some(bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            _ => candle_core::bail!("a decoder step takes at most one self-attention bias"),
+        };
+        let attended = with_host_f32([&qkv], |[qkv]| cache.step(qkv, bias.as_deref()))??;
+        self.out.forward(&Tensor::from_vec(
+            attended,
+            (rows, 1, self.shape.inner()),
+            x.device(),
+        )?)
     }
 }
 
@@ -215,6 +240,9 @@ impl CrossAttention {
     ) -> Result<Tensor> {
         let (rows, len, _) = x.dims3()?;
         let q = self.q.forward(x)?;
+        if len == 1 && on_host(&[&q, &memory.0, &memory.1, bias]) {
+            return self.host_forward(&q, memory, bias, group);
+        }
         let q = q.reshape((rows / group, group * len, self.shape.inner()))?;
         let attended = attend(
             &split_heads(&q, self.shape.heads)?,
@@ -225,6 +253,38 @@ impl CrossAttention {
         let merged = merge_heads(&attended)?.reshape((rows, len, self.shape.inner()))?;
         self.out.forward(&merged)
     }
+}
+
+impl CrossAttention {
+    /// `forward` for one position per row on the CPU in f32 (see [`super::host_attention`]).
+    fn host_forward(
+        &self,
+        q: &Tensor,
+        memory: &(Tensor, Tensor),
+        bias: &Tensor,
+        group: usize,
+    ) -> Result<Tensor> {
+        let (rows, _, inner) = q.dims3()?;
+        let (keys, values) = (memory.0.contiguous()?, memory.1.contiguous()?);
+        let (bias, q) = (bias.contiguous()?, q.contiguous()?);
+        let attended = with_host_f32([&keys, &values, &bias, &q], |[keys, values, bias, q]| {
+            let memory = Memory {
+                keys,
+                values,
+                bias,
+                heads: self.shape.heads,
+                dim: self.shape.head_dim,
+            };
+            cross(q, &memory, group)
+        })??;
+        self.out
+            .forward(&Tensor::from_vec(attended, (rows, 1, inner), q.device())?)
+    }
+}
+
+/// Whether every tensor is f32 on the CPU (the fused step's precondition).
+fn on_host(tensors: &[&Tensor]) -> bool {
+    (tensors.iter()).all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// The feed-forward block: `down(act(up(x)))`, or with a gate `down(act(up₀(x)) * up₁(x))`
@@ -346,15 +406,44 @@ pub fn check_length(len: usize, limit: Option<usize>, side: super::Side) -> Resu
     }
 }
 
+/// The keys and values one decoder self-attention layer has seen so far: on the CPU in f32 in
+/// plain memory that the fused step attends directly ([`HostKv`]), elsewhere as tensors.
+pub enum KvBuffer {
+    Host(HostKv),
+    Device(DeviceKv),
+}
+
+impl KvBuffer {
+    fn new(
+        rows: usize,
+        heads: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if device.is_cpu() && dtype == DType::F32 {
+            return Ok(Self::Host(HostKv::new(rows, heads, head_dim)));
+        }
+        DeviceKv::new(rows, heads, head_dim, dtype, device).map(Self::Device)
+    }
+
+    fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        match self {
+            Self::Host(kv) => kv.select_rows(&rows.to_vec1::<u32>()?),
+            Self::Device(kv) => kv.select_rows(rows),
+        }
+    }
+}
+
 /// The keys and values one decoder self-attention layer has seen so far, stored in a buffer of
 /// spare capacity (rows, heads, capacity, head_dim) that new positions are written into.
-pub struct KvBuffer {
+pub struct DeviceKv {
     k: Tensor,
     v: Tensor,
     len: usize,
 }
 
-impl KvBuffer {
+impl DeviceKv {
     const INITIAL_CAPACITY: usize = 32;
 
     fn new(

@@ -5,6 +5,7 @@
 pub mod common;
 pub mod config;
 pub mod gemm;
+mod host_attention;
 pub mod linear;
 pub mod marian;
 pub mod t5;
