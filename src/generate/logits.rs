@@ -170,27 +170,38 @@ pub fn greedy_choice(logits: &[f32], rule: &RowRule) -> u32 {
 }
 
 /// The `k` largest logits (value, id), best first, the lower id first among equal values.
+///
+/// Once `k` values are held, a block of the row is looked at element by element only when its
+/// maximum beats the k-th best: after the first few blocks almost none does, and the block
+/// maxima vectorize.
 pub fn top_k_logits(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
+    const BLOCK: usize = 16;
     let k = k.min(logits.len());
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
     if k == 0 {
         return best;
     }
-    let mut floor = f32::NEG_INFINITY;
-    for (id, &x) in logits.iter().enumerate() {
-        if x.is_nan() || (best.len() == k && x <= floor) {
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        if best.len() == k && block_max(block) <= best[k - 1].0 {
             continue;
         }
-        let at = best.partition_point(|&(v, _)| v >= x);
-        best.insert(at, (x, id as u32));
-        if best.len() > k {
-            best.pop();
-        }
-        if best.len() == k {
-            floor = best[k - 1].0;
+        for (offset, &x) in block.iter().enumerate() {
+            if x.is_nan() || (best.len() == k && x <= best[k - 1].0) {
+                continue;
+            }
+            let at = best.partition_point(|&(v, _)| v >= x);
+            best.insert(at, (x, (b * BLOCK + offset) as u32));
+            best.truncate(k);
         }
     }
     best
+}
+
+/// The largest non-NaN value of a block (-inf for none), in lanes the compiler vectorizes.
+fn block_max(block: &[f32]) -> f32 {
+    block
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// (max, ln(sum(exp(x - max)))) of a row; log_softmax(x) = (x - max) - ln_sum. Runs the AVX2

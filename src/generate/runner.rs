@@ -205,9 +205,6 @@ pub fn load(
     batch_tokens: Option<usize>,
 ) -> Result<Runner<crate::models::AnyModel>> {
     let dir = &resolved.dir;
-    if device.is_cpu() {
-        tune_allocator();
-    }
     let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
     let mut config = GenerationConfig::from_dir(dir)?;
     if let Some(preset) = &resolved.preset {
@@ -221,6 +218,11 @@ pub fn load(
         );
     }
     let model = crate::models::load(dir, device, dtype)?;
+    // After loading: the loader's large transient buffers (weights read, then packed) go back
+    // to the kernel instead of staying in the retained heap.
+    if device.is_cpu() {
+        tune_allocator();
+    }
     let info = ModelInfo {
         repo: resolved.repo.clone(),
         revision: resolved.revision.clone(),

@@ -215,8 +215,39 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
 }
 
 /// softmax over positions t of `q · k_t + bias_t`, then `Σ_t p_t v_t` into `out`; `keys` and
-/// `values` hold consecutive positions of `q.len()` values each.
+/// `values` hold consecutive positions of `q.len()` values each. Runs the AVX2 build of the
+/// same code where the CPU has it (identical results: Rust does not contract into FMA).
 fn attend_one(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    bias: Option<&[f32]>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { attend_one_avx2(q, keys, values, bias, scores, out) };
+    }
+    attend_one_lanes(q, keys, values, bias, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_one_avx2(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    bias: Option<&[f32]>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_one_lanes(q, keys, values, bias, scores, out)
+}
+
+#[inline(always)]
+fn attend_one_lanes(
     q: &[f32],
     keys: &[f32],
     values: &[f32],
@@ -248,6 +279,7 @@ fn attend_one(
 }
 
 /// A dot product in eight lanes (vectorized by the compiler), then the lanes summed.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0f32; LANES];
