@@ -412,6 +412,7 @@ impl<'a> Pipeline<'a> {
         summary
     }
 
+    /// `summarize`, with the model calls made through `calls`.
     async fn summarize_document(
         &self,
         document: &str,

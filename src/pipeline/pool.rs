@@ -311,3 +311,116 @@ pub fn alone<'g, T>(
     let output = group.finish(observer).pop();
     output.expect("a group of one task gives one output")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::generate::ModelInfo;
+    use crate::progress::Silent;
+
+    /// Upper-cases its inputs, fails on "bad", and records every call's inputs.
+    #[derive(Default)]
+    struct Echo {
+        info: ModelInfo,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl TextGenerator for Echo {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize> {
+            Ok(text.split_whitespace().count() + 1)
+        }
+        fn max_input_tokens(&self) -> usize {
+            100
+        }
+        fn settings(&self, _: &GenerationOverrides) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn generate(
+            &self,
+            inputs: &[String],
+            _: &GenerationOverrides,
+            _: &dyn Fn(usize, usize),
+        ) -> Result<Vec<Generated>> {
+            self.calls.lock().unwrap().push(inputs.to_vec());
+            if inputs.iter().any(|i| i == "bad") {
+                return Err(Error::Generation("cannot handle bad".into()));
+            }
+            Ok(inputs
+                .iter()
+                .map(|i| Generated {
+                    text: i.to_uppercase(),
+                    input_tokens: 1,
+                    output_tokens: 1,
+                })
+                .collect())
+        }
+    }
+
+    fn strings(texts: &[&str]) -> Vec<String> {
+        texts.iter().map(|t| t.to_string()).collect()
+    }
+
+    /// A task's calls one after the other: each `(input, strict)` is one call.
+    async fn task<'m>(calls: &Calls<'m>, echo: &'m Echo, steps: &[(&str, bool)]) -> Vec<String> {
+        let mut outputs = Vec::new();
+        for &(input, strict) in steps {
+            let overrides = GenerationOverrides {
+                no_repeat_ngram_size: strict.then_some(3),
+                ..Default::default()
+            };
+            let answer = calls.generate(echo, strings(&[input]), &overrides, Stage::Translate);
+            match answer.await {
+                Ok(generation) => outputs.extend(generation.texts),
+                Err(err) => outputs.push(err.to_string()),
+            }
+        }
+        outputs
+    }
+
+    #[test]
+    fn a_detour_runs_first_so_the_next_call_takes_it_along() {
+        let echo = Echo::default();
+        let calls = Calls::default();
+        let mut group = Group::new(&calls);
+        group.start(task(&calls, &echo, &[("a1", false), ("a2", false)]));
+        group.start(task(
+            &calls,
+            &echo,
+            &[("b0", true), ("b1", false), ("b2", false)],
+        ));
+        group.start(task(&calls, &echo, &[("c1", false), ("c2", false)]));
+        assert_eq!(group.waiting_inputs(), 3);
+        let outputs = group.finish(&Silent);
+        assert_eq!(
+            outputs,
+            [
+                strings(&["A1", "A2"]),
+                strings(&["B0", "B1", "B2"]),
+                strings(&["C1", "C2"])
+            ]
+        );
+        let made = echo.calls.into_inner().unwrap();
+        let expected = [&["b0"][..], &["a1", "c1", "b1"], &["a2", "b2", "c2"]];
+        assert_eq!(made, expected.map(strings));
+    }
+
+    #[test]
+    fn a_failed_pooled_call_is_run_again_call_by_call() {
+        let echo = Echo::default();
+        let calls = Calls::default();
+        let mut group = Group::new(&calls);
+        group.start(task(&calls, &echo, &[("ok", false), ("then", false)]));
+        group.start(task(&calls, &echo, &[("bad", false)]));
+        let outputs = group.finish(&Silent);
+        assert_eq!(outputs[0], strings(&["OK", "THEN"]));
+        assert!(outputs[1][0].contains("cannot handle bad"), "{outputs:?}");
+        let made = echo.calls.into_inner().unwrap();
+        let expected = [&["ok", "bad"][..], &["ok"], &["bad"], &["then"]];
+        assert_eq!(made, expected.map(strings));
+    }
+}
