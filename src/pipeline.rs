@@ -2,13 +2,15 @@
 //!
 //! The pipeline knows nothing of tensors: it sees the models only through
 //! `generate::TextGenerator`, so the same code runs the real engine and the tests' stand-in.
-//! One release is one call per model (all its segments at once), so the engine can batch and
-//! length-sort them; the batch driver (`batch`) writes each release as soon as it is done.
+//! A release is processed by async code that makes its model calls through `pool::Calls`:
+//! alone (`process`), each call goes to the engine at once; in a group of releases (`batch`),
+//! the calls of the group's releases are pooled into one engine call per phase, so the engine
+//! can batch and length-sort the segments of many releases together.
 
 pub mod batch;
+pub mod pool;
 
 use std::cell::RefCell;
-use std::time::Instant;
 
 use serde_json::json;
 
@@ -20,6 +22,7 @@ use crate::progress::{Observer, Stage};
 use crate::summary::{self, Degenerate, GuardLimits, Script, SummarySide};
 use crate::text::{self, PreparedBlock, Sentence};
 use crate::{Error, Result};
+use pool::{Calls, Spent};
 
 /// How deep chunked summarization may recurse (parts, summaries of parts, ...).
 const MAX_SUMMARY_ROUNDS: usize = 3;
@@ -69,13 +72,6 @@ pub struct Pipeline<'a> {
     translator: Option<&'a dyn TextGenerator>,
     summarizer: Option<&'a dyn TextGenerator>,
     options: PipelineOptions,
-}
-
-/// Texts out of one model call, with their token counts.
-struct Generation {
-    texts: Vec<String>,
-    counts: TokenCounts,
-    seconds: f64,
 }
 
 impl<'a> Pipeline<'a> {
@@ -148,28 +144,41 @@ impl<'a> Pipeline<'a> {
         file: &str,
         observer: &dyn Observer,
     ) -> Result<ReleaseOutput> {
-        let started = Instant::now();
-        let mut tokens = TokenCounts::default();
-        let (title, paragraphs, translate_seconds) = match self.translator {
+        let calls = Calls::default();
+        pool::alone(&calls, self.process_with(release, file, &calls), observer)
+    }
+
+    /// `process`, with the model calls made through `calls` (pooled when it serves a group).
+    /// A release's timings are its shares of the model calls it took part in: in a group,
+    /// the wall time of one release is the group's.
+    pub async fn process_with(
+        &self,
+        release: &Release,
+        file: &str,
+        calls: &Calls<'a>,
+    ) -> Result<ReleaseOutput> {
+        let (title, paragraphs, translation) = match self.translator {
             Some(translator) if self.needs_translation() => {
-                let (title, paragraphs, generation) =
-                    self.translate_release(translator, release, observer)?;
-                tokens += generation.counts;
-                (title, paragraphs, generation.seconds)
+                self.translate_release(translator, release, calls).await?
             }
-            _ => (None, Vec::new(), 0.0),
+            _ => (None, Vec::new(), Spent::default()),
         };
-        let summarize_started = Instant::now();
+        let mut summarizing = Spent::default();
         let summary = match self.options.summarize {
-            true => Some(self.summary_of(release, &paragraphs, observer, &mut tokens)?),
+            true => Some(
+                self.summary_of(release, &paragraphs, calls, &mut summarizing)
+                    .await?,
+            ),
             false => None,
         };
         let warnings = guard_warnings(title.as_ref(), &paragraphs, summary.as_ref());
         let timings = crate::io::output::Timings {
-            translate_seconds,
-            summarize_seconds: summarize_started.elapsed().as_secs_f64(),
-            total_seconds: started.elapsed().as_secs_f64(),
+            translate_seconds: translation.seconds,
+            summarize_seconds: summarizing.seconds,
+            total_seconds: translation.seconds + summarizing.seconds,
         };
+        let mut tokens = translation.counts;
+        tokens += summarizing.counts;
         Ok(ReleaseOutput {
             mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
             id: release.id.clone(),
@@ -200,12 +209,12 @@ impl<'a> Pipeline<'a> {
     }
 
     /// The title and every sentence of the body, in one translator call.
-    fn translate_release(
+    async fn translate_release(
         &self,
-        translator: &dyn TextGenerator,
+        translator: &'a dyn TextGenerator,
         release: &Release,
-        observer: &dyn Observer,
-    ) -> Result<(Option<Bilingual>, Vec<ParagraphOut>, Generation)> {
+        calls: &Calls<'a>,
+    ) -> Result<(Option<Bilingual>, Vec<ParagraphOut>, Spent)> {
         let title = release
             .title
             .as_deref()
@@ -216,7 +225,9 @@ impl<'a> Pipeline<'a> {
             .iter()
             .chain(blocks.iter().flat_map(|b| &b.sentences))
             .collect();
-        let (english, generation) = self.translate_sentences(translator, &sentences, observer)?;
+        let (english, spent) = self
+            .translate_sentences(translator, &sentences, calls)
+            .await?;
         let mut english = english.into_iter();
         let mut pair = |sentence: &Sentence| {
             let translated = english.next().unwrap_or_default();
@@ -236,21 +247,22 @@ impl<'a> Pipeline<'a> {
                 sentences: block.sentences.iter().map(&mut pair).collect(),
             })
             .collect();
-        Ok((title, paragraphs, generation))
+        Ok((title, paragraphs, spent))
     }
 
     /// Translates prepared sentences, guarded: sentences whose translation is degenerate
     /// (a loop, far too long, still Russian) are translated again with stricter settings, and
     /// marked whatever the second try gives.
-    fn translate_sentences(
+    async fn translate_sentences(
         &self,
-        translator: &dyn TextGenerator,
+        translator: &'a dyn TextGenerator,
         sentences: &[&Sentence],
-        observer: &dyn Observer,
-    ) -> Result<(Vec<Translated>, Generation)> {
+        calls: &Calls<'a>,
+    ) -> Result<(Vec<Translated>, Spent)> {
         let overrides = &self.options.translation;
-        let (texts, mut generation) =
-            self.translate_once(translator, sentences, overrides, observer)?;
+        let (texts, mut spent) = self
+            .translate_once(translator, sentences, overrides, calls)
+            .await?;
         let mut translated: Vec<Translated> = texts.into_iter().map(Translated::plain).collect();
         let suspects: Vec<usize> = (0..sentences.len())
             .filter(|&i| {
@@ -259,12 +271,14 @@ impl<'a> Pipeline<'a> {
             })
             .collect();
         if suspects.is_empty() {
-            return Ok((translated, generation));
+            return Ok((translated, spent));
         }
         let retry: Vec<&Sentence> = suspects.iter().map(|&i| sentences[i]).collect();
         let stricter = summary::stricter(overrides);
-        let (second, extra) = self.translate_once(translator, &retry, &stricter, observer)?;
-        generation.absorb(extra);
+        let (second, extra) = self
+            .translate_once(translator, &retry, &stricter, calls)
+            .await?;
+        spent += extra;
         for (&i, text) in suspects.iter().zip(second) {
             let first = self.degenerate_translation(sentences[i], &translated[i].text);
             let again = self.degenerate_translation(sentences[i], &text);
@@ -278,7 +292,7 @@ impl<'a> Pipeline<'a> {
                 guard: Some(guard),
             };
         }
-        Ok((translated, generation))
+        Ok((translated, spent))
     }
 
     fn degenerate_translation(&self, sentence: &Sentence, english: &str) -> Option<Degenerate> {
@@ -288,18 +302,20 @@ impl<'a> Pipeline<'a> {
 
     /// Translates prepared sentences in one call: every piece of every sentence goes to the
     /// model, and each sentence's pieces are joined back.
-    fn translate_once(
+    async fn translate_once(
         &self,
-        translator: &dyn TextGenerator,
+        translator: &'a dyn TextGenerator,
         sentences: &[&Sentence],
         overrides: &GenerationOverrides,
-        observer: &dyn Observer,
-    ) -> Result<(Vec<String>, Generation)> {
+        calls: &Calls<'a>,
+    ) -> Result<(Vec<String>, Spent)> {
         let pieces: Vec<String> = sentences
             .iter()
             .flat_map(|s| s.pieces.iter().map(|p| p.text.clone()))
             .collect();
-        let generation = self.call(translator, &pieces, overrides, Stage::Translate, observer)?;
+        let generation = calls
+            .generate(translator, pieces, overrides, Stage::Translate)
+            .await?;
         let mut translated = generation.texts.as_slice();
         let joined = sentences
             .iter()
@@ -309,22 +325,22 @@ impl<'a> Pipeline<'a> {
                 sentence.join(mine)
             })
             .collect();
-        Ok((joined, generation))
+        Ok((joined, generation.spent))
     }
 
     /// Translates free-standing texts (input lines, summary sentences), each as one sentence.
-    fn translate_units(
+    async fn translate_units(
         &self,
-        translator: &dyn TextGenerator,
+        translator: &'a dyn TextGenerator,
         units: &[String],
-        observer: &dyn Observer,
-    ) -> Result<(Vec<Translated>, Generation)> {
+        calls: &Calls<'a>,
+    ) -> Result<(Vec<Translated>, Spent)> {
         let prepared = units
             .iter()
             .map(|u| prepare_unit(translator, u))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Sentence> = prepared.iter().collect();
-        self.translate_sentences(translator, &refs, observer)
+        self.translate_sentences(translator, &refs, calls).await
     }
 
     /// Translates every line as one unit (`translate --lines`); blank lines stay empty and
@@ -341,8 +357,10 @@ impl<'a> Pipeline<'a> {
             .filter(|l| !l.trim().is_empty())
             .map(|l| l.trim().to_string())
             .collect();
-        let (texts, generation) = self.translate_units(translator, &filled, observer)?;
-        *tokens += generation.counts;
+        let calls = Calls::default();
+        let units = self.translate_units(translator, &filled, &calls);
+        let (texts, spent) = pool::alone(&calls, units, observer)?;
+        *tokens += spent.counts;
         let mut translated = texts.into_iter();
         Ok(lines
             .iter()
@@ -355,22 +373,26 @@ impl<'a> Pipeline<'a> {
 
     /// The summary of a processed release. The sentence pairs of its translation, when there
     /// is one, serve the extract and the English-side summary without translating twice.
-    fn summary_of(
+    async fn summary_of(
         &self,
         release: &Release,
         paragraphs: &[ParagraphOut],
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
     ) -> Result<SummaryOut> {
         let aligned: Vec<Vec<Bilingual>> = paragraphs.iter().map(|p| p.sentences.clone()).collect();
         let summaries = &self.options.summaries;
         match (aligned.is_empty(), summaries.extractive, summaries.side) {
-            (true, _, _) => self.summarize(&release.body_text(), observer, tokens),
-            (false, true, _) => self.extract(aligned.concat(), observer, tokens),
-            (false, false, SummarySide::Ru) => {
-                self.summarize_russian(&release.body_text(), observer, tokens)
+            (true, _, _) => {
+                self.summarize_document(&release.body_text(), calls, spent)
+                    .await
             }
-            (false, false, SummarySide::En) => self.summarize_english(&aligned, observer, tokens),
+            (false, true, _) => self.extract(aligned.concat(), calls, spent).await,
+            (false, false, SummarySide::Ru) => {
+                self.summarize_russian(&release.body_text(), calls, spent)
+                    .await
+            }
+            (false, false, SummarySide::En) => self.summarize_english(&aligned, calls, spent).await,
         }
     }
 
@@ -382,43 +404,59 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<SummaryOut> {
+        let calls = Calls::default();
+        let mut spent = Spent::default();
+        let summary = self.summarize_document(document, &calls, &mut spent);
+        let summary = pool::alone(&calls, summary, observer);
+        *tokens += spent.counts;
+        summary
+    }
+
+    /// `summarize`, with the model calls made through `calls`.
+    async fn summarize_document(
+        &self,
+        document: &str,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
+    ) -> Result<SummaryOut> {
         let summaries = &self.options.summaries;
         if summaries.extractive {
             let pairs = russian_sentences(document)
                 .into_iter()
                 .map(|ru| Bilingual::new(ru, ""))
                 .collect();
-            return self.extract(pairs, observer, tokens);
+            return self.extract(pairs, calls, spent).await;
         }
         match summaries.side {
-            SummarySide::Ru => self.summarize_russian(document, observer, tokens),
+            SummarySide::Ru => self.summarize_russian(document, calls, spent).await,
             SummarySide::En => {
-                let aligned = self.translate_document(document, observer, tokens)?;
-                self.summarize_english(&aligned, observer, tokens)
+                let aligned = self.translate_document(document, calls, spent).await?;
+                self.summarize_english(&aligned, calls, spent).await
             }
         }
     }
 
     /// The default: the summarizer reads the Russian original (so translation errors are not
     /// summarized), and the Russian summary is translated sentence by sentence.
-    fn summarize_russian(
+    async fn summarize_russian(
         &self,
         document: &str,
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
     ) -> Result<SummaryOut> {
         let summarizer = self.summarizer_model()?;
         let document = model_text(document);
-        let made =
-            self.guarded_summary(summarizer, &document, Script::Cyrillic, observer, tokens)?;
+        let made = self
+            .guarded_summary(summarizer, &document, Script::Cyrillic, calls, spent)
+            .await?;
         let ru = summary::cap_sentences(&made.text, self.options.summaries.max_sentences);
         let mut notes = made.notes;
         let en = match self.translator {
             Some(translator) => {
                 let sentences = text::sentences(&ru);
-                let (english, generation) =
-                    self.translate_units(translator, &sentences, observer)?;
-                *tokens += generation.counts;
+                let (english, translation) =
+                    self.translate_units(translator, &sentences, calls).await?;
+                *spent += translation;
                 notes.extend(english.iter().filter_map(|t| {
                     t.guard
                         .as_ref()
@@ -441,11 +479,11 @@ impl<'a> Pipeline<'a> {
     /// translated back. The Russian side is the extract of source sentences whose
     /// translations best cover the English summary (`summary::covering_sentences`), so it
     /// says what the English says in the release's own words.
-    fn summarize_english(
+    async fn summarize_english(
         &self,
         paragraphs: &[Vec<Bilingual>],
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
     ) -> Result<SummaryOut> {
         let summarizer = self.summarizer_model()?;
         let english = paragraphs
@@ -455,7 +493,9 @@ impl<'a> Pipeline<'a> {
             .collect::<Vec<_>>()
             .join("\n");
         let pairs = paragraphs.concat();
-        let made = self.guarded_summary(summarizer, &english, Script::Latin, observer, tokens)?;
+        let made = self
+            .guarded_summary(summarizer, &english, Script::Latin, calls, spent)
+            .await?;
         let en = summary::cap_sentences(&made.text, self.options.summaries.max_sentences);
         let translations: Vec<String> = pairs.iter().map(|p| p.en.clone()).collect();
         let size = self.options.summaries.extract_size();
@@ -472,11 +512,11 @@ impl<'a> Pipeline<'a> {
     /// `--extractive`: the lead and key sentences (`summary::key_sentences`), in both
     /// languages from the aligned translation; sentences not yet translated are translated
     /// now, and only those.
-    fn extract(
+    async fn extract(
         &self,
         pairs: Vec<Bilingual>,
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
     ) -> Result<SummaryOut> {
         let russian: Vec<String> = pairs.iter().map(|p| p.ru.clone()).collect();
         let chosen = summary::key_sentences(&russian, self.options.summaries.extract_size());
@@ -485,8 +525,8 @@ impl<'a> Pipeline<'a> {
         if let (Some(translator), true, false) = (self.translator, untranslated, chosen.is_empty())
         {
             let units: Vec<String> = chosen.iter().map(|p| p.ru.clone()).collect();
-            let (english, generation) = self.translate_units(translator, &units, observer)?;
-            *tokens += generation.counts;
+            let (english, translation) = self.translate_units(translator, &units, calls).await?;
+            *spent += translation;
             for (pair, translated) in chosen.iter_mut().zip(english) {
                 pair.en = translated.text;
             }
@@ -501,20 +541,21 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Every sentence of a document with its translation, paragraph by paragraph.
-    fn translate_document(
+    async fn translate_document(
         &self,
         document: &str,
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
     ) -> Result<Vec<Vec<Bilingual>>> {
         let translator = self.translator_model()?;
         let paragraphs: Vec<Vec<String>> = text::paragraphs(document)
             .iter()
             .map(|block| text::sentences(&block.text))
             .collect();
-        let (english, generation) =
-            self.translate_units(translator, &paragraphs.concat(), observer)?;
-        *tokens += generation.counts;
+        let (english, translation) = self
+            .translate_units(translator, &paragraphs.concat(), calls)
+            .await?;
+        *spent += translation;
         let mut english = english.into_iter();
         Ok(paragraphs
             .into_iter()
@@ -539,17 +580,18 @@ impl<'a> Pipeline<'a> {
 
     /// A summary that passed the guard: the first try, else a retry with stricter settings,
     /// else the lead sentences of the document. What happened is kept in the notes.
-    fn guarded_summary(
+    async fn guarded_summary(
         &self,
-        summarizer: &dyn TextGenerator,
+        summarizer: &'a dyn TextGenerator,
         document: &str,
         script: Script,
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
     ) -> Result<Abstract> {
         let overrides = &self.options.summary;
-        let (text, chunks) =
-            self.summarize_text(summarizer, document, overrides, observer, tokens, 1)?;
+        let (text, chunks) = self
+            .summarize_text(summarizer, document, overrides, calls, spent, 1)
+            .await?;
         let Some(problem) = self.degenerate_summary(document, &text, script) else {
             return Ok(Abstract::generated(text, chunks, Vec::new()));
         };
@@ -557,8 +599,9 @@ impl<'a> Pipeline<'a> {
             "summary rejected ({problem}); retried with stricter settings"
         )];
         let stricter = summary::stricter(overrides);
-        let (retry, chunks) =
-            self.summarize_text(summarizer, document, &stricter, observer, tokens, 1)?;
+        let (retry, chunks) = self
+            .summarize_text(summarizer, document, &stricter, calls, spent, 1)
+            .await?;
         let Some(again) = self.degenerate_summary(document, &retry, script) else {
             return Ok(Abstract::generated(retry, chunks, notes));
         };
@@ -596,13 +639,13 @@ impl<'a> Pipeline<'a> {
     /// nothing is silently truncated. Returns the summary and the number of parts. After
     /// `MAX_SUMMARY_ROUNDS` the text goes to the model as it is, whose input check then fails
     /// the release with a message rather than cutting it.
-    fn summarize_text(
+    async fn summarize_text(
         &self,
-        summarizer: &dyn TextGenerator,
+        summarizer: &'a dyn TextGenerator,
         document: &str,
         overrides: &GenerationOverrides,
-        observer: &dyn Observer,
-        tokens: &mut TokenCounts,
+        calls: &Calls<'a>,
+        spent: &mut Spent,
         round: usize,
     ) -> Result<(String, usize)> {
         let max = summarizer.max_input_tokens();
@@ -611,20 +654,24 @@ impl<'a> Pipeline<'a> {
         } else {
             self.parts_that_fit(summarizer, document, max)?
         };
-        let generation = self.call(summarizer, &parts, overrides, Stage::Summarize, observer)?;
-        *tokens += generation.counts;
+        let part_count = parts.len();
+        let generation = calls
+            .generate(summarizer, parts, overrides, Stage::Summarize)
+            .await?;
+        *spent += generation.spent;
         let summaries: Vec<String> = generation
             .texts
             .iter()
             .map(|s| collapse_spaces(s))
             .collect();
-        if parts.len() == 1 {
+        if part_count == 1 {
             return Ok((summaries.into_iter().next().unwrap_or_default(), 1));
         }
         let joined = summaries.join("\n");
-        let (summary, _) =
-            self.summarize_text(summarizer, &joined, overrides, observer, tokens, round + 1)?;
-        Ok((summary, parts.len()))
+        let next_round =
+            self.summarize_text(summarizer, &joined, overrides, calls, spent, round + 1);
+        let (summary, _) = Box::pin(next_round).await?;
+        Ok((summary, part_count))
     }
 
     /// Packs whole lines (paragraphs) into parts of at most `max` tokens; a paragraph that is
@@ -658,52 +705,6 @@ impl<'a> Pipeline<'a> {
             parts.push(piece);
         }
         Ok(parts)
-    }
-
-    /// One model call, reported to the observer, checked for one output per input.
-    fn call(
-        &self,
-        generator: &dyn TextGenerator,
-        inputs: &[String],
-        overrides: &GenerationOverrides,
-        stage: Stage,
-        observer: &dyn Observer,
-    ) -> Result<Generation> {
-        let started = Instant::now();
-        if inputs.is_empty() {
-            return Ok(Generation {
-                texts: Vec::new(),
-                counts: TokenCounts::default(),
-                seconds: 0.0,
-            });
-        }
-        observer.stage(stage, 0, inputs.len());
-        let outputs = generator.generate(inputs, overrides, &|done, total| {
-            observer.stage(stage, done, total)
-        })?;
-        if outputs.len() != inputs.len() {
-            return Err(Error::Generation(format!(
-                "{} returned {} outputs for {} inputs",
-                generator.info().repo,
-                outputs.len(),
-                inputs.len()
-            )));
-        }
-        let counts = TokenCounts {
-            segments: inputs.len(),
-            input_tokens: outputs.iter().map(|o| o.input_tokens).sum(),
-            generated_tokens: outputs.iter().map(|o| o.output_tokens).sum(),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        observer.generated(stage, counts, seconds);
-        Ok(Generation {
-            texts: outputs
-                .into_iter()
-                .map(|o| o.text.trim().to_string())
-                .collect(),
-            counts,
-            seconds,
-        })
     }
 }
 
@@ -787,14 +788,6 @@ impl Abstract {
             method: method.into(),
             notes,
         }
-    }
-}
-
-impl Generation {
-    /// Adds the counts and time of a second call (a guarded retry).
-    fn absorb(&mut self, other: Generation) {
-        self.counts += other.counts;
-        self.seconds += other.seconds;
     }
 }
 

@@ -26,19 +26,19 @@ fn main() {
     println!("test kill_midway_then_rerun ... ok");
 }
 
-/// The child: the whole sample batch with a model that takes a while per call.
+/// The child: the whole sample batch with a model that takes a while per call, in groups of a
+/// release or two (the samples together are fewer segments than one default group, and a
+/// group's releases are written together), so the kill lands between groups.
 fn slow_batch(out: &Path) {
     let mut translator = StandIn::translator();
     let mut summarizer = StandIn::summarizer();
     translator.delay = Duration::from_millis(150);
     summarizer.delay = Duration::from_millis(150);
-    run_batch(
-        &translator,
-        &summarizer,
-        &[samples()],
-        out,
-        BatchOptions::default(),
-    );
+    let options = BatchOptions {
+        pool_segments: 20,
+        ..BatchOptions::default()
+    };
+    run_batch(&translator, &summarizer, &[samples()], out, options);
 }
 
 fn kill_midway_then_rerun() {

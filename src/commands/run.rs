@@ -90,6 +90,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         force: args.force,
         load_seconds: models.load_seconds,
         digest_order: args.digest_order,
+        ..BatchOptions::default()
     };
     let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
     common::print_stats(global, &report.stats());

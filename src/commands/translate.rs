@@ -79,7 +79,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
             side_by_side: args.side_by_side,
             force: args.force,
             load_seconds: models.load_seconds,
-            digest_order: Default::default(),
+            ..BatchOptions::default()
         };
         let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
         common::print_stats(global, &report.stats());
