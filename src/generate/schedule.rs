@@ -24,10 +24,35 @@ pub fn default_batch_tokens(device: &candle_core::Device) -> usize {
     }
 }
 
+/// What one batch may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Hypotheses (rows times beams) times the longest source: bounds the encoder's memory.
+    pub tokens: usize,
+    /// Hypotheses, however short the sources: bounds the decoder's memory, which grows with
+    /// them (each holds its self-attention cache and a row of logits; opus-mt: about 0.8 MB
+    /// for 32 tokens, plus 0.25 MB).
+    pub hypotheses: usize,
+}
+
+impl Budget {
+    /// Source tokens of budget per hypothesis: `--batch-tokens` N allows N / 64 hypotheses.
+    pub const TOKENS_PER_HYPOTHESIS: usize = 64;
+
+    /// The budget that `--batch-tokens tokens` sets.
+    pub fn of_tokens(tokens: usize) -> Self {
+        Self {
+            tokens,
+            hypotheses: (tokens / Self::TOKENS_PER_HYPOTHESIS).max(1),
+        }
+    }
+}
+
 /// Splits inputs of the given token `lengths` into batches of input indices. Inputs are sorted
-/// longest first (stable, so equal lengths keep input order), and a batch grows while
-/// `rows * cost_per_row * longest <= budget`; a single input always fits.
-pub fn plan(lengths: &[usize], budget: usize, cost_per_row: usize) -> Vec<Vec<usize>> {
+/// longest first (stable, so equal lengths keep input order), and a batch grows while its
+/// hypotheses (`rows * cost_per_row`) stay within both limits of `budget`; a single input
+/// always fits.
+pub fn plan(lengths: &[usize], budget: Budget, cost_per_row: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
     let mut batches: Vec<Vec<usize>> = Vec::new();
@@ -35,7 +60,9 @@ pub fn plan(lengths: &[usize], budget: usize, cost_per_row: usize) -> Vec<Vec<us
     let mut longest = 0;
     for i in order {
         let wider = longest.max(lengths[i]);
-        if !current.is_empty() && (current.len() + 1) * cost_per_row * wider > budget {
+        let hypotheses = (current.len() + 1) * cost_per_row;
+        let full = hypotheses * wider > budget.tokens || hypotheses > budget.hypotheses;
+        if !current.is_empty() && full {
             batches.push(std::mem::take(&mut current));
             longest = 0;
         }
@@ -52,7 +79,7 @@ pub fn plan(lengths: &[usize], budget: usize, cost_per_row: usize) -> Vec<Vec<us
 /// `progress(done, total)` is called after each batch with the number of inputs finished.
 pub fn run<T>(
     lengths: &[usize],
-    budget: usize,
+    budget: Budget,
     cost_per_row: usize,
     mut work: impl FnMut(&[usize]) -> Result<Vec<T>>,
     progress: &dyn Fn(usize, usize),
@@ -84,19 +111,40 @@ mod tests {
 
     use super::*;
 
+    fn tokens(tokens: usize) -> Budget {
+        Budget {
+            tokens,
+            hypotheses: usize::MAX,
+        }
+    }
+
     #[test]
     fn batches_are_sorted_and_within_budget() {
         let lengths = [3, 10, 4, 10, 1, 7, 2];
-        let batches = plan(&lengths, 20, 1);
+        let batches = plan(&lengths, tokens(20), 1);
         assert_eq!(batches, vec![vec![1, 3], vec![5, 2], vec![0, 6, 4]]);
         for batch in &batches {
             let longest = batch.iter().map(|&i| lengths[i]).max().unwrap();
             assert!(batch.len() * longest <= 20);
         }
         // Beams multiply the cost of a row.
-        assert_eq!(plan(&lengths, 20, 4).len(), 6);
+        assert_eq!(plan(&lengths, tokens(20), 4).len(), 6);
         // An input over the budget still gets a batch of its own.
-        assert_eq!(plan(&[50, 1], 20, 1), vec![vec![0], vec![1]]);
+        assert_eq!(plan(&[50, 1], tokens(20), 1), vec![vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn short_inputs_are_capped_by_hypotheses() {
+        let lengths = [2; 10];
+        let budget = Budget::of_tokens(256);
+        assert_eq!(budget.hypotheses, 4);
+        let sizes = |beams| -> Vec<usize> {
+            plan(&lengths, budget, beams).iter().map(Vec::len).collect()
+        };
+        assert_eq!(sizes(1), vec![4, 4, 2]);
+        assert_eq!(sizes(2), vec![2, 2, 2, 2, 2]);
+        // A tiny budget still allows one hypothesis per batch.
+        assert_eq!(Budget::of_tokens(10).hypotheses, 1);
     }
 
     #[test]
@@ -105,7 +153,7 @@ mod tests {
         let seen = RefCell::new(Vec::new());
         let out = run(
             &lengths,
-            10,
+            tokens(10),
             1,
             |batch| Ok(batch.iter().map(|&i| lengths[i] * 100).collect()),
             &|done, total| seen.borrow_mut().push((done, total)),
