@@ -134,11 +134,8 @@ impl<M: Seq2Seq> Runner<M> {
                     .map(|&i| sources[i].as_slice())
                     .filter(|s| !s.is_empty())
                     .collect();
-                let outputs = search::generate_batch(&self.model, settings, &real, &self.device);
-                if self.device.is_cpu() {
-                    release_free_memory();
-                }
-                let mut outputs = outputs?.into_iter();
+                let mut outputs =
+                    search::generate_batch(&self.model, settings, &real, &self.device)?.into_iter();
                 Ok(batch
                     .iter()
                     .map(|&i| match sources[i].is_empty() {
@@ -297,17 +294,6 @@ enum AllocatorMode {
     /// faults of re-touching them cost a quarter of a beam-search step on the CPU. One arena
     /// keeps the retained memory bounded.
     Decoding,
-}
-
-/// Returns the memory freed by a finished batch to the kernel. The decoding mode keeps freed
-/// memory for reuse within a batch; across batches of other shapes the kept holes do not fit and
-/// the heap would only grow (measured: +43 MB over five beam-search batches of opus-mt).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn tune_allocator(mode: AllocatorMode) {

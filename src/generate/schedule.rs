@@ -5,12 +5,13 @@
 
 use crate::Result;
 
-/// Default token budget of one batch on the CPU: hypotheses times the longest source. Measured
-/// with `mtsum bench --batch-tokens N` (real-size Marian, 64 inputs, 32 new tokens, 2 threads):
-/// 4096 ran greedy and beam 4 about 12% faster than 2048 (greedy ~980 vs ~850 tokens/s, beam 4
-/// ~307 vs ~270) for 1.76x / 2.2x the weights in peak memory instead of 1.6x / 1.7x; 8192 and
-/// one batch of everything (256 beam rows) were no faster and used more memory.
-pub const DEFAULT_BATCH_TOKENS_CPU: usize = 4096;
+/// Default token budget of one batch on the CPU: hypotheses times the longest source, and at
+/// most 3072 / 64 = 48 hypotheses. Measured with `mtsum bench` (real-size Marian, 64 inputs of
+/// 15-41 tokens, 32 new tokens, 2 threads; tokens/s and peak memory as a multiple of the
+/// weights): 3072 gave greedy ~1770 at 1.42x and beam 4 ~540 at 1.42x; 4096 (64 hypotheses)
+/// ~1760 at 1.53x and ~536 at 1.53x; 6144 (96 hypotheses) beam 4 ~560 at 1.73x. Throughput
+/// flattens from about 48 rows on, while the decoder's caches grow with every row.
+pub const DEFAULT_BATCH_TOKENS_CPU: usize = 3072;
 
 /// Default budget on a GPU, where wide batches are what keeps it busy (not measured here).
 pub const DEFAULT_BATCH_TOKENS_GPU: usize = 16384;
@@ -138,9 +139,8 @@ mod tests {
         let lengths = [2; 10];
         let budget = Budget::of_tokens(256);
         assert_eq!(budget.hypotheses, 4);
-        let sizes = |beams| -> Vec<usize> {
-            plan(&lengths, budget, beams).iter().map(Vec::len).collect()
-        };
+        let sizes =
+            |beams| -> Vec<usize> { plan(&lengths, budget, beams).iter().map(Vec::len).collect() };
         assert_eq!(sizes(1), vec![4, 4, 2]);
         assert_eq!(sizes(2), vec![2, 2, 2, 2, 2]);
         // A tiny budget still allows one hypothesis per batch.

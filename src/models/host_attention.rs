@@ -4,10 +4,8 @@
 //! ten tensor operations (head splits, cache append, two batched matmuls of one-row products,
 //! softmax, head merge), each a pass over memory with its own thread dispatch: measured on a
 //! beam-4 decode of opus-mt (144 rows), everything in a step but the linear layers took about a
-//! quarter of the step. Here one pass per row appends the row's keys and values to its cache and
-//! attends, rows in parallel. The self-attention cache keeps, per row and head, the positions
-//! written so far in a buffer with spare capacity; beam reordering copies only the positions
-//! written, not the spare capacity.
+//! quarter of the step. Here one pass per row attends, rows in parallel; the self-attention cache
+//! ([`HostKv`]) keeps each position as written, and beam reordering copies nothing.
 //!
 //! Scores are `q · k + bias` (queries come pre-scaled from their projection), softmax as
 //! transformers computes it (max subtracted, exponentials summed in f32), then the weighted sum
@@ -36,31 +34,36 @@ pub fn with_host_f32<T, const N: usize>(
     Ok(f(slices))
 }
 
-/// The self-attention keys and values of every row so far, laid out (row, head, capacity,
-/// head_dim).
+/// The self-attention keys and values of every position so far, stored position by position
+/// as written, with each position's parent rows.
+///
+/// Beam search reorders the rows at every step (a beam continues another beam's history).
+/// Instead of copying every row's keys and values into the new order, a reorder is recorded as
+/// the rows' parents, and attention follows each row's chain of parents back through the
+/// positions. A step then writes only its own position, and nothing is ever copied.
 pub struct HostKv {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// keys[t], values[t]: (rows at position t, heads x head_dim).
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    /// parents[t][r]: the row of position t that row r of position t + 1 continues.
+    parents: Vec<Vec<u32>>,
+    /// For each current row, the row of the last position it continues (None: the same row).
+    pending: Option<Vec<u32>>,
     rows: usize,
     heads: usize,
     dim: usize,
-    capacity: usize,
-    len: usize,
 }
-
-/// Positions reserved at first, then doubled as needed (most segments stay within it).
-const INITIAL_CAPACITY: usize = 32;
 
 impl HostKv {
     pub fn new(rows: usize, heads: usize, dim: usize) -> Self {
         Self {
-            k: Vec::new(),
-            v: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            parents: Vec::new(),
+            pending: None,
             rows,
             heads,
             dim,
-            capacity: 0,
-            len: 0,
         }
     }
 
@@ -68,97 +71,86 @@ impl HostKv {
         self.heads * self.dim
     }
 
-    /// Values of one row: every head's block of `capacity` positions.
-    fn row_size(&self) -> usize {
-        self.heads * self.capacity * self.dim
-    }
-
     /// Keeps `rows` (indices into the current rows, may repeat), in that order.
     pub fn select_rows(&mut self, rows: &[u32]) -> candle_core::Result<()> {
         if let Some(&bad) = rows.iter().find(|&&r| r as usize >= self.rows) {
             candle_core::bail!("select_rows: row {bad} of {} rows", self.rows);
         }
-        let from: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
-        self.relayout(self.capacity, &from);
-        Ok(())
-    }
-
-    /// New buffers of `capacity` positions holding the written positions of rows `from`.
-    fn relayout(&mut self, capacity: usize, from: &[usize]) {
-        let (heads, dim, len) = (self.heads, self.dim, self.len);
-        let (old_row, new_row) = (self.row_size(), heads * capacity * dim);
-        let mut k = vec![0f32; from.len() * new_row];
-        let mut v = vec![0f32; from.len() * new_row];
-        if new_row > 0 {
-            (k.par_chunks_mut(new_row).zip(v.par_chunks_mut(new_row)))
-                .zip(from)
-                .for_each(|((k_row, v_row), &src)| {
-                    for h in 0..heads {
-                        let s = src * old_row + h * self.capacity * dim;
-                        let d = h * capacity * dim;
-                        k_row[d..d + len * dim].copy_from_slice(&self.k[s..s + len * dim]);
-                        v_row[d..d + len * dim].copy_from_slice(&self.v[s..s + len * dim]);
-                    }
-                });
+        if !self.keys.is_empty() {
+            self.pending = Some(match &self.pending {
+                Some(earlier) => rows.iter().map(|&r| earlier[r as usize]).collect(),
+                None => rows.to_vec(),
+            });
         }
-        (self.k, self.v, self.capacity, self.rows) = (k, v, capacity, from.len());
+        self.rows = rows.len();
+        Ok(())
     }
 
     /// Appends one position from `qkv` (rows, 3 x inner: queries, keys, values) and attends it
     /// with every position so far; returns (rows, inner). `bias`: additive scores laid out
     /// (bias rows, heads, positions so far), bias rows 1 (shared) or one per row.
     pub fn step(&mut self, qkv: &[f32], bias: Option<&[f32]>) -> candle_core::Result<Vec<f32>> {
-        let inner = self.inner();
-        if qkv.len() != self.rows * 3 * inner {
-            candle_core::bail!(
-                "attention step: {} values for {} rows",
-                qkv.len(),
-                self.rows
-            );
+        let (inner, rows) = (self.inner(), self.rows);
+        if qkv.len() != rows * 3 * inner {
+            candle_core::bail!("attention step: {} values for {rows} rows", qkv.len());
         }
-        if self.len == self.capacity {
-            let identity: Vec<usize> = (0..self.rows).collect();
-            self.relayout((2 * self.capacity).max(INITIAL_CAPACITY), &identity);
-        }
-        let len = self.len + 1;
+        let len = self.keys.len() + 1;
         let per_row_bias = match bias {
             None => None,
             Some(b) if b.len() == self.heads * len => Some((b, 0)),
-            Some(b) if b.len() == self.rows * self.heads * len => Some((b, self.heads * len)),
+            Some(b) if b.len() == rows * self.heads * len => Some((b, self.heads * len)),
             Some(b) => candle_core::bail!("attention step: a bias of {} values", b.len()),
         };
-        let (heads, dim, capacity, position) = (self.heads, self.dim, self.capacity, self.len);
-        let row_size = self.row_size();
-        let mut out = vec![0f32; self.rows * inner];
-        if row_size > 0 {
-            (self
-                .k
-                .par_chunks_mut(row_size)
-                .zip(self.v.par_chunks_mut(row_size)))
-            .zip(out.par_chunks_mut(inner).zip(qkv.par_chunks(3 * inner)))
-            .enumerate()
-            .for_each(|(r, ((k_row, v_row), (out_row, qkv_row)))| {
-                let mut scores = Vec::with_capacity(len);
-                for h in 0..heads {
-                    let block = h * capacity * dim;
-                    let at = block + position * dim;
-                    let head = h * dim..(h + 1) * dim;
-                    k_row[at..at + dim].copy_from_slice(&qkv_row[inner..][head.clone()]);
-                    v_row[at..at + dim].copy_from_slice(&qkv_row[2 * inner..][head.clone()]);
-                    let bias = per_row_bias.map(|(b, stride)| &b[r * stride + h * len..][..len]);
-                    attend_one(
-                        &qkv_row[head.clone()],
-                        &k_row[block..block + len * dim],
-                        &v_row[block..block + len * dim],
-                        bias,
-                        &mut scores,
-                        &mut out_row[head],
-                    );
-                }
-            });
+        if len > 1 {
+            let parents = self.pending.take();
+            self.parents
+                .push(parents.unwrap_or_else(|| (0..rows as u32).collect()));
         }
-        self.len = len;
+        let part = |p: usize| -> Vec<f32> {
+            (qkv.chunks(3 * inner))
+                .flat_map(|row| &row[p * inner..(p + 1) * inner])
+                .copied()
+                .collect()
+        };
+        self.keys.push(part(1));
+        self.values.push(part(2));
+        let mut out = vec![0f32; rows * inner];
+        let (heads, dim) = (self.heads, self.dim);
+        (out.par_chunks_mut(inner.max(1))
+            .zip(qkv.par_chunks(3 * inner.max(1))))
+        .enumerate()
+        .for_each(|(r, (out_row, qkv_row))| {
+            let chain = self.ancestors(r);
+            let mut scores = Vec::with_capacity(len);
+            for h in 0..heads {
+                let head = h * dim..(h + 1) * dim;
+                let at = |t: usize| chain[t] as usize * inner + h * dim;
+                let bias = per_row_bias.map(|(b, stride)| &b[r * stride + h * len..][..len]);
+                attend_one(
+                    &qkv_row[head.clone()],
+                    len,
+                    |t| &self.keys[t][at(t)..at(t) + dim],
+                    |t| &self.values[t][at(t)..at(t) + dim],
+                    bias,
+                    &mut scores,
+                    &mut out_row[head],
+                );
+            }
+        });
         Ok(out)
+    }
+
+    /// The row that current row `r` occupies at each position, oldest first.
+    fn ancestors(&self, r: usize) -> Vec<u32> {
+        let mut chain = vec![0u32; self.keys.len()];
+        let mut row = r as u32;
+        for t in (0..chain.len()).rev() {
+            chain[t] = row;
+            if t > 0 {
+                row = self.parents[t - 1][row as usize];
+            }
+        }
+        chain
     }
 }
 
@@ -201,8 +193,9 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
                     let head = h * dim..(h + 1) * dim;
                     attend_one(
                         &q_row[head.clone()],
-                        &memory.keys[at..at + block],
-                        &memory.values[at..at + block],
+                        positions,
+                        |t| &memory.keys[at + t * dim..at + (t + 1) * dim],
+                        |t| &memory.values[at + t * dim..at + (t + 1) * dim],
                         Some(bias),
                         &mut scores,
                         &mut out_row[head],
@@ -214,13 +207,14 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
     Ok(out)
 }
 
-/// softmax over positions t of `q · k_t + bias_t`, then `Σ_t p_t v_t` into `out`; `keys` and
-/// `values` hold consecutive positions of `q.len()` values each. Runs the AVX2 build of the
-/// same code where the CPU has it (identical results: Rust does not contract into FMA).
-fn attend_one(
+/// softmax over the `n` positions t of `q · key(t) + bias_t`, then `Σ_t p_t value(t)` into
+/// `out`. Runs the AVX2 build of the same code where the CPU has it (identical results: Rust
+/// does not contract into FMA).
+fn attend_one<'a>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    n: usize,
+    key: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
     bias: Option<&[f32]>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
@@ -228,36 +222,37 @@ fn attend_one(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { attend_one_avx2(q, keys, values, bias, scores, out) };
+        return unsafe { attend_one_avx2(q, n, key, value, bias, scores, out) };
     }
-    attend_one_lanes(q, keys, values, bias, scores, out)
+    attend_one_lanes(q, n, key, value, bias, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn attend_one_avx2(
+unsafe fn attend_one_avx2<'a>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    n: usize,
+    key: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
     bias: Option<&[f32]>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_one_lanes(q, keys, values, bias, scores, out)
+    attend_one_lanes(q, n, key, value, bias, scores, out)
 }
 
 #[inline(always)]
-fn attend_one_lanes(
+fn attend_one_lanes<'a>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    n: usize,
+    key: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
     bias: Option<&[f32]>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let dim = q.len();
     scores.clear();
-    scores.extend(keys.chunks_exact(dim).map(|k| dot(q, k)));
+    scores.extend((0..n).map(|t| dot(q, key(t))));
     if let Some(bias) = bias {
         for (s, b) in scores.iter_mut().zip(bias) {
             *s += b;
@@ -270,9 +265,9 @@ fn attend_one_lanes(
         sum += *s;
     }
     out.fill(0.0);
-    for (p, v) in scores.iter().zip(values.chunks_exact(dim)) {
+    for (t, p) in scores.iter().enumerate() {
         let p = p / sum;
-        for (o, x) in out.iter_mut().zip(v) {
+        for (o, x) in out.iter_mut().zip(value(t)) {
             *o += p * x;
         }
     }
@@ -328,14 +323,14 @@ mod tests {
     }
 
     #[test]
-    fn steps_attend_every_position_so_far_and_survive_growth_and_reordering() {
+    fn steps_attend_every_position_so_far_through_reorderings() {
         let (rows, heads, dim) = (3, 2, 5);
         let inner = heads * dim;
         let mut kv = HostKv::new(rows, heads, dim);
         // history[r][h] = the keys and values written so far
         let mut keys = vec![vec![Vec::new(); heads]; rows];
         let mut values = vec![vec![Vec::new(); heads]; rows];
-        for step in 0..(INITIAL_CAPACITY + 3) {
+        for step in 0..40 {
             let qkv: Vec<f32> = (0..rows * 3 * inner)
                 .map(|i| value(i + 31 * step))
                 .collect();
