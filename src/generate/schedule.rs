@@ -1,17 +1,17 @@
 //! The batch scheduler: inputs pooled, sorted by length, and cut into batches by a token budget,
-//! as CTranslate2 does with `batch_type="tokens"`. Sorting keeps padding small (a batch's rows
-//! are all about as long as its longest); the budget bounds the memory of one batch whatever the
-//! lengths. Results come back in input order.
+//! as CTranslate2 does with `batch_type="tokens"`, and by a number of hypotheses. Sorting keeps
+//! padding small (a batch's rows are all about as long as its longest); the budget bounds the
+//! memory of one batch whatever the lengths and beams. Results come back in input order.
 
 use crate::Result;
 
-/// Default token budget of one batch on the CPU: hypotheses times the longest source, and at
-/// most 3072 / 64 = 48 hypotheses. Measured with `mtsum bench` (real-size Marian, 64 inputs of
-/// 15-41 tokens, 32 new tokens, 2 threads; tokens/s and peak memory as a multiple of the
-/// weights): 3072 gave greedy ~1770 at 1.42x and beam 4 ~540 at 1.42x; 4096 (64 hypotheses)
-/// ~1760 at 1.53x and ~536 at 1.53x; 6144 (96 hypotheses) beam 4 ~560 at 1.73x. Throughput
-/// flattens from about 48 rows on, while the decoder's caches grow with every row.
-pub const DEFAULT_BATCH_TOKENS_CPU: usize = 3072;
+/// Default token budget of one batch on the CPU: inputs times the longest source, and at most
+/// 2048 / 32 = 64 hypotheses (inputs times beams). Measured with `mtsum bench` (real-size
+/// Marian, 64 inputs of 15-41 tokens, 32 new tokens, 2 threads; tokens/s, and peak memory as a
+/// multiple of the weights), greedy / beam 4: 2048 gave ~1570 at 1.46x / ~600 at 1.47x; 3072
+/// with 48 hypotheses ~1600 at 1.46x / ~545 at 1.42x; 85 hypotheses beam 4 ~580 at 1.70x.
+/// Beam search gains from wider batches up to about 64 rows; memory grows with every row.
+pub const DEFAULT_BATCH_TOKENS_CPU: usize = 2048;
 
 /// Default budget on a GPU, where wide batches are what keeps it busy (not measured here).
 pub const DEFAULT_BATCH_TOKENS_GPU: usize = 16384;
@@ -28,17 +28,18 @@ pub fn default_batch_tokens(device: &candle_core::Device) -> usize {
 /// What one batch may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Hypotheses (rows times beams) times the longest source: bounds the encoder's memory.
+    /// Inputs times the longest source: bounds the encoder's work and memory, and the
+    /// cross-attention keys and values the decoder keeps (once per input, whatever the beams).
     pub tokens: usize,
-    /// Hypotheses, however short the sources: bounds the decoder's memory, which grows with
-    /// them (each holds its self-attention cache and a row of logits; opus-mt: about 0.8 MB
-    /// for 32 tokens, plus 0.25 MB).
+    /// Hypotheses (inputs times beams), however short the sources: bounds the decoder's own
+    /// memory, which grows with them (each holds its self-attention cache and a row of logits;
+    /// opus-mt: about 0.8 MB for 32 tokens, plus 0.25 MB).
     pub hypotheses: usize,
 }
 
 impl Budget {
-    /// Source tokens of budget per hypothesis: `--batch-tokens` N allows N / 64 hypotheses.
-    pub const TOKENS_PER_HYPOTHESIS: usize = 64;
+    /// Source tokens of budget per hypothesis: `--batch-tokens` N allows N / 32 hypotheses.
+    pub const TOKENS_PER_HYPOTHESIS: usize = 32;
 
     /// The budget that `--batch-tokens tokens` sets.
     pub fn of_tokens(tokens: usize) -> Self {
@@ -50,10 +51,9 @@ impl Budget {
 }
 
 /// Splits inputs of the given token `lengths` into batches of input indices. Inputs are sorted
-/// longest first (stable, so equal lengths keep input order), and a batch grows while its
-/// hypotheses (`rows * cost_per_row`) stay within both limits of `budget`; a single input
-/// always fits.
-pub fn plan(lengths: &[usize], budget: Budget, cost_per_row: usize) -> Vec<Vec<usize>> {
+/// longest first (stable, so equal lengths keep input order), and a batch grows while
+/// `inputs * longest` and `inputs * beams` stay within `budget`; a single input always fits.
+pub fn plan(lengths: &[usize], budget: Budget, beams: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
     let mut batches: Vec<Vec<usize>> = Vec::new();
@@ -61,8 +61,8 @@ pub fn plan(lengths: &[usize], budget: Budget, cost_per_row: usize) -> Vec<Vec<u
     let mut longest = 0;
     for i in order {
         let wider = longest.max(lengths[i]);
-        let hypotheses = (current.len() + 1) * cost_per_row;
-        let full = hypotheses * wider > budget.tokens || hypotheses > budget.hypotheses;
+        let inputs = current.len() + 1;
+        let full = inputs * wider > budget.tokens || inputs * beams > budget.hypotheses;
         if !current.is_empty() && full {
             batches.push(std::mem::take(&mut current));
             longest = 0;
@@ -81,13 +81,13 @@ pub fn plan(lengths: &[usize], budget: Budget, cost_per_row: usize) -> Vec<Vec<u
 pub fn run<T>(
     lengths: &[usize],
     budget: Budget,
-    cost_per_row: usize,
+    beams: usize,
     mut work: impl FnMut(&[usize]) -> Result<Vec<T>>,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<T>> {
     let mut slots: Vec<Option<T>> = (0..lengths.len()).map(|_| None).collect();
     let mut done = 0;
-    for batch in plan(lengths, budget, cost_per_row) {
+    for batch in plan(lengths, budget, beams) {
         let outputs = work(&batch)?;
         assert_eq!(
             outputs.len(),
@@ -128,8 +128,8 @@ mod tests {
             let longest = batch.iter().map(|&i| lengths[i]).max().unwrap();
             assert!(batch.len() * longest <= 20);
         }
-        // Beams multiply the cost of a row.
-        assert_eq!(plan(&lengths, tokens(20), 4).len(), 6);
+        // Beams do not change the source tokens a batch holds.
+        assert_eq!(plan(&lengths, tokens(20), 4), batches);
         // An input over the budget still gets a batch of its own.
         assert_eq!(plan(&[50, 1], tokens(20), 1), vec![vec![0], vec![1]]);
     }
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn short_inputs_are_capped_by_hypotheses() {
         let lengths = [2; 10];
-        let budget = Budget::of_tokens(256);
+        let budget = Budget::of_tokens(128);
         assert_eq!(budget.hypotheses, 4);
         let sizes =
             |beams| -> Vec<usize> { plan(&lengths, budget, beams).iter().map(Vec::len).collect() };
@@ -145,6 +145,8 @@ mod tests {
         assert_eq!(sizes(2), vec![2, 2, 2, 2, 2]);
         // A tiny budget still allows one hypothesis per batch.
         assert_eq!(Budget::of_tokens(10).hypotheses, 1);
+        // Beams beyond the cap still get a batch of one input.
+        assert_eq!(sizes(8), vec![1; 10]);
     }
 
     #[test]
