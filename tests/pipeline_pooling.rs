@@ -38,6 +38,25 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 
 /// Every file in `out` by name, with what depends on the clock taken out: the timings of
 /// outputs and report, the report's times and rate, the digest's date line.
+/// The same files with the same contents (clock fields left out), `what` naming the case.
+fn assert_same_files(
+    pooled: &BTreeMap<String, String>,
+    alone: &BTreeMap<String, String>,
+    what: &str,
+) {
+    assert_eq!(
+        pooled.keys().collect::<Vec<_>>(),
+        alone.keys().collect::<Vec<_>>()
+    );
+    for (name, text) in pooled {
+        assert!(
+            text == &alone[name],
+            "{name} differs ({what}):\npooled: {text}\nalone:  {}",
+            alone[name]
+        );
+    }
+}
+
 fn written_files(out: &Path) -> BTreeMap<String, String> {
     file_names(out)
         .into_iter()
@@ -98,17 +117,7 @@ fn pooled_groups_write_the_same_files_as_release_by_release() {
         };
         let (pooled, pooled_calls) = files(batch::POOL_SEGMENTS);
         let (alone, alone_calls) = files(ALONE);
-        assert_eq!(
-            pooled.keys().collect::<Vec<_>>(),
-            alone.keys().collect::<Vec<_>>()
-        );
-        for (name, text) in &pooled {
-            assert!(
-                text == &alone[name],
-                "{name} differs ({translation:?}, {summary:?}):\npooled: {text}\nalone:  {}",
-                alone[name]
-            );
-        }
+        assert_same_files(&pooled, &alone, &format!("{translation:?}, {summary:?}"));
         assert!(
             pooled_calls * 4 < alone_calls,
             "{pooled_calls} model calls pooled, {alone_calls} release by release"
@@ -254,15 +263,5 @@ fn tiny_models_write_the_same_files_pooled_and_release_by_release() {
     assert_eq!(report.counts.processed, 9 + HOSTILE_OUTPUTS.len());
     run_models(&pipeline, &paths, alone.path(), ALONE);
     let (pooled, alone) = (written_files(pooled.path()), written_files(alone.path()));
-    assert_eq!(
-        pooled.keys().collect::<Vec<_>>(),
-        alone.keys().collect::<Vec<_>>()
-    );
-    for (name, text) in &pooled {
-        assert!(
-            text == &alone[name],
-            "{name} differs:\npooled: {text}\nalone:  {}",
-            alone[name]
-        );
-    }
+    assert_same_files(&pooled, &alone, "tiny models");
 }

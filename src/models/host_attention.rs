@@ -126,15 +126,14 @@ impl HostKv {
                 let head = h * dim..(h + 1) * dim;
                 let at = |t: usize| chain[t] as usize * inner + h * dim;
                 let bias = per_row_bias.map(|(b, stride)| &b[r * stride + h * len..][..len]);
-                attend_one(
-                    &qkv_row[head.clone()],
-                    len,
-                    |t| &self.keys[t][at(t)..at(t) + dim],
-                    |t| &self.values[t][at(t)..at(t) + dim],
+                let query = Query {
+                    q: &qkv_row[head.clone()],
+                    n: len,
+                    key: |t: usize| &self.keys[t][at(t)..at(t) + dim],
+                    value: |t: usize| &self.values[t][at(t)..at(t) + dim],
                     bias,
-                    &mut scores,
-                    &mut out_row[head],
-                );
+                };
+                query.attend(&mut scores, &mut out_row[head]);
             }
         });
         Ok(out)
@@ -191,15 +190,14 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
                 for h in 0..heads {
                     let at = (m * heads + h) * block;
                     let head = h * dim..(h + 1) * dim;
-                    attend_one(
-                        &q_row[head.clone()],
-                        positions,
-                        |t| &memory.keys[at + t * dim..at + (t + 1) * dim],
-                        |t| &memory.values[at + t * dim..at + (t + 1) * dim],
-                        Some(bias),
-                        &mut scores,
-                        &mut out_row[head],
-                    );
+                    let query = Query {
+                        q: &q_row[head.clone()],
+                        n: positions,
+                        key: |t: usize| &memory.keys[at + t * dim..at + (t + 1) * dim],
+                        value: |t: usize| &memory.values[at + t * dim..at + (t + 1) * dim],
+                        bias: Some(bias),
+                    };
+                    query.attend(&mut scores, &mut out_row[head]);
                 }
             }
         });
@@ -207,68 +205,55 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
     Ok(out)
 }
 
-/// softmax over the `n` positions t of `q · key(t) + bias_t`, then `Σ_t p_t value(t)` into
-/// `out`. Runs the AVX2 build of the same code where the CPU has it (identical results: Rust
-/// does not contract into FMA).
-fn attend_one<'a>(
-    q: &[f32],
+/// One query's attention over `n` positions whose keys and values `key(t)` and `value(t)`
+/// return: softmax over t of `q · key(t) + bias_t`, then `Σ_t p_t value(t)`.
+struct Query<'a, K, V> {
+    q: &'a [f32],
     n: usize,
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    bias: Option<&[f32]>,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { attend_one_avx2(q, n, key, value, bias, scores, out) };
-    }
-    attend_one_lanes(q, n, key, value, bias, scores, out)
+    key: K,
+    value: V,
+    bias: Option<&'a [f32]>,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attend_one_avx2<'a>(
-    q: &[f32],
-    n: usize,
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    bias: Option<&[f32]>,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    attend_one_lanes(q, n, key, value, bias, scores, out)
-}
-
-#[inline(always)]
-fn attend_one_lanes<'a>(
-    q: &[f32],
-    n: usize,
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    bias: Option<&[f32]>,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    scores.clear();
-    scores.extend((0..n).map(|t| dot(q, key(t))));
-    if let Some(bias) = bias {
-        for (s, b) in scores.iter_mut().zip(bias) {
-            *s += b;
+impl<'a, K: Fn(usize) -> &'a [f32], V: Fn(usize) -> &'a [f32]> Query<'a, K, V> {
+    /// Writes the attended values into `out` (`scores`: reused scratch). Runs the AVX2 build of
+    /// the same code where the CPU has it (identical results: Rust does not contract into FMA).
+    fn attend(&self, scores: &mut Vec<f32>, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.attend_avx2(scores, out) };
         }
+        self.attend_lanes(scores, out)
     }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn attend_avx2(&self, scores: &mut Vec<f32>, out: &mut [f32]) {
+        self.attend_lanes(scores, out)
     }
-    out.fill(0.0);
-    for (t, p) in scores.iter().enumerate() {
-        let p = p / sum;
-        for (o, x) in out.iter_mut().zip(value(t)) {
-            *o += p * x;
+
+    #[inline(always)]
+    fn attend_lanes(&self, scores: &mut Vec<f32>, out: &mut [f32]) {
+        scores.clear();
+        scores.extend((0..self.n).map(|t| dot(self.q, (self.key)(t))));
+        if let Some(bias) = self.bias {
+            for (s, b) in scores.iter_mut().zip(bias) {
+                *s += b;
+            }
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        out.fill(0.0);
+        for (t, p) in scores.iter().enumerate() {
+            let p = p / sum;
+            for (o, x) in out.iter_mut().zip((self.value)(t)) {
+                *o += p * x;
+            }
         }
     }
 }
