@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use batch_support::standin::{Loop, StandIn};
 use batch_support::*;
 use candle_core::{DType, Device};
+use mtsum::commands::common::each_release;
 use mtsum::generate::{runner, TextGenerator};
 use mtsum::hub::ResolvedModel;
 use mtsum::io::OutputDir;
@@ -264,4 +265,41 @@ fn tiny_models_write_the_same_files_pooled_and_release_by_release() {
     run_models(&pipeline, &paths, alone.path(), ALONE);
     let (pooled, alone) = (written_files(pooled.path()), written_files(alone.path()));
     assert_same_files(&pooled, &alone, "tiny models");
+}
+
+/// The stdout forms of `translate` and `summarize` pool their releases too, emit in input
+/// order, and emit the same outputs as `mtsum run` writes.
+#[test]
+fn stdout_outputs_are_pooled_and_in_input_order() {
+    let (t, s) = (StandIn::translator(), StandIn::summarizer());
+    let pipeline = Pipeline::new(Some(&t), Some(&s), run_options(false)).unwrap();
+    let items = read_items(&[samples()]);
+    let ids: Vec<String> = items
+        .iter()
+        .map(|item| item.as_ref().unwrap().id.clone())
+        .collect();
+    let mut emitted = Vec::new();
+    let outcome = each_release(&pipeline, items, &Silent, |o| emitted.push(o.clone()));
+    assert!(matches!(outcome, mtsum::cli::Outcome::Done));
+    assert_eq!(
+        emitted.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+    let stdout_calls = (calls(&t), calls(&s));
+    let out = tempfile::tempdir().unwrap();
+    let (t, s) = (StandIn::translator(), StandIn::summarizer());
+    let report = run_batch(&t, &s, &[samples()], out.path(), BatchOptions::default());
+    // As many model calls as `mtsum run` makes for the whole group: a couple per model.
+    assert_eq!(stdout_calls, (calls(&t), calls(&s)));
+    assert!(stdout_calls.0 + stdout_calls.1 <= 4, "{stdout_calls:?}");
+    for output in &emitted {
+        let entry = (report.releases.iter())
+            .find(|e| e.id.as_deref() == Some(output.id.as_str()))
+            .unwrap();
+        let written = read_output(out.path(), entry.file.as_deref().unwrap());
+        let json = |o: &mtsum::io::ReleaseOutput| {
+            serde_json::to_value((&o.title, &o.summary, &o.paragraphs)).unwrap()
+        };
+        assert_eq!(json(&written), json(output), "{}", output.id);
+    }
 }

@@ -13,7 +13,8 @@ use crate::generate::{runner, GenerationOverrides, TextGenerator};
 use crate::hub::{self, HubOptions};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
-use crate::pipeline::{Pipeline, SummaryOptions};
+use crate::pipeline::pool::{Calls, Group};
+use crate::pipeline::{batch, Pipeline, SummaryOptions};
 use crate::progress::{chain, Finished, Observer};
 use crate::summary::{SummaryLength, SummarySide};
 use crate::{Error, Result};
@@ -219,7 +220,9 @@ pub fn read_lines(
 }
 
 /// Processes every release without an output folder, handing each output to `emit` (the
-/// stdout forms of `translate` and `summarize`). Failures are reported and the rest go on.
+/// stdout forms of `translate` and `summarize`) in input order. The model calls of a group of
+/// releases are pooled as in `mtsum run` (see `pipeline::pool`). Failures are reported and the
+/// rest go on.
 pub fn each_release(
     pipeline: &Pipeline,
     items: Vec<ReadItem>,
@@ -228,29 +231,55 @@ pub fn each_release(
 ) -> Outcome {
     let mut failed = 0;
     observer.batch_started(items.len());
+    let calls = Calls::default();
+    let mut group = Group::new(&calls);
     for (index, item) in items.into_iter().enumerate() {
-        let started = Instant::now();
-        let result = item.map_err(|f| (f.location.clone(), f.error.to_string()));
-        let processed = result.and_then(|release| {
-            observer.release_started(index, &release.id);
-            pipeline
-                .process(&release, &release.id, observer)
-                .map_err(|e| (release.id.clone(), chain(&e)))
+        let release = match item {
+            Ok(release) => release,
+            Err(failure) => {
+                failed += 1;
+                observer
+                    .release_finished(&failure.location, &failed_with(&failure.error.to_string()));
+                continue;
+            }
+        };
+        observer.release_started(index, &release.id);
+        let calls = &calls;
+        group.start(async move {
+            let done = pipeline.process_with(&release, &release.id, calls).await;
+            (release.id, done)
         });
-        match processed {
+        if group.waiting_inputs() >= batch::POOL_SEGMENTS {
+            let full = std::mem::replace(&mut group, Group::new(calls));
+            failed += emit_group(full, observer, &mut emit);
+        }
+    }
+    failed += emit_group(group, observer, &mut emit);
+    observer.batch_finished();
+    outcome(failed)
+}
+
+/// Runs a group to its end and emits its outputs in input order; returns how many failed.
+fn emit_group(
+    group: Group<'_, '_, (String, Result<ReleaseOutput>)>,
+    observer: &dyn Observer,
+    emit: &mut impl FnMut(&ReleaseOutput),
+) -> usize {
+    let mut failed = 0;
+    for (id, done) in group.finish(observer) {
+        match done {
             Ok(output) => {
                 emit(&output);
-                let seconds = started.elapsed().as_secs_f64();
-                observer.release_finished(&output.id, &Finished::Processed { seconds });
+                let seconds = output.timings.total_seconds;
+                observer.release_finished(&id, &Finished::Processed { seconds });
             }
-            Err((label, reason)) => {
+            Err(err) => {
                 failed += 1;
-                observer.release_finished(&label, &failed_with(&reason));
+                observer.release_finished(&id, &failed_with(&chain(&err)));
             }
         }
     }
-    observer.batch_finished();
-    outcome(failed)
+    failed
 }
 
 fn failed_with(reason: &str) -> Finished {
