@@ -22,7 +22,7 @@ use crate::progress::{Observer, Stage};
 use crate::summary::{self, Degenerate, GuardLimits, Script, SummarySide};
 use crate::text::{self, PreparedBlock, Sentence};
 use crate::{Error, Result};
-use pool::{Calls, Spent};
+use pool::{Calls, Group, Spent};
 
 /// How deep chunked summarization may recurse (parts, summaries of parts, ...).
 const MAX_SUMMARY_ROUNDS: usize = 3;
@@ -404,12 +404,34 @@ impl<'a> Pipeline<'a> {
         observer: &dyn Observer,
         tokens: &mut TokenCounts,
     ) -> Result<SummaryOut> {
+        let mut summaries = self.summarize_all(&[document], observer, tokens);
+        summaries.pop().expect("one summary per document")
+    }
+
+    /// `summarize` for each of `documents`, their model calls pooled (`summarize --lines`):
+    /// one result per document, in order.
+    pub fn summarize_all(
+        &self,
+        documents: &[&str],
+        observer: &dyn Observer,
+        tokens: &mut TokenCounts,
+    ) -> Vec<Result<SummaryOut>> {
         let calls = Calls::default();
-        let mut spent = Spent::default();
-        let summary = self.summarize_document(document, &calls, &mut spent);
-        let summary = pool::alone(&calls, summary, observer);
-        *tokens += spent.counts;
-        summary
+        let mut group = Group::new(&calls);
+        for &document in documents {
+            let calls = &calls;
+            group.start(async move {
+                let mut spent = Spent::default();
+                let summary = self.summarize_document(document, calls, &mut spent).await;
+                (summary, spent)
+            });
+        }
+        let done = group.finish(observer).into_iter();
+        done.map(|(summary, spent)| {
+            *tokens += spent.counts;
+            summary
+        })
+        .collect()
     }
 
     /// `summarize`, with the model calls made through `calls`.

@@ -303,3 +303,30 @@ fn stdout_outputs_are_pooled_and_in_input_order() {
         assert_eq!(json(&written), json(output), "{}", output.id);
     }
 }
+
+/// `summarize --lines`: the documents' model calls are pooled, and each document gets the
+/// summary it gets alone.
+#[test]
+fn documents_summarized_together_get_their_own_summaries() {
+    let text = std::fs::read_to_string(samples().join("07-regional-news.jsonl")).unwrap();
+    let documents: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let documents: Vec<&str> = documents.iter().map(String::as_str).collect();
+    assert!(documents.len() >= 2);
+    let (t, s) = (StandIn::translator(), StandIn::summarizer());
+    let pipeline = Pipeline::new(Some(&t), Some(&s), run_options(false)).unwrap();
+    let mut tokens = Default::default();
+    let together = pipeline.summarize_all(&documents, &Silent, &mut tokens);
+    assert_eq!(calls(&s), 1);
+    for (document, summary) in documents.iter().zip(together) {
+        let alone = pipeline.summarize(document, &Silent, &mut tokens).unwrap();
+        assert_eq!(summary.unwrap(), alone);
+    }
+}

@@ -76,15 +76,24 @@ pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let mut stdout = std::io::stdout().lock();
     let outcome = if args.lines {
         let (lines, failed) = common::read_lines(&inputs, read_options, observer.as_ref());
-        for line in &lines {
-            let summary = match line.trim().is_empty() {
-                true => String::new(),
-                false => {
-                    let s = pipeline.summarize(line, &Silent, &mut tokens)?;
-                    pick(args.lang, &s.ru, &s.en, "\t")
-                }
-            };
-            writeln!(stdout, "{summary}").map_err(|e| Error::io("stdout", e))?;
+        // Lines in groups whose model calls are pooled; an empty line gives an empty line.
+        for group in lines.chunks(batch::POOL_SEGMENTS) {
+            let documents: Vec<&str> = (group.iter())
+                .map(|l| l.as_str())
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            let mut summaries =
+                (pipeline.summarize_all(&documents, &Silent, &mut tokens)).into_iter();
+            for line in group {
+                let summary = match line.trim().is_empty() {
+                    true => String::new(),
+                    false => {
+                        let s = summaries.next().expect("one summary per document")?;
+                        pick(args.lang, &s.ru, &s.en, "\t")
+                    }
+                };
+                writeln!(stdout, "{summary}").map_err(|e| Error::io("stdout", e))?;
+            }
         }
         common::outcome(failed)
     } else {
