@@ -5,8 +5,9 @@
 //! Why not candle-transformers' layers: their encoders take no padding mask, their decoders
 //! keep the cache inside the model, and their cross-attention projects the encoder output at
 //! every step. Here the cross-attention keys and values are projected once in
-//! `DecoderCache::new`, and self-attention keys and values are appended in place to a
-//! preallocated buffer, so a step costs one row of work per layer.
+//! `DecoderCache::new`, and a step costs one row of work per layer: on the CPU in f32 the
+//! step's attention runs fused on plain memory (`super::host_attention`); elsewhere its keys
+//! and values are appended in place to a preallocated tensor buffer (`DeviceKv`).
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;

@@ -107,7 +107,7 @@ impl HostKv {
                 .push(parents.unwrap_or_else(|| (0..rows as u32).collect()));
         }
         let part = |p: usize| -> Vec<f32> {
-            (qkv.chunks(3 * inner))
+            (qkv.chunks(3 * inner.max(1)))
                 .flat_map(|row| &row[p * inner..(p + 1) * inner])
                 .copied()
                 .collect()
