@@ -428,9 +428,10 @@ impl KvBuffer {
         DeviceKv::new(rows, heads, head_dim, dtype, device).map(Self::Device)
     }
 
-    fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+    /// Keeps `rows`, given both as a tensor (for the device form) and as read on the host.
+    fn select_rows(&mut self, rows: &Tensor, wanted: &[u32]) -> Result<()> {
         match self {
-            Self::Host(kv) => kv.select_rows(&rows.to_vec1::<u32>()?),
+            Self::Host(kv) => kv.select_rows(wanted),
             Self::Device(kv) => kv.select_rows(rows),
         }
     }
@@ -596,7 +597,7 @@ impl DecoderCache {
             return Ok(());
         }
         for layer in &mut self.layers {
-            layer.own.select_rows(rows)?;
+            layer.own.select_rows(rows, &wanted)?;
         }
         let sources: Vec<u32> = wanted.iter().map(|&r| self.sources[r as usize]).collect();
         let (kept, group) = match grouping(&sources) {
@@ -823,9 +824,10 @@ mod tests {
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "step {step}");
             if step % 3 == 1 {
-                let order = Tensor::new(&[1u32, 1, 3, 0], &dev).unwrap();
-                host.select_rows(&order).unwrap();
-                tensor.select_rows(&order).unwrap();
+                let wanted = [1u32, 1, 3, 0];
+                let order = Tensor::new(&wanted, &dev).unwrap();
+                host.select_rows(&order, &wanted).unwrap();
+                tensor.select_rows(&order, &wanted).unwrap();
             }
         }
     }
