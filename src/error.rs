@@ -12,7 +12,11 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] crate::models::ModelError),
     #[error(transparent)]
+    Generate(#[from] crate::generate::GenerateError),
+    #[error(transparent)]
     Input(#[from] crate::io::InputError),
+    #[error(transparent)]
+    Output(#[from] crate::io::OutputError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -23,12 +27,6 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Usage(String),
-    #[error("output folder {path} is not writable: {source}")]
-    OutputNotWritable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A generation step failed for one release (the batch goes on with the others).
     #[error("{0}")]
     Generation(String),

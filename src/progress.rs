@@ -12,19 +12,28 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::GlobalArgs;
-use crate::io::output::TokenCounts;
+use crate::generate::TokenCounts;
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
-/// Sets the verbosity from `--quiet` / `--verbose`.
-pub fn init(global: &GlobalArgs) {
-    let level = if global.quiet {
-        0
-    } else if global.verbose {
-        2
-    } else {
-        1
+/// How much the user wants to hear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Only errors.
+    Quiet,
+    /// Progress and warnings.
+    #[default]
+    Normal,
+    /// Also one line per model call.
+    Verbose,
+}
+
+/// Sets the process-wide verbosity that [`is_verbose_enough`] answers from.
+pub fn init(verbosity: Verbosity) {
+    let level = match verbosity {
+        Verbosity::Quiet => 0,
+        Verbosity::Normal => 1,
+        Verbosity::Verbose => 2,
     };
     LEVEL.store(level, Ordering::Relaxed);
 }
@@ -100,22 +109,13 @@ pub trait Observer: Send + Sync {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// The observer the command line asks for: bars on a terminal, log lines otherwise, errors
-/// only with `--quiet`.
-pub fn observer_for(global: &GlobalArgs) -> Box<dyn Observer> {
-    let verbose = global.verbose;
-    if global.quiet {
-        Box::new(LogLines {
-            quiet: true,
-            verbose,
-        })
-    } else if std::io::stderr().is_terminal() {
+/// The observer for `verbosity`: bars on a terminal, log lines otherwise, errors only when
+/// quiet.
+pub fn observer_for(verbosity: Verbosity) -> Box<dyn Observer> {
+    if verbosity != Verbosity::Quiet && std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(LogLines {
-            quiet: false,
-            verbose,
-        })
+        Box::new(LogLines::new(verbosity))
     }
 }
 
@@ -124,6 +124,17 @@ pub fn observer_for(global: &GlobalArgs) -> Box<dyn Observer> {
 pub struct LogLines {
     quiet: bool,
     verbose: bool,
+}
+
+impl LogLines {
+    /// Plain lines at `verbosity`; also what shows messages while no bar is drawn yet (model
+    /// loading).
+    pub fn new(verbosity: Verbosity) -> Self {
+        LogLines {
+            quiet: verbosity == Verbosity::Quiet,
+            verbose: verbosity == Verbosity::Verbose,
+        }
+    }
 }
 
 impl Observer for LogLines {

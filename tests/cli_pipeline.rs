@@ -6,11 +6,11 @@ mod batch_support;
 
 use batch_support::standin::{transliterate, Role, StandIn};
 use batch_support::*;
-use mtsum::cli::Outcome;
 use mtsum::io::BlockKind;
-use mtsum::pipeline::batch::BatchOptions;
+use mtsum::pipeline::batch::{BatchOptions, POOL_SEGMENTS};
 use mtsum::pipeline::Pipeline;
 use mtsum::progress::Silent;
+use mtsum::Outcome;
 
 const SAMPLE_FILES: [&str; 9] = [
     "01-interpol-data-exchange",
@@ -397,10 +397,11 @@ fn translate_lines_gives_one_line_per_input_line() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut tokens = Default::default();
-    let out = pipeline
-        .translate_lines(&lines, &Silent, &mut tokens)
-        .unwrap();
+    let mut out = Vec::new();
+    pipeline.translate_lines(&lines, POOL_SEGMENTS, &Silent, |line, _| {
+        out.push(line.unwrap());
+        true
+    });
     assert_eq!(out.len(), lines.len());
     assert_eq!(out[0], "Pervaya stroka.");
     assert_eq!((out[1].as_str(), out[2].as_str()), ("", ""));

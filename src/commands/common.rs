@@ -8,15 +8,18 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{runner, GenerationOverrides, TextGenerator};
-use crate::hub::{self, HubOptions};
+use super::allocator;
+use crate::cli::{GlobalArgs, SummaryLengthFlag, SummarySideFlag};
+use crate::generate::{GenerationOverrides, Runner};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
-use crate::pipeline::pool::{Calls, Group};
-use crate::pipeline::{batch, Pipeline, SummaryOptions};
-use crate::progress::{chain, Finished, Observer};
+use crate::loader;
+use crate::models::AnyModel;
+use crate::pipeline::pool::{Calls, Pool};
+use crate::pipeline::{batch, Pipeline, SummaryOptions, TextGenerator};
+use crate::progress::{chain, Finished, LogLines, Observer};
 use crate::summary::{SummaryLength, SummarySide};
+use crate::Outcome;
 use crate::{Error, Result};
 
 /// The translator used when `--translator` is not given (a preset in `models/`).
@@ -40,13 +43,14 @@ impl Models {
     /// failure is fatal (exit 2): the message names the model and the file at fault.
     pub fn load(global: &GlobalArgs, translator: bool, summarizer: Option<&str>) -> Result<Self> {
         let started = Instant::now();
-        let hub_options = HubOptions::from_global(global);
-        let device = global.device.open()?;
-        let dtype = crate::device::choose_dtype(&device, global.dtype);
+        let options = global.load_options();
+        let (device, dtype) = options.open_device()?;
+        let notes = LogLines::new(global.verbosity());
         let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
-            let resolved = hub::resolve(spec, &hub_options)?;
-            let runner = runner::load(&resolved, &device, dtype, global.batch_tokens)?;
+            let runner = allocator::loading(&device, || {
+                loader::open(spec, &options, &device, dtype, &notes)
+            })?;
             Ok(Box::new(runner))
         };
         let translator = match translator {
@@ -72,13 +76,24 @@ impl Models {
     }
 }
 
+/// The one model of `generate` and `bench`: `spec` resolved and loaded on the device and dtype
+/// the global flags choose.
+pub fn open_runner(spec: &str, global: &GlobalArgs) -> Result<Runner<AnyModel>> {
+    let options = global.load_options();
+    let (device, dtype) = options.open_device()?;
+    let notes = LogLines::new(global.verbosity());
+    allocator::loading(&device, || {
+        loader::open(spec, &options, &device, dtype, &notes)
+    })
+}
+
 /// How summaries are made; shared by `run` and `summarize`.
 #[derive(Debug, Clone, Args)]
 pub struct SummaryFlags {
     /// Summary length: sets the summarizer's generated-token bounds (short 8-60, medium
     /// 24-120, long 48-200); without it --min-length/--max-length or the model's own apply.
     #[arg(long, value_enum, value_name = "LENGTH")]
-    pub summary_length: Option<SummaryLength>,
+    pub summary_length: Option<SummaryLengthFlag>,
     /// At most N sentences per summary (also the size of an --extractive summary; default 3).
     #[arg(long, value_name = "N")]
     pub summary_sentences: Option<usize>,
@@ -86,7 +101,7 @@ pub struct SummaryFlags {
     /// or `en`, the translation (with an English summarizer such as distilbart-cnn-12-6; the
     /// Russian summary is then the extract of source sentences that best covers it).
     #[arg(long, value_enum, default_value = "ru", value_name = "SIDE")]
-    pub summarize_from: SummarySide,
+    pub summarize_from: SummarySideFlag,
     /// Fast summaries with no summarizer model: the lead and key sentences, in both
     /// languages from the aligned translation.
     #[arg(long, conflicts_with_all = ["summary_length", "summarize_from"])]
@@ -102,15 +117,20 @@ impl SummaryFlags {
     /// The summarizer when none is named: the Russian default, or the English one for
     /// `--summarize-from en`.
     pub fn default_summarizer(&self) -> &'static str {
-        match self.summarize_from {
+        match self.side() {
             SummarySide::Ru => DEFAULT_SUMMARIZER,
             SummarySide::En => DEFAULT_ENGLISH_SUMMARIZER,
         }
     }
 
+    /// `--summarize-from`.
+    pub fn side(&self) -> SummarySide {
+        self.summarize_from.into()
+    }
+
     pub fn options(&self) -> SummaryOptions {
         SummaryOptions {
-            side: self.summarize_from,
+            side: self.side(),
             extractive: self.extractive,
             max_sentences: self.summary_sentences,
             ..SummaryOptions::default()
@@ -122,7 +142,7 @@ impl SummaryFlags {
     pub fn overrides(&self, global: &GlobalArgs) -> GenerationOverrides {
         let mut overrides = overrides(global);
         if let Some(length) = self.summary_length {
-            let (min, max) = length.token_bounds();
+            let (min, max) = SummaryLength::from(length).token_bounds();
             overrides.min_new_tokens = Some(min);
             overrides.max_new_tokens = Some(max);
         }
@@ -222,17 +242,35 @@ pub fn read_lines(
 /// Processes every release without an output folder, handing each output to `emit` (the
 /// stdout forms of `translate` and `summarize`) in input order. The model calls of a group of
 /// releases are pooled as in `mtsum run` (see `pipeline::pool`). Failures are reported and the
-/// rest go on.
+/// rest go on; once `emit` returns false (nobody reads stdout any more), no more releases are
+/// started.
 pub fn each_release(
     pipeline: &Pipeline,
     items: Vec<ReadItem>,
     observer: &dyn Observer,
-    mut emit: impl FnMut(&ReleaseOutput),
+    mut emit: impl FnMut(&ReleaseOutput) -> bool,
 ) -> Outcome {
     let mut failed = 0;
+    let mut reading = true;
+    let mut hand_over = |done: Vec<(String, Result<ReleaseOutput>)>, failed: &mut usize| {
+        for (id, done) in done {
+            match done {
+                Ok(output) => {
+                    reading = reading && emit(&output);
+                    let seconds = output.timings.total_seconds;
+                    observer.release_finished(&id, &Finished::Processed { seconds });
+                }
+                Err(err) => {
+                    *failed += 1;
+                    observer.release_finished(&id, &failed_with(&chain(&err)));
+                }
+            }
+        }
+        reading
+    };
     observer.batch_started(items.len());
     let calls = Calls::default();
-    let mut group = Group::new(&calls);
+    let mut pool = Pool::new(&calls, batch::POOL_SEGMENTS);
     for (index, item) in items.into_iter().enumerate() {
         let release = match item {
             Ok(release) => release,
@@ -245,54 +283,29 @@ pub fn each_release(
         };
         observer.release_started(index, &release.id);
         let calls = &calls;
-        group.start(async move {
+        let task = async move {
             let done = pipeline.process_with(&release, &release.id, calls).await;
             (release.id, done)
-        });
-        if group.waiting_inputs() >= batch::POOL_SEGMENTS {
-            let full = std::mem::replace(&mut group, Group::new(calls));
-            failed += emit_group(full, observer, &mut emit);
+        };
+        if let Some(done) = pool.start(task, observer) {
+            if !hand_over(done, &mut failed) {
+                break;
+            }
         }
     }
-    failed += emit_group(group, observer, &mut emit);
+    hand_over(pool.finish(observer), &mut failed);
     observer.batch_finished();
-    outcome(failed)
+    Outcome::of_failures(failed)
 }
 
-/// Runs a group to its end and emits its outputs in input order; returns how many failed.
-fn emit_group(
-    group: Group<'_, '_, (String, Result<ReleaseOutput>)>,
-    observer: &dyn Observer,
-    emit: &mut impl FnMut(&ReleaseOutput),
-) -> usize {
-    let mut failed = 0;
-    for (id, done) in group.finish(observer) {
-        match done {
-            Ok(output) => {
-                emit(&output);
-                let seconds = output.timings.total_seconds;
-                observer.release_finished(&id, &Finished::Processed { seconds });
-            }
-            Err(err) => {
-                failed += 1;
-                observer.release_finished(&id, &failed_with(&chain(&err)));
-            }
-        }
-    }
-    failed
+/// `--lines`: reports the failure of input line `number` (counted from 1 over all inputs).
+pub fn line_failed(observer: &dyn Observer, number: usize, err: &Error) {
+    observer.release_finished(&format!("line {number}"), &failed_with(&chain(err)));
 }
 
 fn failed_with(reason: &str) -> Finished {
     Finished::Failed {
         reason: reason.to_string(),
-    }
-}
-
-/// Done when nothing failed.
-pub fn outcome(failed: usize) -> Outcome {
-    match failed {
-        0 => Outcome::Done,
-        _ => Outcome::SomeFailed,
     }
 }
 

@@ -1,23 +1,29 @@
 //! One module per subcommand: its flags and what it does with them.
 
+pub mod allocator;
 pub mod bench;
 pub mod common;
 pub mod generate;
 pub mod models;
 pub mod run;
 pub mod segment;
+pub mod stdout;
 pub mod summarize;
 pub mod tokenize;
 pub mod translate;
 
-use crate::cli::{Cli, Command, Outcome};
-use crate::Result;
+use crate::cli::{Cli, Command};
+use crate::Outcome;
+use crate::{Error, Result};
 
 /// Applies the global flags that affect the whole process, then runs the subcommand.
 pub fn dispatch(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
-    crate::progress::init(&global);
+    crate::progress::init(global.verbosity());
     if let Some(n) = global.threads {
+        if n == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
         crate::models::set_threads(n)?;
     }
     match cli.command {

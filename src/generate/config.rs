@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::error::{GenerateError, Result};
 use super::{GenerationOverrides, SpecialTokens};
-use crate::{Error, Result};
 
 /// transformers' `max_length` when no file sets one (it then adds the decoder start token).
 const DEFAULT_MAX_NEW_TOKENS: usize = 20;
@@ -122,9 +122,9 @@ impl GenerationConfig {
         } else {
             dir.join("config.json")
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| GenerateError::io(&path, e))?;
         let value: Value = serde_json::from_str(&text).map_err(|e| {
-            Error::Usage(format!(
+            GenerateError::Config(format!(
                 "{}: not valid JSON ({e}); re-download the model",
                 path.display()
             ))
@@ -198,14 +198,14 @@ impl GenerationConfig {
             .unwrap_or_else(|| vec![special.eos]);
         let max_new_tokens = self.max_new_tokens(overrides, max_positions);
         if max_new_tokens == 0 {
-            return Err(Error::Usage(format!(
+            return Err(GenerateError::Config(format!(
                 "the maximum length leaves no token to generate ({}; use --max-length N with N >= 1)",
                 self.source
             )));
         }
         let num_beams = overrides.num_beams.or(self.num_beams).unwrap_or(1);
         if num_beams == 0 {
-            return Err(Error::Usage(match overrides.num_beams {
+            return Err(GenerateError::Config(match overrides.num_beams {
                 Some(_) => "--beams must be at least 1".into(),
                 None => format!(
                     "{}: `num_beams` is 0; it must be at least 1 (fix the file or pass --beams N)",
@@ -289,8 +289,8 @@ impl Field<'_> {
         self.value.get(key).filter(|v| !v.is_null())
     }
 
-    fn bad(&self, key: &str, expected: &str) -> Error {
-        Error::Usage(format!(
+    fn bad(&self, key: &str, expected: &str) -> GenerateError {
+        GenerateError::Config(format!(
             "{}: `{key}` should be {expected}, found {}",
             self.source, self.value[key]
         ))

@@ -31,7 +31,8 @@ use layout::{is_commit, walk_files, CachedRepo};
 use needs::{select, shards, CONFIG};
 use remote::{Listing, Remote, Sibling};
 
-/// How the hub is reached; built from the global flags and the HF_* environment variables.
+/// How the hub is reached; built by the command line from its flags, completed from the HF_*
+/// environment variables.
 /// The `None` fields fall back to the environment, as huggingface_hub reads it.
 #[derive(Clone, Default)]
 pub struct HubOptions {
@@ -63,15 +64,6 @@ impl std::fmt::Debug for HubOptions {
 }
 
 impl HubOptions {
-    /// From the global flags: `--offline`, and progress bars unless `--quiet`.
-    pub fn from_global(global: &crate::cli::GlobalArgs) -> HubOptions {
-        HubOptions {
-            offline: global.offline,
-            progress: !global.quiet,
-            ..HubOptions::default()
-        }
-    }
-
     /// The cache folder these options use.
     pub fn cache_dir(&self) -> PathBuf {
         HubConfig::new(self).cache_dir
