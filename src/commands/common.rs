@@ -10,13 +10,14 @@ use clap::Args;
 
 use super::allocator;
 use crate::cli::{GlobalArgs, SummaryLengthFlag, SummarySideFlag};
-use crate::generate::{GenerationOverrides, Runner};
+use crate::generate::{GenerationOverrides, Runner, TokenCounts};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
 use crate::loader;
 use crate::models::AnyModel;
 use crate::pipeline::pool::{Calls, Pool};
-use crate::pipeline::{batch, Pipeline, SummaryOptions, TextGenerator};
+use crate::pipeline::batch::{self, ReportTimings, Throughput};
+use crate::pipeline::{Pipeline, SummaryOptions, TextGenerator};
 use crate::progress::{chain, Finished, LogLines, Observer};
 use crate::summary::{SummaryLength, SummarySide};
 use crate::Outcome;
@@ -307,6 +308,26 @@ fn failed_with(reason: &str) -> Finished {
     Finished::Failed {
         reason: reason.to_string(),
     }
+}
+
+/// `--stats` of the commands that write to stdout: everything after loading counts as
+/// generation time.
+pub fn print_stdout_stats(
+    global: &GlobalArgs,
+    load_seconds: f64,
+    started: Instant,
+    tokens: TokenCounts,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    let timings = ReportTimings {
+        load_seconds,
+        generation_seconds: seconds,
+        total_seconds: seconds + load_seconds,
+    };
+    print_stats(
+        global,
+        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
+    );
 }
 
 /// `--stats`: one JSON object on stderr.

@@ -71,12 +71,7 @@ pub fn execute(args: GenerateArgs, global: &GlobalArgs) -> Result<Outcome> {
     let runner = open_runner(&args.model, global)?;
     let settings = runner.resolve(&args.overrides(global))?;
     let started = Instant::now();
-    let sources = (lines.iter().enumerate())
-        .map(|(i, line)| match line.trim().is_empty() {
-            true => Ok(Vec::new()),
-            false => runner.encode(i, line),
-        })
-        .collect::<crate::generate::Result<Vec<_>>>()?;
+    let sources = runner.encode_all(&lines)?;
     let outputs = runner.generate_ids(&sources, &settings, &|_, _| {})?;
     let mut stdout = Stdout::lock();
     for ids in &outputs {

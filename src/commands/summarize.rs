@@ -10,7 +10,7 @@ use super::stdout::Stdout;
 use crate::cli::GlobalArgs;
 use crate::generate::TokenCounts;
 use crate::io::{read, ReleaseOutput};
-use crate::pipeline::batch::{self, ReportTimings, Throughput};
+use crate::pipeline::batch;
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::progress::{observer_for, Silent};
 use crate::summary::SummarySide;
@@ -106,16 +106,7 @@ pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
         })
     };
     written?;
-    let seconds = started.elapsed().as_secs_f64();
-    let timings = ReportTimings {
-        load_seconds: models.load_seconds,
-        generation_seconds: seconds,
-        total_seconds: seconds + models.load_seconds,
-    };
-    common::print_stats(
-        global,
-        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
-    );
+    common::print_stdout_stats(global, models.load_seconds, started, tokens);
     Ok(outcome)
 }
 

@@ -11,7 +11,7 @@ use super::stdout::Stdout;
 use crate::cli::GlobalArgs;
 use crate::generate::TokenCounts;
 use crate::io::{read, BlockKind, OutputDir, ReleaseOutput};
-use crate::pipeline::batch::{self, BatchOptions, ReportTimings, Throughput, POOL_SEGMENTS};
+use crate::pipeline::batch::{self, BatchOptions, POOL_SEGMENTS};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::progress::observer_for;
 use crate::Outcome;
@@ -82,7 +82,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
             written.is_ok() && !stdout.closed()
         });
         written?;
-        print_stats(global, models.load_seconds, started, tokens);
+        common::print_stdout_stats(global, models.load_seconds, started, tokens);
         return Ok(Outcome::of_failures(failed));
     }
     let items = read::read_all(&inputs, read_options);
@@ -106,7 +106,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
         written.is_ok() && !stdout.closed()
     });
     written?;
-    print_stats(global, models.load_seconds, started, tokens);
+    common::print_stdout_stats(global, models.load_seconds, started, tokens);
     Ok(outcome)
 }
 
@@ -125,17 +125,4 @@ fn plain_translation(output: &ReleaseOutput) -> String {
         }
     }
     text
-}
-
-fn print_stats(global: &GlobalArgs, load_seconds: f64, started: Instant, tokens: TokenCounts) {
-    let seconds = started.elapsed().as_secs_f64();
-    let timings = ReportTimings {
-        load_seconds,
-        generation_seconds: seconds,
-        total_seconds: seconds + load_seconds,
-    };
-    common::print_stats(
-        global,
-        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
-    );
 }

@@ -94,6 +94,17 @@ impl<M: Seq2Seq> Runner<M> {
         Ok(ids)
     }
 
+    /// Source ids of every input, in order; a blank input gives no ids (and, generated, an
+    /// empty output without running the model).
+    pub fn encode_all(&self, inputs: &[String]) -> Result<Vec<Vec<u32>>> {
+        (inputs.iter().enumerate())
+            .map(|(i, text)| match text.trim().is_empty() {
+                true => Ok(Vec::new()),
+                false => self.encode(i, text),
+            })
+            .collect()
+    }
+
     fn check_length(&self, index: usize, tokens: usize) -> Result<()> {
         if tokens > self.max_input_tokens {
             return Err(GenerateError::Input(format!(
@@ -116,12 +127,7 @@ impl<M: Seq2Seq> Runner<M> {
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Generated>> {
         let settings = self.resolve(overrides)?;
-        let sources = (inputs.iter().enumerate())
-            .map(|(i, text)| match text.trim().is_empty() {
-                true => Ok(Vec::new()),
-                false => self.encode(i, text),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let sources = self.encode_all(inputs)?;
         let outputs = self.generate_ids(&sources, &settings, progress)?;
         (sources.iter().zip(outputs))
             .map(|(source, ids)| {

@@ -8,8 +8,8 @@
 //! - [`spm`]: a SentencePiece unigram model as a `tokenizers` pipeline + SentencePiece decoding.
 //! - [`marian`]: transformers' `MarianTokenizer` rules; [`t5`]: tokenizer.json or spiece.model.
 //!
-//! SHARED CONTRACT used by the engine: `Seq2SeqTokenizer` with `from_dir`, `encode`,
-//! `encode_target`, `decode` (extend, do not change).
+//! What the engine uses: `Seq2SeqTokenizer` with `from_dir`, `encode`, `encode_target` and
+//! `decode`.
 
 pub mod marian;
 pub mod normalizer;
