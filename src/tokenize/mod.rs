@@ -6,7 +6,8 @@
 //! - [`proto`]: the SentencePiece `ModelProto` reader (hand-written, never panics).
 //! - [`normalizer`]: SentencePiece's normalizer as a `tokenizers` normalizer.
 //! - [`spm`]: a SentencePiece unigram model as a `tokenizers` pipeline + SentencePiece decoding.
-//! - [`marian`]: transformers' `MarianTokenizer` rules; [`t5`]: tokenizer.json or spiece.model.
+//! - [`marian`]: transformers' `MarianTokenizer` rules; [`single`]: one tokenizer for both
+//!   sides (T5, mT5, BART, mBART), from tokenizer.json or spiece.model.
 //!
 //! What the engine uses: `Seq2SeqTokenizer` with `from_dir`, `encode`, `encode_target` and
 //! `decode`.
@@ -15,7 +16,7 @@ pub mod marian;
 pub mod normalizer;
 pub mod proto;
 pub mod spm;
-pub mod t5;
+pub mod single;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,7 @@ use serde_json::Value;
 
 pub use marian::{MarianTokenizer, Side, Vocab};
 pub use spm::{SpmModel, SpmToken};
-pub use t5::T5Tokenizer;
+pub use single::SingleTokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {
@@ -73,7 +74,7 @@ pub struct Seq2SeqTokenizer {
 #[derive(Debug, Clone)]
 enum Kind {
     Marian(Box<MarianTokenizer>),
-    Single(T5Tokenizer),
+    Single(SingleTokenizer),
 }
 
 impl Seq2SeqTokenizer {
@@ -91,10 +92,10 @@ impl Seq2SeqTokenizer {
         let config = TokenizerConfig::load(dir)?;
         let (single, file) = if dir.join("tokenizer.json").is_file() {
             let file = dir.join("tokenizer.json");
-            (T5Tokenizer::from_json(&file, config.is_t5())?, file)
+            (SingleTokenizer::from_json(&file, config.is_t5())?, file)
         } else if dir.join("spiece.model").is_file() {
             let file = dir.join("spiece.model");
-            (T5Tokenizer::from_spm(&file)?, file)
+            (SingleTokenizer::from_spm(&file)?, file)
         } else {
             return Err(TokenizeError::NoTokenizer {
                 dir: dir.to_path_buf(),
