@@ -1,5 +1,7 @@
-//! One error type for the library. Each area keeps its own enum (so messages stay next to the
-//! code that knows the cause); this one wraps them and keeps the source chain.
+//! The crate-wide error. Each layer keeps its own enum (`HubError`, `TokenizeError`,
+//! `ModelError`, `GenerateError`, `InputError`, `OutputError`), so messages stay next to the
+//! code that knows the cause and no layer looks up to this one; this one wraps them, keeps the
+//! source chain, and adds what only the pipeline and the command line can say.
 
 use std::path::PathBuf;
 

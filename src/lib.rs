@@ -1,7 +1,25 @@
 //! mtsum: Russian press releases into English translations and bilingual summaries.
 //!
-//! Data flows one way: CLI -> pipeline -> (text, tokenize, generate -> models) -> io writers.
-//! Models know nothing of tasks, files or flags; the pipeline knows nothing of tensors.
+//! Data flows one way:
+//!
+//! ```text
+//! flags      cli, commands          clap structs -> plain options; the only code that knows flags
+//!   |
+//! plan       loader, pipeline       models loaded (hub -> tokenize + generate + models);
+//!   |                               PipelineOptions, SummaryOptions
+//! pipeline   pipeline, summary,     release -> segments -> translation -> summary, guarded,
+//!   |        guard                  model calls pooled across releases
+//!   |
+//! text / tokenize / engine          sentences and pieces; ids; generate (search) over the
+//!   |                               seq2seq trait that models implement
+//! io                                readers before, writers after: md, json, digest, report
+//! ```
+//!
+//! Models know nothing of tasks, files or flags; the pipeline knows nothing of tensors; no
+//! module below `cli`/`commands` imports them, and the top-level modules import each other in
+//! one direction only (`scripts/module_graph.py` checks it). Beside the flow: `error` (the
+//! crate-wide error wrapping each layer's own), `outcome` (how a command ended, and its exit
+//! code), `progress` (the observer that turns events into bars or log lines), `device`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

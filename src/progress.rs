@@ -1,20 +1,17 @@
 //! Progress and messages: indicatif bars on a terminal, plain log lines otherwise.
 //!
-//! The pipeline reports to an `Observer`; the binary picks how that looks: bars (a batch bar
-//! with ETA and a stage bar with tokens per second) when stderr is a terminal, one plain line
-//! per release when it is not (CI logs), only errors with `--quiet`. Messages go through the
-//! bars' own printer, so they never tear a bar.
+//! The pipeline and the loader report to an `Observer`; the binary picks how that looks, from a
+//! plain [`Verbosity`]: bars (a batch bar with ETA and a stage bar with tokens per second) when
+//! stderr is a terminal, one plain line per release when it is not (CI logs), only errors when
+//! quiet. Messages go through the bars' own printer, so they never tear a bar.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::generate::TokenCounts;
-
-static LEVEL: AtomicU8 = AtomicU8::new(1);
 
 /// How much the user wants to hear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,21 +23,6 @@ pub enum Verbosity {
     Normal,
     /// Also one line per model call.
     Verbose,
-}
-
-/// Sets the process-wide verbosity that [`is_verbose_enough`] answers from.
-pub fn init(verbosity: Verbosity) {
-    let level = match verbosity {
-        Verbosity::Quiet => 0,
-        Verbosity::Normal => 1,
-        Verbosity::Verbose => 2,
-    };
-    LEVEL.store(level, Ordering::Relaxed);
-}
-
-/// Whether ordinary progress messages are shown (not `--quiet`).
-pub fn is_verbose_enough(level: u8) -> bool {
-    LEVEL.load(Ordering::Relaxed) >= level
 }
 
 /// Formats an error with its whole source chain: `outer: inner: root`.

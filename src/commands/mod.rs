@@ -1,4 +1,6 @@
-//! One module per subcommand: its flags and what it does with them.
+//! One module per subcommand: its flags and what it does with them, by turning them into the
+//! library's plain options. Also the binary's side of things the library must not decide:
+//! the allocator tuning (`allocator`) and stdout and its errors (`stdout`).
 
 pub mod allocator;
 pub mod bench;
@@ -19,7 +21,6 @@ use crate::{Error, Result};
 /// Applies the global flags that affect the whole process, then runs the subcommand.
 pub fn dispatch(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
-    crate::progress::init(global.verbosity());
     if let Some(n) = global.threads {
         if n == 0 {
             return Err(Error::Usage("--threads must be at least 1".into()));

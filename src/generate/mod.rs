@@ -1,5 +1,8 @@
-//! The generation engine, written once over the `Seq2Seq` trait: greedy and beam search with
-//! the semantics of transformers' `generate()`, and the length-sorted batch scheduler.
+//! The generation engine, written once over the `Seq2Seq` trait (`crate::seq2seq`): greedy and
+//! beam search with the semantics of transformers' `generate()`, the generation settings as
+//! transformers resolves them, the length-sorted batch scheduler, and the [`Runner`] that puts
+//! a tokenizer, a model and its settings together. It owns its errors ([`GenerateError`]) and
+//! knows nothing of where models come from (`crate::loader`) or who calls it.
 
 pub mod config;
 pub mod error;

@@ -38,7 +38,7 @@ use remote::{Listing, Remote, Sibling};
 pub struct HubOptions {
     /// `--offline` or `HF_HUB_OFFLINE=1`: no network call at all.
     pub offline: bool,
-    /// Show download progress bars.
+    /// Show download progress bars and notes (unless `--quiet`).
     pub progress: bool,
     /// Hub URL (else `HF_ENDPOINT`, else https://huggingface.co).
     pub endpoint: Option<String>,
@@ -227,7 +227,7 @@ impl HubModel<'_> {
                 // Like huggingface_hub: with the hub out of reach, a complete cached snapshot
                 // of the revision is used as it is.
                 let commit = self.cached_commit().map_err(|_| err)?;
-                if crate::progress::is_verbose_enough(1) {
+                if self.config.progress {
                     eprintln!(
                         "warning: the hub is unreachable; using the cached {}@{} ({commit})",
                         self.cached.repo_id, self.revision

@@ -1,5 +1,6 @@
-//! Readers (txt, md, html, jsonl, stdin; encoding detection) and writers (md, json, digest,
-//! report).
+//! Files in and out: readers (txt, md, html, jsonl, stdin; encoding detection) that make
+//! releases, the output records, and writers (md, json, digest, report) with their own
+//! errors ([`InputError`], [`OutputError`]).
 
 use std::path::PathBuf;
 

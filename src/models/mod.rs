@@ -1,6 +1,8 @@
 //! Model families (one module each, following Hugging Face weight names), chosen from
 //! config.json's `model_type`: `bart` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
-//! the engine's [`Seq2Seq`] trait through [`AnyModel`]; [`load`] is the entry point.
+//! the [`Seq2Seq`] trait of `crate::seq2seq` through [`AnyModel`]; [`load`] is the entry point.
+//! Also owned here: config.json as transformers reads it, weight files, and the CPU kernels of
+//! the linear layers (`gemm`).
 
 pub mod bart;
 pub mod common;

@@ -15,16 +15,16 @@
 pub mod marian;
 pub mod normalizer;
 pub mod proto;
-pub mod spm;
 pub mod single;
+pub mod spm;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 pub use marian::{MarianTokenizer, Side, Vocab};
-pub use spm::{SpmModel, SpmToken};
 pub use single::SingleTokenizer;
+pub use spm::{SpmModel, SpmToken};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {
