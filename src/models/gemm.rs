@@ -62,20 +62,22 @@ impl Kernel {
     /// Every kernel this CPU runs, best first; the portable one always comes last. Tests and
     /// benchmarks compare them.
     pub fn available() -> Vec<Kernel> {
-        let mut found = Vec::new();
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                found.push(Kernel { isa: Isa::Avx512 });
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                found.push(Kernel { isa: Isa::Avx2 });
-            }
-        }
-        found.push(Kernel { isa: Isa::Portable });
-        found
+        let simd = [
+            (std::arch::is_x86_feature_detected!("avx512f"), Isa::Avx512),
+            (
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma"),
+                Isa::Avx2,
+            ),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd: [(bool, Isa); 0] = [];
+        let detected = simd.into_iter().filter(|&(has, _)| has).map(|(_, isa)| isa);
+        detected
+            .chain([Isa::Portable])
+            .map(|isa| Kernel { isa })
+            .collect()
     }
 
     /// "Avx512", "Avx2" or "Portable".
@@ -334,6 +336,7 @@ impl Tile {
     ///
     /// Row `r` must be one of the tile's rows, with its `cols` outputs (and bias values, when
     /// set) valid for writing (reading).
+    #[cfg(target_arch = "x86_64")]
     unsafe fn store_partial(&self, r: usize, from: usize, values: &[f32]) {
         let valid = self.cols.saturating_sub(from).min(values.len());
         for (j, &v) in values[..valid].iter().enumerate() {
