@@ -3,7 +3,7 @@
 //! Data flows one way:
 //!
 //! ```text
-//! flags      cli, commands          clap structs -> plain options; the only code that knows flags
+//! flags      cli, commands          parsed flags -> plain options (only these know flags)
 //!   |
 //! plan       loader, pipeline       models loaded (hub -> tokenize + generate + models);
 //!   |                               PipelineOptions, SummaryOptions
@@ -17,7 +17,7 @@
 //!
 //! Models know nothing of tasks, files or flags; the pipeline knows nothing of tensors; no
 //! module below `cli`/`commands` imports them, and the top-level modules import each other in
-//! one direction only (`scripts/module_graph.py` checks it). Beside the flow: `error` (the
+//! one direction only (`tests/architecture.rs` checks both). Beside the flow: `error` (the
 //! crate-wide error wrapping each layer's own), `outcome` (how a command ended, and its exit
 //! code), `progress` (the observer that turns events into bars or log lines), `device`.
 

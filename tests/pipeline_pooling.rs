@@ -12,13 +12,12 @@ use std::sync::atomic::Ordering;
 use batch_support::standin::{Loop, StandIn};
 use batch_support::*;
 use candle_core::{DType, Device};
-use mtsum::commands::common::each_release;
 use mtsum::hub::ResolvedModel;
 use mtsum::io::OutputDir;
 use mtsum::loader;
 use mtsum::pipeline::batch::{self, BatchOptions, Report, POOL_SEGMENTS};
-use mtsum::pipeline::Pipeline;
 use mtsum::pipeline::TextGenerator;
+use mtsum::pipeline::{each_release, Pipeline};
 use mtsum::progress::Silent;
 use serde_json::Value;
 

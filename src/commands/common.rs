@@ -1,6 +1,6 @@
 //! What the subcommands share: turning the global flags into models and generation settings,
 //! reading inputs (releases for `run`, `translate` and `summarize`; UTF-8 text for `segment`,
-//! `tokenize` and `generate`), and reporting outcomes.
+//! `tokenize` and `generate`), and reporting failed lines and `--stats`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,15 +12,13 @@ use super::allocator;
 use crate::cli::{GlobalArgs, SummaryLengthFlag, SummarySideFlag};
 use crate::generate::{GenerationOverrides, Runner, TokenCounts};
 use crate::io::read::{self, ReadOptions};
-use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
+use crate::io::{encoding, Input, ReadFailure};
 use crate::loader;
 use crate::models::AnyModel;
 use crate::pipeline::batch::{self, ReportTimings, Throughput};
-use crate::pipeline::pool::{Calls, Pool};
-use crate::pipeline::{Pipeline, SummaryOptions, TextGenerator};
+use crate::pipeline::{SummaryOptions, TextGenerator};
 use crate::progress::{chain, Finished, LogLines, Observer};
 use crate::summary::{SummaryLength, SummarySide};
-use crate::Outcome;
 use crate::{Error, Result};
 
 /// The translator used when `--translator` is not given (a preset in `models/`).
@@ -238,65 +236,6 @@ pub fn read_lines(
         }
     }
     (lines, failed)
-}
-
-/// Processes every release without an output folder, handing each output to `emit` (the
-/// stdout forms of `translate` and `summarize`) in input order. The model calls of a group of
-/// releases are pooled as in `mtsum run` (see `pipeline::pool`). Failures are reported and the
-/// rest go on; once `emit` returns false (nobody reads stdout any more), no more releases are
-/// started.
-pub fn each_release(
-    pipeline: &Pipeline,
-    items: Vec<ReadItem>,
-    observer: &dyn Observer,
-    mut emit: impl FnMut(&ReleaseOutput) -> bool,
-) -> Outcome {
-    let mut failed = 0;
-    let mut reading = true;
-    let mut hand_over = |done: Vec<(String, Result<ReleaseOutput>)>, failed: &mut usize| {
-        for (id, done) in done {
-            match done {
-                Ok(output) => {
-                    reading = reading && emit(&output);
-                    let seconds = output.timings.total_seconds;
-                    observer.release_finished(&id, &Finished::Processed { seconds });
-                }
-                Err(err) => {
-                    *failed += 1;
-                    observer.release_finished(&id, &failed_with(&chain(&err)));
-                }
-            }
-        }
-        reading
-    };
-    observer.batch_started(items.len());
-    let calls = Calls::default();
-    let mut pool = Pool::new(&calls, batch::POOL_SEGMENTS);
-    for (index, item) in items.into_iter().enumerate() {
-        let release = match item {
-            Ok(release) => release,
-            Err(failure) => {
-                failed += 1;
-                observer
-                    .release_finished(&failure.location, &failed_with(&failure.error.to_string()));
-                continue;
-            }
-        };
-        observer.release_started(index, &release.id);
-        let calls = &calls;
-        let task = async move {
-            let done = pipeline.process_with(&release, &release.id, calls).await;
-            (release.id, done)
-        };
-        if let Some(done) = pool.start(task, observer) {
-            if !hand_over(done, &mut failed) {
-                break;
-            }
-        }
-    }
-    hand_over(pool.finish(observer), &mut failed);
-    observer.batch_finished();
-    Outcome::of_failures(failed)
 }
 
 /// `--lines`: reports the failure of input line `number` (counted from 1 over all inputs).

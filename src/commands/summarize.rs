@@ -11,7 +11,7 @@ use crate::cli::GlobalArgs;
 use crate::generate::TokenCounts;
 use crate::io::{read, ReleaseOutput};
 use crate::pipeline::batch;
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::{each_release, Pipeline, PipelineOptions};
 use crate::progress::{observer_for, Silent};
 use crate::summary::SummarySide;
 use crate::Outcome;
@@ -99,7 +99,7 @@ pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
         Outcome::of_failures(failed)
     } else {
         let items = read::read_all(&inputs, read_options);
-        common::each_release(&pipeline, items, observer.as_ref(), |output| {
+        each_release(&pipeline, items, observer.as_ref(), |output| {
             tokens += output.tokens;
             written = stdout.write(&summary_block(args.lang, output));
             written.is_ok() && !stdout.closed()

@@ -12,7 +12,7 @@ use crate::cli::GlobalArgs;
 use crate::generate::TokenCounts;
 use crate::io::{read, BlockKind, OutputDir, ReleaseOutput};
 use crate::pipeline::batch::{self, BatchOptions, POOL_SEGMENTS};
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::{each_release, Pipeline, PipelineOptions};
 use crate::progress::observer_for;
 use crate::Outcome;
 use crate::Result;
@@ -100,7 +100,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
     let mut tokens = TokenCounts::default();
     let mut stdout = Stdout::lock();
     let mut written = Ok(());
-    let outcome = common::each_release(&pipeline, items, observer.as_ref(), |output| {
+    let outcome = each_release(&pipeline, items, observer.as_ref(), |output| {
         tokens += output.tokens;
         written = stdout.write(&plain_translation(output));
         written.is_ok() && !stdout.closed()

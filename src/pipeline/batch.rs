@@ -439,7 +439,7 @@ impl Batch<'_> {
         None
     }
 
-    /// Runs a group to its end and writes its releases in input order.
+    /// Writes the releases of a finished group in input order.
     fn write_group(&mut self, group: Vec<(Job, Result<ReleaseOutput>)>) {
         for (job, done) in group {
             self.write(job, done);

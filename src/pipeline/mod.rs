@@ -14,15 +14,18 @@
 //!
 //! - `translation`: the translator's side, guarded against degenerate output.
 //! - `summaries`: summaries of releases, documents and lines, guarded and chunked.
-//! - `batch`: a whole run into an output folder, with the digest and report.
+//! - `batch`: a whole run into an output folder, with the digest and report; `stream`: the
+//!   same releases handed to a writer (stdout) in input order.
 
 pub mod batch;
 mod generator;
 pub mod pool;
+mod stream;
 mod summaries;
 mod translation;
 
 pub use generator::TextGenerator;
+pub use stream::each_release;
 
 use std::cell::RefCell;
 
