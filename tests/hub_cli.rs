@@ -315,6 +315,18 @@ fn the_timeouts_from_the_environment_bound_a_stalled_hub() {
         "{text}"
     );
     assert!(took < 15.0, "took {took:.1} s");
+    // With the model cached, a hub that does not answer in time is passed over, as
+    // huggingface_hub passes it over.
+    hub.clear_faults();
+    let out = mtsum(&hub, home.path())
+        .args(["models", "fetch", "org/marian"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    hub.stall("/api/", stall);
+    let (out, took) = timed_fetch(mtsum(&hub, home.path()).env("HF_HUB_ETAG_TIMEOUT", "1"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(took < 15.0, "took {took:.1} s");
 
     // Content that never comes: HF_HUB_DOWNLOAD_TIMEOUT (the listing and small files are fine).
     let hub = MockHub::start();
