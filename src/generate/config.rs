@@ -519,9 +519,11 @@ impl TaskDefaults {
                 }
                 GenerationConfig::from_json_as(task, &source, Origin::TaskSpecificParams)?
             }
-            Some(other) => return Err(Error::Usage(format!(
+            Some(other) => {
+                return Err(Error::Usage(format!(
                 "{source}: should be an object of generation settings, found {other}; fix the file"
-            ))),
+            )))
+            }
         };
         Ok(Self { generation, prefix })
     }
@@ -755,6 +757,135 @@ mod tests {
         let file = json!({"do_sample": false, "repetition_penalty": 1.2, "num_return_sequences": 1, "suppress_tokens": null});
         let cfg = GenerationConfig::from_json(&file, "t").unwrap();
         assert_eq!(cfg.unsupported, vec!["repetition_penalty=1.2".to_string()]);
+    }
+
+    fn folder(files: &[(&str, Value)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, value) in files {
+            std::fs::write(dir.path().join(name), value.to_string()).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn force_bos_in_config_json_forces_the_bos_token_as_transformers_does() {
+        let config = json!({"bos_token_id": 0, "forced_bos_token_id": 5,
+                            "force_bos_token_to_be_generated": true, "forced_eos_token_id": 2});
+        let dir = folder(&[("config.json", config)]);
+        let cfg = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(cfg.forced_bos_token_id, Some(0));
+        assert_eq!(cfg.origins["forced_bos_token_id"], Origin::ConfigJson);
+        // without a bos_token_id it forces nothing (transformers sets None)
+        let dir = folder(&[(
+            "config.json",
+            json!({"force_bos_token_to_be_generated": true}),
+        )]);
+        let cfg = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(cfg.forced_bos_token_id, None);
+        assert!(!cfg.origins.contains_key("forced_bos_token_id"));
+    }
+
+    #[test]
+    fn force_bos_in_a_generation_config_json_is_not_a_setting() {
+        let dir = folder(&[
+            ("config.json", json!({"bos_token_id": 0})),
+            (
+                "generation_config.json",
+                json!({"bos_token_id": 0, "force_bos_token_to_be_generated": true}),
+            ),
+        ]);
+        let cfg = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(cfg.forced_bos_token_id, None);
+    }
+
+    #[test]
+    fn forced_tokens_come_from_the_file_alone() {
+        let special = SpecialTokens {
+            forced_eos: Some(0),
+            forced_bos: Some(4),
+            ..special()
+        };
+        let cfg = GenerationConfig::from_json(&json!({}), "t").unwrap();
+        let s = cfg
+            .resolve(&GenerationOverrides::default(), &special, None)
+            .unwrap();
+        assert_eq!(
+            (s.forced_bos_token_id, s.forced_eos_token_id),
+            (None, vec![])
+        );
+    }
+
+    #[test]
+    fn task_prefix_replaces_the_config_prefix_and_bad_types_are_named() {
+        let config = json!({"prefix": " ", "task_specific_params": {"summarization":
+                            {"prefix": "summarize: ", "num_beams": 4, "max_length": 200}}});
+        let dir = folder(&[("config.json", config)]);
+        let task = TaskDefaults::summarization(dir.path()).unwrap();
+        assert_eq!(task.prefix.as_deref(), Some("summarize: "));
+        assert_eq!(task.generation.num_beams, Some(4));
+        assert_eq!(
+            task.generation.origins["max_length"],
+            Origin::TaskSpecificParams
+        );
+        let dir = folder(&[("config.json", json!({"prefix": 3}))]);
+        let err = TaskDefaults::summarization(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.json") && err.contains("`prefix`"),
+            "{err}"
+        );
+        let dir = folder(&[("config.json", json!({}))]);
+        assert_eq!(
+            TaskDefaults::summarization(dir.path()).unwrap(),
+            TaskDefaults::default()
+        );
+    }
+
+    #[test]
+    fn explain_names_the_layer_of_every_setting() {
+        let mut cfg = GenerationConfig::from_json_as(
+            &json!({"num_beams": 5, "max_length": 200, "length_penalty": 2.0}),
+            "config.json",
+            Origin::ConfigJson,
+        )
+        .unwrap();
+        cfg.update(
+            &GenerationConfig::from_json_as(
+                &json!({"max_length": 60}),
+                "task",
+                Origin::TaskSpecificParams,
+            )
+            .unwrap(),
+        );
+        let flags = GenerationOverrides {
+            length_penalty: Some(1.0),
+            ..Default::default()
+        };
+        let explained = cfg.explain(&flags, &special(), None).unwrap();
+        let get = |name: &str| explained.iter().find(|o| o.setting == name).unwrap();
+        assert_eq!(explained.len(), SETTING_NAMES.len());
+        assert_eq!(
+            (get("num_beams").value.clone(), get("num_beams").origin),
+            (json!(5), Origin::ConfigJson)
+        );
+        assert_eq!(
+            (
+                get("max_new_tokens").value.clone(),
+                get("max_new_tokens").origin
+            ),
+            (json!(59), Origin::TaskSpecificParams)
+        );
+        assert_eq!(get("length_penalty").origin, Origin::Flag);
+        assert_eq!(
+            get("no_repeat_ngram_size").origin,
+            Origin::TransformersDefault
+        );
+        assert_eq!(get("eos_token_ids").origin, Origin::ModelConfig);
+        assert_eq!(
+            Origin::TaskSpecificParams.label(),
+            "config.json task_specific_params"
+        );
     }
 
     #[test]
