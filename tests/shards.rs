@@ -391,6 +391,9 @@ fn merge_names_a_missing_shard() {
     let (code, stderr) = merge(&[&inputs[0]], &out);
     assert_eq!(code, 2);
     assert!(stderr.contains("no shard report"), "{stderr}");
+    let (code, stderr) = merge(&[&s1.join("report.shard-1-of-3.json")], &out);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not a folder"), "{stderr}");
 }
 
 #[test]

@@ -51,6 +51,12 @@ pub enum MergeError {
         dir.display()
     )]
     NoShards { dir: PathBuf },
+    #[error(
+        "{}: not a folder; merge takes the --out folders of the shards (or the one folder they \
+         shared), not their files",
+        path.display()
+    )]
+    NotAFolder { path: PathBuf },
     #[error("{}: not a shard report: {reason}", path.display())]
     BadReport { path: PathBuf, reason: String },
     #[error(
@@ -140,6 +146,9 @@ pub fn merge(dirs: &[PathBuf], out: &OutputDir, options: &MergeOptions) -> Resul
 fn find_shards(dirs: &[PathBuf]) -> Result<Vec<ShardRun>> {
     let mut found: BTreeMap<usize, ShardRun> = BTreeMap::new();
     for dir in dirs {
+        if dir.is_file() {
+            return Err(MergeError::NotAFolder { path: dir.clone() }.into());
+        }
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         let mut names: Vec<String> = entries
             .flatten()
