@@ -476,3 +476,83 @@ fn merge_of_a_shard_with_failures_exits_1_and_lists_them() {
         serde_json::to_value(&report.failures).unwrap()
     );
 }
+
+/// A skipped release whose place in the batch moved (an input was added before it) gets its
+/// new position written, so a merge of old and new outputs still orders them right.
+#[test]
+fn a_skipped_release_records_its_new_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("releases");
+    std::fs::create_dir(&folder).unwrap();
+    let sample = samples().join("01-interpol-data-exchange.txt");
+    for name in ["b.txt", "c.txt"] {
+        std::fs::copy(&sample, folder.join(name)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    run(std::slice::from_ref(&folder), &out, None);
+    assert_eq!(json_file(&out.join("c.json"))["position"], 1);
+    std::fs::copy(&sample, folder.join("a.txt")).unwrap();
+    let report = run(std::slice::from_ref(&folder), &out, None);
+    assert_eq!((report.counts.skipped, report.counts.processed), (2, 1));
+    for (file, position) in [("a", 0), ("b", 1), ("c", 2)] {
+        assert_eq!(
+            json_file(&out.join(format!("{file}.json")))["position"],
+            position
+        );
+        let entry = report
+            .releases
+            .iter()
+            .find(|e| e.file.as_deref() == Some(file));
+        assert_eq!(entry.unwrap().position, position);
+    }
+}
+
+/// `merge --digest-order date` orders the merged digest as `run --digest-order date` does.
+#[test]
+fn merge_orders_the_digest_by_date_as_run_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = batch_inputs(tmp.path());
+    let whole = tmp.path().join("whole");
+    let options = BatchOptions {
+        digest_order: mtsum::pipeline::batch::DigestOrder::Date,
+        ..BatchOptions::default()
+    };
+    run_batch(
+        &StandIn::translator(),
+        &StandIn::summarizer(),
+        &inputs,
+        &whole,
+        options,
+    );
+    let shared = tmp.path().join("shared");
+    for k in 1..=2 {
+        run(&inputs, &shared, shard(k, 2));
+    }
+    let merged = tmp.path().join("merged");
+    let output = mtsum()
+        .args(["merge", "--digest-order", "date", "--out"])
+        .arg(&merged)
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids = |dir: &Path| -> Vec<String> {
+        std::fs::read_to_string(dir.join("digest.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let want = ids(&whole);
+    assert_eq!(want[0], "n9", "the oldest date first");
+    assert_eq!(ids(&merged), want);
+}
