@@ -556,3 +556,20 @@ fn merge_orders_the_digest_by_date_as_run_does() {
     assert_eq!(want[0], "n9", "the oldest date first");
     assert_eq!(ids(&merged), want);
 }
+
+/// A shard folder missing a release its report lists is refused before anything is written.
+#[test]
+fn merge_checks_every_release_before_writing_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = batch_inputs(tmp.path());
+    let shared = tmp.path().join("shared");
+    for k in 1..=2 {
+        run(&inputs, &shared, shard(k, 2));
+    }
+    std::fs::remove_file(shared.join("n7.json")).unwrap();
+    let out = tmp.path().join("merged");
+    let (code, stderr) = merge(&[&shared], &out);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("n7.json"), "{stderr}");
+    assert!(file_names(&out).is_empty(), "{:?}", file_names(&out));
+}

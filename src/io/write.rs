@@ -42,11 +42,12 @@ impl OutputDir {
         })
     }
 
-    /// The same folder, with the digest and report named for `shard` (unchanged for `None`).
-    pub fn for_shard(&self, shard: Option<crate::pipeline::shard::Shard>) -> OutputDir {
+    /// The same folder, with the digest and report named `<stem>.<tag>.<ext>` (a shard's
+    /// `shard-2-of-3`), or plainly for `None`.
+    pub fn with_batch_tag(&self, tag: Option<String>) -> OutputDir {
         OutputDir {
             root: self.root.clone(),
-            batch_tag: shard.map(|s| s.file_tag()),
+            batch_tag: tag,
         }
     }
 

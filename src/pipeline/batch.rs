@@ -211,7 +211,7 @@ pub fn run(
     let started_at = SystemTime::now();
     let started = Instant::now();
     let plan = Plan::new(&items, options.shard);
-    let out = &out.for_shard(options.shard);
+    let out = &out.with_batch_tag(options.shard.map(|s| s.file_tag()));
     let mut batch = Batch {
         pipeline,
         out,
@@ -283,7 +283,7 @@ pub fn check(
     let started_at = SystemTime::now();
     let started = Instant::now();
     let plan = Plan::new(&items, shard);
-    let out = &out.for_shard(shard);
+    let out = &out.with_batch_tag(shard.map(|s| s.file_tag()));
     let (mut releases, mut failures) = (Vec::new(), Vec::new());
     observer.batch_started(plan.owned_count());
     for (position, item) in items.into_iter().enumerate() {

@@ -126,12 +126,17 @@ pub fn merge(dirs: &[PathBuf], out: &OutputDir, options: &MergeOptions) -> Resul
     let runs = find_shards(dirs)?;
     check_one_run(&runs)?;
     let slots = slots(&runs)?;
+    // Every release is checked before anything is written, so a refused merge writes nothing.
+    let written = |slot: &&Slot| matches!(slot.entry.status, Status::Processed | Status::Skipped);
+    let outputs = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| written(slot))
+        .map(|(position, slot)| checked_release(slot, position))
+        .collect::<Result<Vec<ReleaseOutput>>>()?;
     let out_root = canonical(out.root());
-    let mut outputs: Vec<ReleaseOutput> = Vec::new();
-    for (position, slot) in slots.iter().enumerate() {
-        if matches!(slot.entry.status, Status::Processed | Status::Skipped) {
-            outputs.push(copy_release(slot, position, out, &out_root)?);
-        }
+    for slot in slots.iter().filter(written) {
+        copy_release(slot, out, &out_root)?;
     }
     let ordered = digest_order(outputs.iter(), options.digest_order);
     let started_at = runs.iter().map(|r| &r.report.started_at).min().cloned();
@@ -324,14 +329,9 @@ fn slots(runs: &[ShardRun]) -> Result<Vec<Slot<'_>>> {
         .collect()
 }
 
-/// A processed or skipped release's Markdown and JSON, copied from its shard's folder into
-/// `out` (unless that is the same folder), checked to be the output the report names.
-fn copy_release(
-    slot: &Slot,
-    position: usize,
-    out: &OutputDir,
-    out_root: &Path,
-) -> Result<ReleaseOutput> {
+/// A processed or skipped release's output in its shard's folder, checked to be the one the
+/// shard's report names: its JSON parses and is at `position`, and its Markdown is there.
+fn checked_release(slot: &Slot, position: usize) -> Result<ReleaseOutput> {
     let file = slot.entry.file.as_deref().unwrap_or_default();
     let json_path = slot.run.dir.join(format!("{file}.json"));
     let md_path = slot.run.dir.join(format!("{file}.md"));
@@ -353,12 +353,29 @@ fn copy_release(
         }
         .into());
     }
-    let md = std::fs::read(&md_path).map_err(|e| Error::io(&md_path, e))?;
-    if canonical(&slot.run.dir) != out_root {
-        write_atomic(&out.path(file, "md"), &md)?;
-        write_atomic(&out.path(file, "json"), &json)?;
+    if !md_path.is_file() {
+        return Err(MergeError::Inconsistent {
+            path: md_path,
+            reason: "missing, though its JSON is there; rerun the shard".into(),
+        }
+        .into());
     }
     Ok(output)
+}
+
+/// A release's Markdown and JSON, copied from its shard's folder into `out` (unless that is
+/// the same folder).
+fn copy_release(slot: &Slot, out: &OutputDir, out_root: &Path) -> Result<()> {
+    if canonical(&slot.run.dir) == out_root {
+        return Ok(());
+    }
+    let file = slot.entry.file.as_deref().unwrap_or_default();
+    for ext in ["md", "json"] {
+        let from = slot.run.dir.join(format!("{file}.{ext}"));
+        let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+        write_atomic(&out.path(file, ext), &bytes)?;
+    }
+    Ok(())
 }
 
 /// The report one run would have written: entries and failures in input order, counts of the
