@@ -19,6 +19,10 @@ pub enum Error {
     Input(#[from] crate::io::InputError),
     #[error(transparent)]
     Output(#[from] crate::io::OutputError),
+    /// Shards that cannot be merged (`pipeline::merge::MergeError`, which converts itself into
+    /// this variant so that this module need not look up to the pipeline).
+    #[error(transparent)]
+    Merge(Box<dyn std::error::Error + Send + Sync>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

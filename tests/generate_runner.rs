@@ -7,7 +7,7 @@ use batch_support::{model_reference, repo_path};
 use candle_core::{DType, Device};
 use mtsum::generate::GenerationOverrides;
 use mtsum::hub::{Preset, ResolvedModel};
-use mtsum::loader;
+use mtsum::loader::{self, Role};
 use mtsum::pipeline::TextGenerator;
 use mtsum::progress::Silent;
 
@@ -35,6 +35,7 @@ fn load(
         &Device::Cpu,
         DType::F32,
         batch_tokens,
+        Role::Generate,
         &Silent,
     )
     .unwrap()

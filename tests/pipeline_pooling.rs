@@ -14,7 +14,7 @@ use batch_support::*;
 use candle_core::{DType, Device};
 use mtsum::hub::ResolvedModel;
 use mtsum::io::OutputDir;
-use mtsum::loader;
+use mtsum::loader::{self, Role};
 use mtsum::pipeline::batch::{self, BatchOptions, Report, POOL_SEGMENTS};
 use mtsum::pipeline::TextGenerator;
 use mtsum::pipeline::{each_release, Pipeline};
@@ -244,7 +244,15 @@ fn tiny_model(name: &str) -> impl TextGenerator {
         commit: None,
         preset: None,
     };
-    loader::load(&resolved, &Device::Cpu, DType::F32, None, &Silent).unwrap()
+    loader::load(
+        &resolved,
+        &Device::Cpu,
+        DType::F32,
+        None,
+        Role::Generate,
+        &Silent,
+    )
+    .unwrap()
 }
 
 fn run_models(pipeline: &Pipeline, paths: &[PathBuf], out: &Path, pool_segments: usize) -> Report {

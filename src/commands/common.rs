@@ -13,7 +13,7 @@ use crate::cli::{GlobalArgs, SummaryLengthFlag, SummarySideFlag};
 use crate::generate::{GenerationOverrides, Runner, TokenCounts};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure};
-use crate::loader;
+use crate::loader::{self, Role};
 use crate::models::AnyModel;
 use crate::pipeline::batch::{self, ReportTimings, Throughput};
 use crate::pipeline::{SummaryOptions, TextGenerator};
@@ -45,19 +45,25 @@ impl Models {
         let options = global.load_options();
         let (device, dtype) = options.open_device()?;
         let notes = LogLines::new(global.verbosity());
-        let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
+        let load = |spec: Option<&String>, default: &str, role| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
             let runner = allocator::loading(&device, || {
-                loader::open(spec, &options, &device, dtype, &notes)
+                loader::open(spec, &options, &device, dtype, role, &notes)
             })?;
             Ok(Box::new(runner))
         };
         let translator = match translator {
-            true => Some(load(global.translator.as_ref(), DEFAULT_TRANSLATOR)?),
+            true => Some(load(
+                global.translator.as_ref(),
+                DEFAULT_TRANSLATOR,
+                Role::Generate,
+            )?),
             false => None,
         };
+        // The summarizer takes config.json's task_specific_params.summarization and prefix, as
+        // transformers' summarization pipeline did.
         let summarizer = summarizer
-            .map(|default| load(global.summarizer.as_ref(), default))
+            .map(|default| load(global.summarizer.as_ref(), default, Role::Summarizer))
             .transpose()?;
         Ok(Models {
             translator,
@@ -82,7 +88,7 @@ pub fn open_runner(spec: &str, global: &GlobalArgs) -> Result<Runner<AnyModel>> 
     let (device, dtype) = options.open_device()?;
     let notes = LogLines::new(global.verbosity());
     allocator::loading(&device, || {
-        loader::open(spec, &options, &device, dtype, &notes)
+        loader::open(spec, &options, &device, dtype, Role::Generate, &notes)
     })
 }
 

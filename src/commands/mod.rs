@@ -6,9 +6,11 @@ pub mod allocator;
 pub mod bench;
 pub mod common;
 pub mod generate;
+pub mod merge;
 pub mod models;
 pub mod run;
 pub mod segment;
+pub mod shard;
 pub mod stdout;
 pub mod summarize;
 pub mod tokenize;
@@ -29,6 +31,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
     }
     match cli.command {
         Command::Run(args) => run::execute(args, &global),
+        Command::Merge(args) => merge::execute(args, &global),
         Command::Translate(args) => translate::execute(args, &global),
         Command::Summarize(args) => summarize::execute(args, &global),
         Command::Models(cmd) => models::execute(cmd, &global),

@@ -11,7 +11,7 @@ pub mod runner;
 pub mod schedule;
 pub mod search;
 
-pub use config::{EarlyStopping, GenerationConfig, Settings};
+pub use config::{EarlyStopping, GenerationConfig, Origin, SettingOrigin, Settings, TaskDefaults};
 pub use error::{GenerateError, Result};
 pub use runner::{Runner, RunnerParts};
 pub use search::generate_batch;

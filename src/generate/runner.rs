@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 
-use super::config::{GenerationConfig, Settings};
+use super::config::{GenerationConfig, SettingOrigin, Settings};
 use super::error::{GenerateError, Result};
 use super::{schedule, search, Generated, GenerationOverrides, ModelInfo, Seq2Seq};
 use crate::tokenize::Seq2SeqTokenizer;
@@ -19,6 +19,9 @@ pub struct Runner<M> {
     batch_tokens: usize,
     /// The model's folder, when loaded from one.
     dir: Option<std::path::PathBuf>,
+    /// Text put before every pipeline input (the summarizer's config `prefix`); never applied
+    /// by `mtsum generate`, which is `generate()` and not a pipeline.
+    prefix: Option<String>,
 }
 
 /// The parts a runner is built from; `max_input_tokens` None takes the model's own limit.
@@ -55,6 +58,7 @@ impl<M: Seq2Seq> Runner<M> {
             max_input_tokens,
             batch_tokens,
             dir: None,
+            prefix: None,
         }
     }
 
@@ -75,6 +79,35 @@ impl<M: Seq2Seq> Runner<M> {
 
     pub fn tokenizer(&self) -> &Seq2SeqTokenizer {
         &self.tokenizer
+    }
+
+    /// Every effective generation setting for `overrides` and where it came from (flag, preset,
+    /// task_specific_params, generation_config.json, config.json, transformers' default).
+    pub fn setting_origins(&self, overrides: &GenerationOverrides) -> Result<Vec<SettingOrigin>> {
+        self.config.explain(
+            overrides,
+            self.model.special_tokens(),
+            self.model.max_source_positions(),
+        )
+    }
+
+    /// The text put before every pipeline input (the summarizer's `prefix`), if any.
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// Sets the text put before every pipeline input (None or empty: nothing).
+    pub fn with_prefix(mut self, prefix: Option<String>) -> Self {
+        self.prefix = prefix.filter(|p| !p.is_empty());
+        self
+    }
+
+    /// `text` as the pipeline feeds it to the model: with the prefix in front.
+    pub fn prefixed<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        match &self.prefix {
+            Some(prefix) => format!("{prefix}{text}").into(),
+            None => text.into(),
+        }
     }
 
     /// The effective settings for `overrides`.

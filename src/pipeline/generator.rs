@@ -33,7 +33,7 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
     }
 
     fn count_tokens(&self, text: &str) -> Result<usize> {
-        Ok(Runner::count_tokens(self, text)?)
+        Ok(Runner::count_tokens(self, &self.prefixed(text))?)
     }
 
     fn max_input_tokens(&self) -> usize {
@@ -53,6 +53,17 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
         overrides: &GenerationOverrides,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Generated>> {
-        Ok(self.generate_texts(inputs, overrides, progress)?)
+        if self.prefix().is_none() {
+            return Ok(self.generate_texts(inputs, overrides, progress)?);
+        }
+        // The summarizer's config prefix goes before every text a pipeline sends; a blank input
+        // stays blank, so it still gives an empty output without running the model.
+        let inputs: Vec<String> = (inputs.iter())
+            .map(|text| match text.trim().is_empty() {
+                true => text.clone(),
+                false => self.prefixed(text).into_owned(),
+            })
+            .collect();
+        Ok(self.generate_texts(&inputs, overrides, progress)?)
     }
 }

@@ -19,7 +19,9 @@
 
 pub mod batch;
 mod generator;
+pub mod merge;
 pub mod pool;
+pub mod shard;
 mod stream;
 mod summaries;
 mod translation;
@@ -184,6 +186,7 @@ impl<'a> Pipeline<'a> {
             mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
             id: release.id.clone(),
             file: file.to_string(),
+            position: None,
             source: release.source.clone(),
             date: release.date.clone(),
             url: release.url.clone(),
