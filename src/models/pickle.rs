@@ -890,7 +890,7 @@ impl Machine {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(PickleError::Damaged(
             "a dict with a key but no value".into(),
         ));
