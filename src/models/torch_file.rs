@@ -78,11 +78,12 @@ pub(crate) struct TorchFile {
     source: Source,
 }
 
-/// A damaged file: the message keeps the "download it again" hint.
+/// A damaged file: the message keeps the "download it again" hint. (`Error::Msg` rather than
+/// `Error::msg`, which would attach a backtrace under RUST_BACKTRACE: the message is the point.)
 fn damaged(path: &Path, problem: impl std::fmt::Display) -> ModelError {
     ModelError::WeightFile {
         file: path.to_path_buf(),
-        source: candle_core::Error::msg(problem.to_string()),
+        source: candle_core::Error::Msg(problem.to_string()),
     }
 }
 
@@ -341,7 +342,7 @@ impl TorchFile {
             .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() })?;
         let bytes = self
             .span(t)
-            .map_err(|e| candle_core::Error::msg(format!("tensor `{name}`: {e}")))?;
+            .map_err(|e| candle_core::Error::Msg(format!("tensor `{name}`: {e}")))?;
         let bytes = if t.is_contiguous() {
             bytes
         } else {
