@@ -87,6 +87,15 @@ fn damaged(path: &Path, problem: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// A pytorch_model.bin that starts like neither format: most likely not the file at all (an
+/// error page saved in its place) or damaged, so the repair hint applies.
+pub(crate) fn neither_format(path: &Path) -> ModelError {
+    damaged(
+        path,
+        "it starts neither like a zip archive nor like a pickle, as every pytorch_model.bin does",
+    )
+}
+
 fn not_weights(path: &Path, problem: impl Into<String>) -> ModelError {
     ModelError::WeightFormat {
         file: path.to_path_buf(),
@@ -114,11 +123,7 @@ impl TorchFile {
         match sniff(path).map_err(io)? {
             Some(TorchFormat::Zip) => Self::open_zip(path),
             Some(TorchFormat::Legacy) => Self::open_legacy(path),
-            None => Err(damaged(
-                path,
-                "it starts neither like a zip archive nor like a pickle, as every \
-                 pytorch_model.bin does",
-            )),
+            None => Err(neither_format(path)),
         }
     }
 

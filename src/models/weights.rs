@@ -97,12 +97,7 @@ pub fn locate(dir: &Path) -> Result<WeightSource, ModelError> {
         })? {
             Some(TorchFormat::Zip) => WeightFormat::ZipBin,
             Some(TorchFormat::Legacy) => WeightFormat::LegacyBin,
-            None => {
-                // Let the reader say what is wrong, in its words.
-                return Err(TorchFile::open(&pickle)
-                    .err()
-                    .expect("a file of neither format does not open"));
-            }
+            None => return Err(torch_file::neither_format(&pickle)),
         };
         (format, pickle.clone(), vec![pickle])
     } else {
