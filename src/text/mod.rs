@@ -32,6 +32,7 @@
 
 mod abbrev;
 mod blocks;
+pub mod loops;
 mod normalize;
 mod sentences;
 mod split;
