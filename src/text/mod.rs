@@ -33,6 +33,7 @@
 mod abbrev;
 mod blocks;
 pub mod loops;
+pub mod names;
 mod normalize;
 mod sentences;
 mod split;
