@@ -35,6 +35,7 @@ mod blocks;
 pub mod loops;
 pub mod names;
 mod normalize;
+pub mod numbers;
 mod sentences;
 mod split;
 
