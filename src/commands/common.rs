@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{runner, GenerationOverrides, TextGenerator};
+use crate::generate::{runner, GenerationOverrides, Role, TextGenerator};
 use crate::hub::{self, HubOptions};
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
@@ -43,18 +43,24 @@ impl Models {
         let hub_options = HubOptions::from_global(global);
         let device = global.device.open()?;
         let dtype = crate::device::choose_dtype(&device, global.dtype);
-        let load = |spec: Option<&String>, default: &str| -> Result<Box<dyn TextGenerator>> {
+        let load = |spec: Option<&String>, default: &str, role| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
             let resolved = hub::resolve(spec, &hub_options)?;
-            let runner = runner::load(&resolved, &device, dtype, global.batch_tokens)?;
+            let runner = runner::load_as(&resolved, &device, dtype, global.batch_tokens, role)?;
             Ok(Box::new(runner))
         };
         let translator = match translator {
-            true => Some(load(global.translator.as_ref(), DEFAULT_TRANSLATOR)?),
+            true => Some(load(
+                global.translator.as_ref(),
+                DEFAULT_TRANSLATOR,
+                Role::Generate,
+            )?),
             false => None,
         };
+        // The summarizer takes config.json's task_specific_params.summarization and prefix, as
+        // transformers' summarization pipeline did.
         let summarizer = summarizer
-            .map(|default| load(global.summarizer.as_ref(), default))
+            .map(|default| load(global.summarizer.as_ref(), default, Role::Summarizer))
             .transpose()?;
         Ok(Models {
             translator,

@@ -7,8 +7,8 @@ pub mod runner;
 pub mod schedule;
 pub mod search;
 
-pub use config::{EarlyStopping, GenerationConfig, Settings};
-pub use runner::{Runner, RunnerParts};
+pub use config::{EarlyStopping, GenerationConfig, Origin, SettingOrigin, Settings, TaskDefaults};
+pub use runner::{Role, Runner, RunnerParts};
 pub use search::generate_batch;
 
 /// Generation settings given on the command line; each one that is set wins over the model's

@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 
-use super::config::{GenerationConfig, Settings};
+use super::config::{GenerationConfig, Origin, SettingOrigin, Settings, TaskDefaults};
 use super::{schedule, search, Generated, GenerationOverrides, ModelInfo, Seq2Seq, TextGenerator};
 use crate::tokenize::Seq2SeqTokenizer;
 use crate::{Error, Result};
@@ -19,6 +19,19 @@ pub struct Runner<M> {
     batch_tokens: usize,
     /// The model's folder, when loaded from one.
     dir: Option<std::path::PathBuf>,
+    /// Text put before every pipeline input (the summarizer's config `prefix`); never applied
+    /// by `mtsum generate`, which is `generate()` and not a pipeline.
+    prefix: Option<String>,
+}
+
+/// What a model is loaded for: plain `generate()` (`mtsum generate`, `bench`, the translator), or
+/// the summarizer of the pipeline, which also takes config.json's `task_specific_params.summarization`
+/// and `prefix` as transformers' summarization pipeline did (see [`TaskDefaults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Generate,
+    Summarizer,
 }
 
 /// The parts a runner is built from; `max_input_tokens` None takes the model's own limit.
@@ -55,6 +68,7 @@ impl<M: Seq2Seq> Runner<M> {
             max_input_tokens,
             batch_tokens,
             dir: None,
+            prefix: None,
         }
     }
 
@@ -73,6 +87,29 @@ impl<M: Seq2Seq> Runner<M> {
 
     pub fn tokenizer(&self) -> &Seq2SeqTokenizer {
         &self.tokenizer
+    }
+
+    /// Every effective generation setting for `overrides` and where it came from (flag, preset,
+    /// task_specific_params, generation_config.json, config.json, transformers' default).
+    pub fn setting_origins(&self, overrides: &GenerationOverrides) -> Result<Vec<SettingOrigin>> {
+        self.config.explain(
+            overrides,
+            self.model.special_tokens(),
+            self.model.max_source_positions(),
+        )
+    }
+
+    /// The text put before every pipeline input (the summarizer's `prefix`), if any.
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// `text` as the pipeline feeds it to the model: with the prefix in front.
+    fn with_prefix<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        match &self.prefix {
+            Some(prefix) => format!("{prefix}{text}").into(),
+            None => text.into(),
+        }
     }
 
     /// The effective settings for `overrides`.
@@ -155,7 +192,7 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
     }
 
     fn count_tokens(&self, text: &str) -> Result<usize> {
-        Ok(self.tokenizer.encode(text)?.len())
+        Ok(self.tokenizer.encode(&self.with_prefix(text))?.len())
     }
 
     fn max_input_tokens(&self) -> usize {
@@ -179,7 +216,7 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
         let sources = (inputs.iter().enumerate())
             .map(|(i, text)| match text.trim().is_empty() {
                 true => Ok(Vec::new()),
-                false => self.encode(i, text),
+                false => self.encode(i, &self.with_prefix(text)),
             })
             .collect::<Result<Vec<_>>>()?;
         let outputs = self.generate_ids(&sources, &settings, progress)?;
@@ -204,9 +241,28 @@ pub fn load(
     dtype: candle_core::DType,
     batch_tokens: Option<usize>,
 ) -> Result<Runner<crate::models::AnyModel>> {
+    load_as(resolved, device, dtype, batch_tokens, Role::Generate)
+}
+
+/// [`load`] for a `role`. The settings are layered, weakest first: the repo's file
+/// (generation_config.json, else config.json), the summarizer's task_specific_params, the
+/// preset's, then (at each call) the flags.
+pub fn load_as(
+    resolved: &crate::hub::ResolvedModel,
+    device: &Device,
+    dtype: candle_core::DType,
+    batch_tokens: Option<usize>,
+    role: Role,
+) -> Result<Runner<crate::models::AnyModel>> {
     let dir = &resolved.dir;
     let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
     let mut config = GenerationConfig::from_dir(dir)?;
+    let mut prefix = None;
+    if role == Role::Summarizer {
+        let task = TaskDefaults::summarization(dir)?;
+        config.update(&task.generation);
+        prefix = task.prefix.filter(|p| !p.is_empty());
+    }
     if let Some(preset) = &resolved.preset {
         config.update(&preset_defaults(preset));
     }
@@ -242,6 +298,7 @@ pub fn load(
         batch_tokens,
     });
     runner.dir = Some(dir.clone());
+    runner.prefix = prefix;
     Ok(runner)
 }
 
@@ -249,8 +306,20 @@ pub fn load(
 /// settings that the repo's files do not carry, e.g. rut5's no_repeat_ngram_size 4). They sit
 /// between the files and the command line, as keyword arguments to `generate()` would.
 fn preset_defaults(preset: &crate::hub::Preset) -> GenerationConfig {
+    let set = [
+        ("num_beams", preset.num_beams.is_some()),
+        (
+            "no_repeat_ngram_size",
+            preset.no_repeat_ngram_size.is_some(),
+        ),
+        ("max_length", preset.max_length.is_some()),
+    ];
     GenerationConfig {
         source: format!("preset {}", preset.name),
+        origins: (set.into_iter())
+            .filter(|(_, is_set)| *is_set)
+            .map(|(key, _)| (key, Origin::Preset))
+            .collect(),
         num_beams: preset.num_beams,
         no_repeat_ngram_size: preset.no_repeat_ngram_size,
         max_length: preset.max_length,

@@ -7,10 +7,13 @@
 //! - [`normalizer`]: SentencePiece's normalizer as a `tokenizers` normalizer.
 //! - [`spm`]: a SentencePiece unigram model as a `tokenizers` pipeline + SentencePiece decoding.
 //! - [`marian`]: transformers' `MarianTokenizer` rules; [`t5`]: tokenizer.json or spiece.model.
+//! - [`bpe`]: what transformers builds when a repo has no tokenizer.json: BART's byte-level BPE
+//!   from vocab.json + merges.txt, mBART's sentencepiece.bpe.model.
 //!
 //! SHARED CONTRACT used by the engine: `Seq2SeqTokenizer` with `from_dir`, `encode`,
 //! `encode_target`, `decode` (extend, do not change).
 
+pub mod bpe;
 pub mod marian;
 pub mod normalizer;
 pub mod proto;
@@ -40,7 +43,8 @@ pub enum TokenizeError {
     MissingToken { path: PathBuf, token: String },
     #[error(
         "{}: no tokenizer files: expected source.spm + target.spm + vocab.json (Marian), \
-         tokenizer.json or spiece.model (T5)",
+         tokenizer.json, spiece.model (T5), vocab.json + merges.txt (BART) or \
+         sentencepiece.bpe.model (mBART)",
         dir.display()
     )]
     NoTokenizer { dir: PathBuf },
@@ -78,7 +82,8 @@ enum Kind {
 
 impl Seq2SeqTokenizer {
     /// Builds the tokenizer from a model folder (Marian: source.spm, target.spm, vocab.json;
-    /// T5/BART: tokenizer.json, else spiece.model). Needs no weights.
+    /// others: tokenizer.json, else spiece.model (T5), vocab.json + merges.txt (BART) or
+    /// sentencepiece.bpe.model (mBART), in transformers' order of preference). Needs no weights.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizeError> {
         if dir.join("source.spm").is_file() {
             let marian = MarianTokenizer::from_dir(dir)?;
@@ -95,6 +100,18 @@ impl Seq2SeqTokenizer {
         } else if dir.join("spiece.model").is_file() {
             let file = dir.join("spiece.model");
             (T5Tokenizer::from_spm(&file)?, file)
+        } else if dir.join("sentencepiece.bpe.model").is_file() {
+            let file = dir.join("sentencepiece.bpe.model");
+            let (tokenizer, extras) = bpe::mbart_spm(&file)?;
+            (
+                T5Tokenizer::from_pipeline(tokenizer, extras.clean_up_spaces),
+                file,
+            )
+        } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
+            (
+                T5Tokenizer::from_pipeline(bpe::byte_level_bpe(dir)?, false),
+                dir.join("vocab.json"),
+            )
         } else {
             return Err(TokenizeError::NoTokenizer {
                 dir: dir.to_path_buf(),

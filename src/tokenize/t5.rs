@@ -27,6 +27,8 @@ pub enum T5Tokenizer {
     Json {
         tokenizer: Box<Tokenizer>,
         post_process: bool,
+        /// Apply transformers' `clean_up_tokenization` after decoding (mBART's spm path).
+        clean_up_spaces: bool,
     },
     /// From spiece.model.
     Spm(Box<SpmModel>),
@@ -53,7 +55,18 @@ impl T5Tokenizer {
         Ok(Self::Json {
             tokenizer: Box::new(tokenizer),
             post_process: !t5,
+            clean_up_spaces: false,
         })
+    }
+
+    /// A pipeline built in memory the way transformers builds it when the folder has no
+    /// tokenizer.json (see [`super::bpe`]); its post-processor adds the special tokens.
+    pub fn from_pipeline(tokenizer: Tokenizer, clean_up_spaces: bool) -> Self {
+        Self::Json {
+            tokenizer: Box::new(tokenizer),
+            post_process: true,
+            clean_up_spaces,
+        }
     }
 
     /// Reads `spiece.model`.
@@ -101,6 +114,7 @@ impl T5Tokenizer {
             Self::Json {
                 tokenizer,
                 post_process,
+                ..
             } => {
                 let encoding = tokenizer
                     .encode_fast(text, *post_process)
@@ -118,9 +132,19 @@ impl T5Tokenizer {
     /// Text of `ids` with special tokens skipped.
     pub fn decode(&self, ids: &[u32], specials: SpecialIds) -> Result<String, TokenizeError> {
         match self {
-            Self::Json { tokenizer, .. } => tokenizer
-                .decode(ids, true)
-                .map_err(|e| TokenizeError::Encode(e.to_string())),
+            Self::Json {
+                tokenizer,
+                clean_up_spaces,
+                ..
+            } => {
+                let text = tokenizer
+                    .decode(ids, true)
+                    .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+                Ok(match clean_up_spaces {
+                    true => super::bpe::clean_up_tokenization(&text),
+                    false => text,
+                })
+            }
             Self::Spm(spm) => {
                 let kept: Vec<u32> = ids
                     .iter()
