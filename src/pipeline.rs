@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use serde_json::json;
 
 use crate::generate::{GenerationOverrides, TextGenerator};
-use crate::io::output::{join_sentences, ModelsUsed, TokenCounts};
+use crate::io::output::{join_sentences, ModelsUsed, NameOut, TokenCounts};
 use crate::io::text_blocks::collapse_spaces;
 use crate::io::{Bilingual, Block, ParagraphOut, Release, ReleaseOutput, SummaryOut};
 use crate::progress::{Observer, Stage};
@@ -231,11 +231,14 @@ impl<'a> Pipeline<'a> {
         let mut english = english.into_iter();
         let mut pair = |sentence: &Sentence| {
             let translated = english.next().unwrap_or_default();
+            let (names, warnings) = review(&sentence.original, &translated.text);
             Bilingual {
                 ru: sentence.original.clone(),
                 en: translated.text,
                 pieces: sentence.is_split().then_some(sentence.pieces.len()),
                 guard: translated.guard,
+                names,
+                warnings,
             }
         };
         let title = title.as_ref().map(&mut pair);
@@ -284,7 +287,7 @@ impl<'a> Pipeline<'a> {
             let again = self.degenerate_translation(sentences[i], &text);
             let guard = match (first, again) {
                 (Some(first), None) => format!("{first}; retried with stricter settings"),
-                (_, Some(again)) => format!("{again} even with stricter settings"),
+                (_, Some(again)) => format!("{again} {STILL_DEGENERATE}"),
                 (None, None) => continue,
             };
             translated[i] = Translated {
@@ -831,7 +834,64 @@ fn russian_sentences(document: &str) -> Vec<String> {
         .collect()
 }
 
-/// The release-level warnings: every guard that fired, for the JSON and the run report.
+/// The end of a translation guard's note when the retry was degenerate too and the output
+/// was kept as it is (a fall-back that `--strict` holds for review).
+const STILL_DEGENERATE: &str = "even with stricter settings";
+
+/// What a reviewer needs of one translated sentence: the person names of the source with
+/// their rendering in the translation, and a warning for every number of the source that the
+/// translation lacks (see `text::numbers` for the accepted English forms).
+fn review(russian: &str, english: &str) -> (Vec<NameOut>, Vec<String>) {
+    let names = text::names::find_names(russian)
+        .into_iter()
+        .map(|name| {
+            let rendering = text::names::rendering(&name, english);
+            NameOut {
+                ru: name.found,
+                nominative: name.nominative,
+                transliteration: name.latin,
+                en: rendering.text,
+                transliterated: rendering.transliterated,
+            }
+        })
+        .collect();
+    let warnings = text::numbers::missing_numbers(russian, english)
+        .iter()
+        .map(text::numbers::SourceNumber::missing_warning)
+        .collect();
+    (names, warnings)
+}
+
+/// Why a release's outputs must be held for human review (`--strict`): every number missing
+/// from a translation, every translation that stayed degenerate after the guard's retry, and
+/// a summary replaced by the lead sentences. Empty when nothing needs review.
+pub fn review_reasons(output: &ReleaseOutput) -> Vec<String> {
+    let sentences = output
+        .title
+        .iter()
+        .chain(output.paragraphs.iter().flat_map(|p| &p.sentences));
+    let mut reasons = Vec::new();
+    for pair in sentences {
+        let fallback = pair
+            .guard
+            .as_ref()
+            .filter(|g| g.ends_with(STILL_DEGENERATE));
+        for note in pair.warnings.iter().chain(fallback) {
+            reasons.push(format!("translation of \"{}\": {note}", excerpt(&pair.ru)));
+        }
+    }
+    if let Some(summary) = output
+        .summary
+        .as_ref()
+        .filter(|s| s.method == "lead-fallback")
+    {
+        reasons.extend(summary.notes.iter().cloned());
+    }
+    reasons
+}
+
+/// The release-level warnings: every guard that fired and every number missing from a
+/// translation, for the JSON and the run report.
 fn guard_warnings(
     title: Option<&Bilingual>,
     paragraphs: &[ParagraphOut],
@@ -840,10 +900,9 @@ fn guard_warnings(
     let sentences = title
         .into_iter()
         .chain(paragraphs.iter().flat_map(|p| &p.sentences));
-    let translation = sentences.filter_map(|pair| {
-        pair.guard
-            .as_ref()
-            .map(|guard| format!("translation of \"{}\": {guard}", excerpt(&pair.ru)))
+    let translation = sentences.flat_map(|pair| {
+        let notes = pair.guard.iter().chain(&pair.warnings);
+        notes.map(|note| format!("translation of \"{}\": {note}", excerpt(&pair.ru)))
     });
     let summary = summary.into_iter().flat_map(|s| s.notes.iter().cloned());
     translation.chain(summary).collect()

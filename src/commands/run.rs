@@ -25,10 +25,12 @@ Examples:
   mtsum run samples/ --out out/ --extractive    fast summaries without a summarizer model
   mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
   mtsum run samples/ --out out/ --digest-order date
+  mtsum run samples/ --out out/ --strict        exit 1 if a number went missing (CI review)
 
 Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report.json.
 A rerun skips releases whose outputs are up to date (same input, models and settings).
-Exit codes: 0 all done, 1 some releases failed (the others are written), 2 fatal.
+Exit codes: 0 all done, 1 some releases failed (the others are written) or, with --strict,
+need review, 2 fatal.
 ";
 
 #[derive(Debug, Args)]
@@ -61,6 +63,11 @@ pub struct RunArgs {
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Exit 1 when any release needs review: a number missing from a translation, a
+    /// translation still degenerate after the guard's retry, a summary replaced by the lead
+    /// sentences. The outputs are written all the same (`counts.needs_review` in report.json).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
@@ -94,5 +101,14 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     };
     let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
     common::print_stats(global, &report.stats());
+    if args.strict && report.counts.needs_review > 0 {
+        eprintln!(
+            "mtsum: --strict: {} release(s) need review (numbers missing from translations or \
+             guard fall-backs); see the warnings in {}",
+            report.counts.needs_review,
+            args.out.join("report.json").display()
+        );
+        return Ok(Outcome::SomeFailed);
+    }
     Ok(report.outcome())
 }

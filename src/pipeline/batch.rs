@@ -78,6 +78,15 @@ pub struct Counts {
     pub processed: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Releases written or up to date whose outputs need a human look before they go out
+    /// (a number missing from a translation, a guard's fall-back; see
+    /// `pipeline::review_reasons`): what `run --strict` exits 1 for. Absent when none.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub needs_review: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +146,7 @@ impl Counts {
             processed: count(Status::Processed),
             skipped: count(Status::Skipped),
             failed: count(Status::Failed),
+            needs_review: 0,
         }
     }
 }
@@ -527,6 +537,12 @@ impl Batch<'_> {
 
     /// The report of the records, which are in input order by now.
     fn report(self, started_at: SystemTime, started: Instant) -> Report {
+        let needs_review = self
+            .records
+            .iter()
+            .filter_map(|record| record.output.as_ref())
+            .filter(|output| !super::review_reasons(output).is_empty())
+            .count();
         let (entries, failures): (Vec<ReportEntry>, Vec<Option<Failure>>) = self
             .records
             .into_iter()
@@ -536,7 +552,10 @@ impl Batch<'_> {
             mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: iso_time(started_at),
             finished_at: iso_time(SystemTime::now()),
-            counts: Counts::of(&entries),
+            counts: Counts {
+                needs_review,
+                ..Counts::of(&entries)
+            },
             releases: entries,
             failures: failures.into_iter().flatten().collect(),
             timings: ReportTimings {
