@@ -32,6 +32,7 @@
 
 mod abbrev;
 mod blocks;
+pub mod glossary;
 pub mod loops;
 pub mod names;
 mod normalize;
