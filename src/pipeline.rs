@@ -15,11 +15,12 @@ use std::cell::RefCell;
 use serde_json::json;
 
 use crate::generate::{GenerationOverrides, TextGenerator};
-use crate::io::output::{join_sentences, ModelsUsed, NameOut, TokenCounts};
+use crate::io::output::{join_sentences, ModelsUsed, NameOut, TermOut, TokenCounts};
 use crate::io::text_blocks::collapse_spaces;
 use crate::io::{Bilingual, Block, ParagraphOut, Release, ReleaseOutput, SummaryOut};
 use crate::progress::{Observer, Stage};
 use crate::summary::{self, Degenerate, GuardLimits, Script, SummarySide};
+use crate::text::glossary::Glossary;
 use crate::text::{self, PreparedBlock, Sentence};
 use crate::{Error, Result};
 use pool::{Calls, Group, Spent};
@@ -65,6 +66,8 @@ pub struct PipelineOptions {
     /// Options of the run that change the outputs (e.g. `--side-by-side`): part of the
     /// fingerprint, so changing them redoes the release.
     pub output_settings: serde_json::Value,
+    /// Terms whose translation each sentence is checked for (`--glossary`); empty for none.
+    pub glossary: Glossary,
 }
 
 /// The models and options of a run.
@@ -114,14 +117,24 @@ impl<'a> Pipeline<'a> {
 
     /// Effective generation settings of each model, and the output options.
     pub fn settings(&self) -> serde_json::Value {
-        json!({
+        let mut settings = json!({
             "translate_body": self.options.translate_body,
             "summarize": self.options.summarize,
             "translator": self.translator.map(|t| t.settings(&self.options.translation)),
             "summarizer": self.summarizer.map(|s| s.settings(&self.options.summary)),
             "summaries": self.options.summaries,
             "output": self.options.output_settings,
-        })
+        });
+        // Only with a glossary, so the settings of a run without one are as before; its
+        // digest makes a changed glossary redo the releases.
+        let glossary = &self.options.glossary;
+        if !glossary.is_empty() {
+            settings["glossary"] = json!({
+                "entries": glossary.entries().len(),
+                "sha256": crate::io::read::sha256_hex(glossary.canonical().as_bytes()),
+            });
+        }
+        settings
     }
 
     /// What a release's outputs depend on: its id and bytes, the models (resolved commits)
@@ -232,6 +245,8 @@ impl<'a> Pipeline<'a> {
         let mut pair = |sentence: &Sentence| {
             let translated = english.next().unwrap_or_default();
             let (names, warnings) = review(&sentence.original, &translated.text);
+            let terms =
+                glossary_terms(&self.options.glossary, &sentence.original, &translated.text);
             Bilingual {
                 ru: sentence.original.clone(),
                 en: translated.text,
@@ -239,6 +254,7 @@ impl<'a> Pipeline<'a> {
                 guard: translated.guard,
                 names,
                 warnings,
+                terms,
             }
         };
         let title = title.as_ref().map(&mut pair);
@@ -862,8 +878,45 @@ fn review(russian: &str, english: &str) -> (Vec<NameOut>, Vec<String>) {
     (names, warnings)
 }
 
-/// Why a release's outputs must be held for human review (`--strict`): every number missing
-/// from a translation, every translation that stayed degenerate after the guard's retry, and
+/// The glossary terms of `russian` and whether `english` holds each one's translation.
+fn glossary_terms(glossary: &Glossary, russian: &str, english: &str) -> Vec<TermOut> {
+    glossary
+        .find(russian)
+        .into_iter()
+        .map(|found| {
+            let entry = &glossary.entries()[found.entry];
+            TermOut {
+                ru: found.found,
+                entry: entry.ru.clone(),
+                en: entry.en.clone(),
+                met: text::glossary::holds(english, &entry.en),
+            }
+        })
+        .collect()
+}
+
+/// The warning for a glossary term missing from a translation.
+fn missed_term(term: &TermOut) -> String {
+    format!(
+        "glossary term \"{}\" ({} -> {}) was missing from the translation",
+        term.ru, term.entry, term.en
+    )
+}
+
+/// Glossary terms found in a release's translated sentences and how many of them the
+/// translations hold: `(hits, misses)`.
+pub fn term_counts(output: &ReleaseOutput) -> (usize, usize) {
+    let sentences = output
+        .title
+        .iter()
+        .chain(output.paragraphs.iter().flat_map(|p| &p.sentences));
+    let terms: Vec<&TermOut> = sentences.flat_map(|s| &s.terms).collect();
+    let hits = terms.iter().filter(|t| t.met).count();
+    (hits, terms.len() - hits)
+}
+
+/// Why a release's outputs must be held for human review (`--strict`): every number and
+/// glossary term missing from a translation, every translation that stayed degenerate after the guard's retry, and
 /// a summary replaced by the lead sentences. Empty when nothing needs review.
 pub fn review_reasons(output: &ReleaseOutput) -> Vec<String> {
     let sentences = output
@@ -876,7 +929,9 @@ pub fn review_reasons(output: &ReleaseOutput) -> Vec<String> {
             .guard
             .as_ref()
             .filter(|g| g.ends_with(STILL_DEGENERATE));
-        for note in pair.warnings.iter().chain(fallback) {
+        let missed = pair.terms.iter().filter(|t| !t.met).map(missed_term);
+        let notes = pair.warnings.iter().chain(fallback).cloned().chain(missed);
+        for note in notes {
             reasons.push(format!("translation of \"{}\": {note}", excerpt(&pair.ru)));
         }
     }
@@ -890,8 +945,8 @@ pub fn review_reasons(output: &ReleaseOutput) -> Vec<String> {
     reasons
 }
 
-/// The release-level warnings: every guard that fired and every number missing from a
-/// translation, for the JSON and the run report.
+/// The release-level warnings: every guard that fired and every number and glossary term
+/// missing from a translation, for the JSON and the run report.
 fn guard_warnings(
     title: Option<&Bilingual>,
     paragraphs: &[ParagraphOut],
@@ -901,8 +956,14 @@ fn guard_warnings(
         .into_iter()
         .chain(paragraphs.iter().flat_map(|p| &p.sentences));
     let translation = sentences.flat_map(|pair| {
-        let notes = pair.guard.iter().chain(&pair.warnings);
-        notes.map(|note| format!("translation of \"{}\": {note}", excerpt(&pair.ru)))
+        let missed = pair.terms.iter().filter(|t| !t.met).map(missed_term);
+        let notes = pair
+            .guard
+            .iter()
+            .chain(&pair.warnings)
+            .cloned()
+            .chain(missed);
+        notes.map(move |note| format!("translation of \"{}\": {note}", excerpt(&pair.ru)))
     });
     let summary = summary.into_iter().flat_map(|s| s.notes.iter().cloned());
     translation.chain(summary).collect()

@@ -9,10 +9,16 @@ mod batch_support;
 
 use std::path::PathBuf;
 
+use predicates::prelude::*;
+
 use batch_support::standin::StandIn;
 use batch_support::*;
 use mtsum::cli::Outcome;
-use mtsum::pipeline::batch::BatchOptions;
+use mtsum::io::OutputDir;
+use mtsum::pipeline::batch::{self, BatchOptions, TermCounts};
+use mtsum::pipeline::Pipeline;
+use mtsum::progress::Silent;
+use mtsum::text::glossary::Glossary;
 
 const WITH_FACTS: &str = "Итоги года\n\n\
 Об этом сообщила Ирина Волк. Рост составил 17,3% в 2023 г. \
@@ -78,6 +84,10 @@ fn names_and_missing_numbers_reach_the_json_and_the_report() {
     let facts = entries.iter().find(|e| e["id"] == "facts").unwrap();
     assert_eq!(facts["warnings"], serde_json::json!([release_warning]));
     assert_eq!(report_json["counts"]["needs_review"], 1);
+    assert!(
+        report_json.get("terms").is_none(),
+        "no glossary, no term counts"
+    );
 
     // A release with no name and no number has neither key, as before.
     let plain = std::fs::read_to_string(out.path().join("plain.json")).unwrap();
@@ -144,4 +154,84 @@ fn strict_exits_1_when_a_number_is_missing_and_still_writes_the_outputs() {
     std::fs::write(input.path().join("facts.txt"), PLAIN).unwrap();
     let clean = tempfile::tempdir().unwrap();
     run(true, clean.path()).code(0);
+}
+
+const GLOSSARY: &str =
+    "# terms\nИнтерпол\tInterpol\nМинистерство внутренних дел\tMinistry of Internal Affairs\n";
+
+#[test]
+fn glossary_terms_are_listed_met_or_missed_and_counted() {
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("terms.txt"),
+        "Интерпол и Министерство внутренних дел подписали соглашение. \
+         Письмо направлено Министерству внутренних дел.\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (t, s) = (StandIn::translator(), StandIn::summarizer());
+    let mut options = run_options(false);
+    options.glossary = Glossary::parse("terms.tsv", GLOSSARY).unwrap();
+    let pipeline = Pipeline::new(Some(&t), Some(&s), options).unwrap();
+    let dir = OutputDir::create(out.path()).unwrap();
+    let items = read_items(&[input.path().to_path_buf()]);
+    let report = batch::run(&pipeline, items, &dir, &BatchOptions::default(), &Silent).unwrap();
+
+    // The stand-in writes "Interpol" for Интерпол and transliterates the ministry.
+    let expected = TermCounts { hits: 1, misses: 2 };
+    assert_eq!(report.terms, Some(expected));
+    assert_eq!(report.releases[0].terms, Some(expected));
+    assert_eq!(report.counts.needs_review, 1);
+    let output = read_output(out.path(), "terms");
+    let sentences: Vec<_> = output
+        .paragraphs
+        .iter()
+        .flat_map(|p| &p.sentences)
+        .collect();
+    let first: Vec<(&str, &str, bool)> = sentences[0]
+        .terms
+        .iter()
+        .map(|t| (t.ru.as_str(), t.en.as_str(), t.met))
+        .collect();
+    assert_eq!(
+        first,
+        [
+            ("Интерпол", "Interpol", true),
+            (
+                "Министерство внутренних дел",
+                "Ministry of Internal Affairs",
+                false
+            )
+        ]
+    );
+    let second = &sentences[1].terms[0];
+    assert_eq!(second.ru, "Министерству внутренних дел");
+    assert_eq!(second.entry, "Министерство внутренних дел");
+    assert!(output.warnings.iter().any(|w| w.ends_with(
+        "glossary term \"Министерству внутренних дел\" (Министерство внутренних дел -> \
+         Ministry of Internal Affairs) was missing from the translation"
+    )));
+    assert_eq!(output.settings["glossary"]["entries"], 2);
+}
+
+#[test]
+fn a_bad_glossary_line_is_fatal_before_any_model_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let glossary = dir.path().join("terms.tsv");
+    std::fs::write(&glossary, "Интерпол\tInterpol\nМВД MVD\n").unwrap();
+    std::fs::write(dir.path().join("a.txt"), PLAIN).unwrap();
+    for command in [&["run", "--out"][..], &["translate", "--out"][..]] {
+        let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
+        // A translator that does not exist: the glossary must be refused first.
+        cmd.args(["--translator", "/nonexistent/model", "--offline"]);
+        cmd.args(command).arg(dir.path().join("out"));
+        cmd.arg(dir.path().join("a.txt"))
+            .arg("--glossary")
+            .arg(&glossary);
+        let expected = format!("{}:2: expected `russian<TAB>english`", glossary.display());
+        cmd.assert()
+            .code(2)
+            .stderr(predicates::str::contains(expected))
+            .stderr(predicates::str::contains("nonexistent").not());
+    }
 }

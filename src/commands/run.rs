@@ -26,6 +26,7 @@ Examples:
   mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
   mtsum run samples/ --out out/ --digest-order date
   mtsum run samples/ --out out/ --strict        exit 1 if a number went missing (CI review)
+  mtsum run samples/ --out out/ --glossary terms.tsv   check each sentence's glossary terms
 
 Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report.json.
 A rerun skips releases whose outputs are up to date (same input, models and settings).
@@ -63,17 +64,23 @@ pub struct RunArgs {
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Exit 1 when any release needs review: a number missing from a translation, a
-    /// translation still degenerate after the guard's retry, a summary replaced by the lead
-    /// sentences. The outputs are written all the same (`counts.needs_review` in report.json).
+    /// Exit 1 when any release needs review: a number or glossary term missing from a
+    /// translation, a translation still degenerate after the guard's retry, a summary replaced
+    /// by the lead sentences. The outputs are written all the same (`counts.needs_review` in report.json).
     #[arg(long)]
     pub strict: bool,
+    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`); may be
+    /// given more than once. Each sentence lists the terms it holds and whether its
+    /// translation has their English; a miss is a warning.
+    #[arg(long, value_name = "FILE")]
+    pub glossary: Vec<PathBuf>,
 }
 
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
     let out = OutputDir::create(&args.out)?;
+    let glossary = common::glossary(&args.glossary)?;
     if args.dry_run {
         let items = read::read_all(&inputs, read_options);
         return Ok(batch::check(items, &out, observer_for(global).as_ref())?.outcome());
@@ -89,6 +96,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         summary: args.summaries.overrides(global),
         summaries: args.summaries.options(),
         output_settings: json!({ "side_by_side": args.side_by_side }),
+        glossary,
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
     let items = read::read_all(&inputs, read_options);
@@ -103,8 +111,8 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     common::print_stats(global, &report.stats());
     if args.strict && report.counts.needs_review > 0 {
         eprintln!(
-            "mtsum: --strict: {} release(s) need review (numbers missing from translations or \
-             guard fall-backs); see the warnings in {}",
+            "mtsum: --strict: {} release(s) need review (numbers or glossary terms missing from \
+             translations, guard fall-backs); see the warnings in {}",
             report.counts.needs_review,
             args.out.join("report.json").display()
         );

@@ -25,6 +25,23 @@ pub struct Bilingual {
     /// the English side, quoted as written in the source (absent when there is none).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub warnings: Vec<String>,
+    /// The glossary terms of the Russian side (`--glossary`) and whether the English side
+    /// holds their translation (absent without a glossary or a term).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub terms: Vec<TermOut>,
+}
+
+/// A glossary term found in a source sentence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TermOut {
+    /// As found in the Russian sentence (`Министерству внутренних дел`).
+    pub ru: String,
+    /// The glossary entry's Russian side (`Министерство внутренних дел`).
+    pub entry: String,
+    /// The English the entry asks for.
+    pub en: String,
+    /// Whether the translation holds `en` (letter case aside).
+    pub met: bool,
 }
 
 /// A person's name in a source sentence and its rendering in the translation.

@@ -70,6 +70,9 @@ pub struct Report {
     pub throughput: Throughput,
     pub models: ModelsUsed,
     pub settings: serde_json::Value,
+    /// With a glossary: its terms over every release written or up to date.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub terms: Option<TermCounts>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +114,17 @@ pub struct ReportEntry {
     /// without confidence.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub warnings: Vec<String>,
+    /// With a glossary: its terms found in the release and whether the translations hold them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub terms: Option<TermCounts>,
+}
+
+/// Glossary terms found in source sentences: `hits` whose translation holds the entry's
+/// English, `misses` whose translation does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermCounts {
+    pub hits: usize,
+    pub misses: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +296,7 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
                     file: Some(names.allocate(&release.id)),
                     status: Status::Checked,
                     warnings: warnings(&release),
+                    terms: None,
                 });
             }
             Err(failure) => {
@@ -312,6 +327,7 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
         throughput: Throughput::default(),
         models: ModelsUsed::default(),
         settings: serde_json::json!({ "dry_run": true }),
+        terms: None,
     };
     out.write_report(&report)?;
     Ok(report)
@@ -364,6 +380,7 @@ fn failed_entry(failure: &ReadFailure) -> (ReportEntry, Failure) {
             file: None,
             status: Status::Failed,
             warnings: Vec::new(),
+            terms: None,
         },
         Failure {
             release,
@@ -446,6 +463,7 @@ impl Batch<'_> {
             file: Some(file),
             status: Status::Skipped,
             warnings: warnings(&release),
+            terms: None,
         };
         self.record(index, entry, None, Some(previous));
         self.observer
@@ -477,6 +495,7 @@ impl Batch<'_> {
             file: None,
             status: Status::Failed,
             warnings: warnings(&release),
+            terms: None,
         };
         match done {
             Ok(output) => {
@@ -515,10 +534,16 @@ impl Batch<'_> {
     fn record(
         &mut self,
         index: usize,
-        entry: ReportEntry,
+        mut entry: ReportEntry,
         failure: Option<Failure>,
         output: Option<ReleaseOutput>,
     ) {
+        if !self.pipeline.options().glossary.is_empty() {
+            entry.terms = output.as_ref().map(|output| {
+                let (hits, misses) = super::term_counts(output);
+                TermCounts { hits, misses }
+            });
+        }
         self.records.push(Record {
             index,
             entry,
@@ -543,6 +568,13 @@ impl Batch<'_> {
             .filter_map(|record| record.output.as_ref())
             .filter(|output| !super::review_reasons(output).is_empty())
             .count();
+        let terms = (!self.pipeline.options().glossary.is_empty()).then(|| {
+            let per_release = self.records.iter().filter_map(|r| r.entry.terms);
+            per_release.fold(TermCounts::default(), |total, t| TermCounts {
+                hits: total.hits + t.hits,
+                misses: total.misses + t.misses,
+            })
+        });
         let (entries, failures): (Vec<ReportEntry>, Vec<Option<Failure>>) = self
             .records
             .into_iter()
@@ -566,6 +598,7 @@ impl Batch<'_> {
             throughput: Throughput::new(self.tokens, self.generation_seconds),
             models: self.pipeline.models(),
             settings: self.pipeline.settings(),
+            terms,
         }
     }
 }

@@ -174,6 +174,15 @@ impl Glossary {
         &self.entries
     }
 
+    /// The entries as one text (`=` marks, tabs, one a line): what the outputs depend on,
+    /// whatever files, comments and order of CSV or TSV they came from.
+    pub fn canonical(&self) -> String {
+        self.entries
+            .iter()
+            .map(|e| format!("{}{}\t{}\n", if e.exact { "=" } else { "" }, e.ru, e.en))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -221,6 +230,21 @@ impl Glossary {
         }
         found
     }
+}
+
+/// Whether `translation` holds `english` as whole words, letter case aside (`Ministry of
+/// Internal Affairs` in `the ministry of internal affairs said`, not `Interpol` in
+/// `Interpolation`).
+pub fn holds(translation: &str, english: &str) -> bool {
+    let (haystack, needle) = (translation.to_lowercase(), english.trim().to_lowercase());
+    if needle.is_empty() {
+        return false;
+    }
+    haystack.match_indices(&needle).any(|(start, _)| {
+        let before = haystack[..start].chars().next_back();
+        let after = haystack[start + needle.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }
 
 impl WordKey {
@@ -565,6 +589,15 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_name_with_initials_can_be_an_exact_entry() {
+        let g = Glossary::parse("g.tsv", "=Ю. Шток\tJ. Stock\n").unwrap();
+        let found = g.find("Генеральный секретарь Интерпола Ю. Шток выступил.");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].found, "Ю. Шток");
+        assert!(g.find("Генеральный секретарь Ю. Штока.").is_empty());
+    }
+
+    #[test]
     fn yo_is_e_and_the_longest_term_wins() {
         let g = Glossary::parse("g.tsv", "Объём\tvolume\nобъём изъятого\tseized volume\n").unwrap();
         let found = g.find("Объем изъятого вырос, объём продаж упал.");
@@ -574,6 +607,21 @@ mod tests {
             .collect();
         assert_eq!(en, ["seized volume", "volume"]);
         assert_eq!(found[0].found, "Объем изъятого");
+    }
+
+    #[test]
+    fn a_translation_holds_a_term_as_whole_words_in_any_case() {
+        assert!(holds(
+            "The ministry of internal affairs said.",
+            "Ministry of Internal Affairs"
+        ));
+        assert!(holds("Interpol's data", "Interpol"));
+        assert!(!holds("Interpolation was used.", "Interpol"));
+        assert!(!holds(
+            "The Ministry of the Interior said.",
+            "Ministry of Internal Affairs"
+        ));
+        assert!(!holds("anything", " "));
     }
 
     #[test]
