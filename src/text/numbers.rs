@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn percentages() {
-        let forms = vec!["17.3%", "17.3 %", "17.3 percent", "17.3 per cent"];
+        let forms = ["17.3%", "17.3 %", "17.3 percent", "17.3 per cent"];
         assert_eq!(
             found("Рост составил 17,3%."),
             vec![(
