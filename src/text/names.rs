@@ -609,11 +609,33 @@ fn first_name_name(sentence: &str, words: &[Word], i: usize) -> Option<(PersonNa
         return None;
     }
     // The first name's form says gender and case; the surname takes the reading that fits.
-    let (gender, cases) = (
-        forms[0].gender,
-        forms.iter().fold(0, |acc, f| acc | f.cases),
-    );
-    let nominative_first = forms[0].nominative;
+    // A form of two names (`Евгении`: a woman's genitive or a man's prepositional) is read
+    // as the one name the surname's ending agrees with (`Евгении Смирновой`); when both or
+    // neither agree (`Александра Иванова`: Александр Иванов or Александра Иванова), the name
+    // is kept as written.
+    let reading = |f: &NameForm| (f.nominative, f.gender, f.cases);
+    let mut readings: Vec<(&str, Gender, u8)> = Vec::new();
+    for form in forms {
+        match readings
+            .iter_mut()
+            .find(|(n, g, _)| *n == form.nominative && *g == form.gender)
+        {
+            Some(found) => found.2 |= form.cases,
+            None => readings.push(reading(form)),
+        }
+    }
+    if readings.len() > 1 {
+        let fits = |(_, gender, cases): &&(&str, Gender, u8)| match surname {
+            Some(s) => cases & case::NOM != 0 || surname_for(s.text, *gender, *cases) != s.text,
+            None => false,
+        };
+        let fitting: Vec<_> = readings.iter().filter(fits).collect();
+        readings = match fitting.as_slice() {
+            [one] => vec![**one],
+            _ => vec![(first.text, readings[0].1, case::NOM)],
+        };
+    }
+    let (nominative_first, gender, cases) = readings[0];
     let mut parts = vec![nominative_first.to_string()];
     if let Some((p, _)) = &patronymic {
         parts.push(p.clone());
@@ -1091,6 +1113,23 @@ mod tests {
             "Павлу Жукову",
             "Павел Жуков",
             "Pavel Zhukov",
+        );
+    }
+
+    #[test]
+    fn a_form_of_two_first_names_is_kept_as_written() {
+        // `Александра`: the genitive of Александр or the nominative of Александра.
+        check(
+            "Доклад Александра Иванова заслушан.",
+            "Александра Иванова",
+            "Александра Иванова",
+            "Aleksandra Ivanova",
+        );
+        check(
+            "Письмо Евгении Смирновой.",
+            "Евгении Смирновой",
+            "Евгения Смирнова",
+            "Evgeniia Smirnova",
         );
     }
 
