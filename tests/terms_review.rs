@@ -13,12 +13,12 @@ use predicates::prelude::*;
 
 use batch_support::standin::StandIn;
 use batch_support::*;
-use mtsum::cli::Outcome;
 use mtsum::io::OutputDir;
 use mtsum::pipeline::batch::{self, BatchOptions, TermCounts};
 use mtsum::pipeline::Pipeline;
 use mtsum::progress::Silent;
 use mtsum::text::glossary::Glossary;
+use mtsum::Outcome;
 
 const WITH_FACTS: &str = "Итоги года\n\n\
 Об этом сообщила Ирина Волк. Рост составил 17,3% в 2023 г. \

@@ -126,21 +126,8 @@ pub struct Timings {
     pub total_seconds: f64,
 }
 
-/// Token counts for throughput figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenCounts {
-    pub segments: usize,
-    pub input_tokens: usize,
-    pub generated_tokens: usize,
-}
-
-impl std::ops::AddAssign for TokenCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.segments += other.segments;
-        self.input_tokens += other.input_tokens;
-        self.generated_tokens += other.generated_tokens;
-    }
-}
+/// What model calls cost, as every output records it.
+pub use crate::generate::TokenCounts;
 
 /// Everything known about one processed release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +136,11 @@ pub struct ReleaseOutput {
     pub id: String,
     /// File stem of this release's outputs in the output folder.
     pub file: String,
+    /// Place of the release in the whole batch's input order (0-based, every input counted,
+    /// readable or not): the same in a sharded run as in one run, so `merge` can put the
+    /// shards' releases back in order. Absent for a release processed outside a batch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<usize>,
     pub source: SourceInfo,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub date: Option<String>,
