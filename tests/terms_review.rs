@@ -235,3 +235,62 @@ fn a_bad_glossary_line_is_fatal_before_any_model_loads() {
             .stderr(predicates::str::contains("nonexistent").not());
     }
 }
+
+#[test]
+fn merged_shards_sum_the_releases_to_review_and_the_glossary_terms() {
+    let input = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        let text = format!(
+            "Интерпол и Министерство внутренних дел сообщили о {i},5 тыс. запросов. \
+             Министерство внутренних дел подтвердило это.\n"
+        );
+        std::fs::write(input.path().join(format!("r{i}.txt")), text).unwrap();
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let (t, s) = (StandIn::translator(), StandIn::summarizer());
+    let glossary = Glossary::parse("terms.tsv", GLOSSARY).unwrap();
+    let run = |shard: Option<mtsum::pipeline::shard::Shard>, out: &std::path::Path| {
+        let mut options = run_options(false);
+        options.glossary = glossary.clone();
+        let pipeline = Pipeline::new(Some(&t), Some(&s), options).unwrap();
+        let dir = OutputDir::create(out).unwrap();
+        let items = read_items(&[input.path().to_path_buf()]);
+        let batch_options = BatchOptions {
+            shard,
+            ..BatchOptions::default()
+        };
+        batch::run(&pipeline, items, &dir, &batch_options, &Silent).unwrap()
+    };
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = run(None, whole_dir.path());
+    // Each release: Интерпол met, the ministry missed twice, and the number "N,5" kept as is.
+    assert_eq!(
+        whole.terms,
+        Some(TermCounts {
+            hits: 6,
+            misses: 12
+        })
+    );
+    assert_eq!(whole.counts.needs_review, 6);
+    for k in 1..=2 {
+        run(
+            Some(mtsum::pipeline::shard::Shard::new(k, 2).unwrap()),
+            shared.path(),
+        );
+    }
+    let merged = tempfile::tempdir().unwrap();
+    assert_cmd::Command::cargo_bin("mtsum")
+        .unwrap()
+        .arg("merge")
+        .arg(shared.path())
+        .arg("--out")
+        .arg(merged.path())
+        .assert()
+        .code(0);
+    let report = read_report(merged.path());
+    assert_eq!(report["counts"]["needs_review"], 6);
+    assert_eq!(
+        report["terms"],
+        serde_json::json!({"hits": 6, "misses": 12})
+    );
+}
