@@ -743,3 +743,145 @@ fn tokenizer_only_fetches_no_weights_and_a_run_fetches_them_later() {
     assert!(full.dir.join("model.safetensors").is_file());
     assert_eq!(hub.downloads().len(), 1, "{:?}", hub.downloads());
 }
+
+/// What each file of a repo must be in a cache: its bytes, behind a link named by its etag.
+fn assert_cached_as_served(dir: &Path, files: &[MockFile]) {
+    for name in names_in(dir) {
+        let served = file(files, &name);
+        let pointer = dir.join(&name);
+        assert_eq!(std::fs::read(&pointer).unwrap(), served.bytes, "{name}");
+        let link = std::fs::read_link(&pointer).unwrap();
+        assert_eq!(link, Path::new("../../blobs").join(served.etag()), "{name}");
+    }
+}
+
+#[test]
+fn a_mirror_listing_without_blob_details_is_completed_from_the_resolve_headers() {
+    let hub = MockHub::start();
+    hub.mirror(true);
+    let files = marian_repo("a");
+    let commit = hub.publish("org/marian", "main", files.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let opts = online(&hub, cache.path());
+
+    let model = hub::resolve("org/marian", &opts).unwrap();
+    assert_eq!(model.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(names_in(&model.dir).len(), 7, "{:?}", names_in(&model.dir));
+    assert_cached_as_served(&model.dir, &files);
+    // One HEAD per needed file, at the commit, never followed to the CDN.
+    let heads: Vec<String> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "HEAD")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(heads.len(), 7, "{heads:?}");
+    assert!(heads
+        .iter()
+        .all(|p| p.starts_with(&format!("/org/marian/resolve/{commit}/"))));
+
+    // A second run: the listing only, no HEAD, no download.
+    hub.clear_log();
+    hub::resolve("org/marian", &opts).unwrap();
+    assert_eq!(hub.requests().len(), 1, "{:?}", hub.requests());
+
+    // verify asks the mirror for each file's checksum; --repair fetches a damaged one again.
+    let report = &hub::verify(&[], &opts, false).unwrap()[0];
+    assert!(report.is_good() && report.against_hub, "{report:?}");
+    let weights = model.dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let report = &hub::verify(&[], &opts, false).unwrap()[0];
+    assert_eq!(
+        report.bad_files().collect::<Vec<_>>(),
+        ["model.safetensors"]
+    );
+    let report = &hub::verify(&[], &opts, true).unwrap()[0];
+    assert!(report.repaired && report.is_good(), "{report:?}");
+    assert_cached_as_served(&model.dir, &files);
+}
+
+#[test]
+fn a_corrupt_transfer_through_a_mirror_is_refused_and_leaves_nothing_behind() {
+    for name in ["model.safetensors", "vocab.json"] {
+        let hub = MockHub::start();
+        hub.mirror(true);
+        let files = marian_repo("a");
+        let commit = hub.publish("org/marian", "main", files.clone());
+        hub.fault(name, Fault::Corrupt, 1);
+        let cache = tempfile::tempdir().unwrap();
+
+        let err = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, HubError::Corrupt { .. }), "{name}: {text}");
+        let kind = if name == "vocab.json" {
+            "git sha1"
+        } else {
+            "sha256"
+        };
+        assert!(text.contains(name) && text.contains(kind), "{text}");
+        let root = repo_dir(cache.path(), "org/marian");
+        let served = file(&files, name);
+        assert!(!root.join("snapshots").join(&commit).join(name).exists());
+        let blobs = names_in(&root.join("blobs"));
+        assert!(
+            !blobs.iter().any(|b| b.starts_with(&served.etag())),
+            "{name}: {blobs:?}"
+        );
+
+        let model = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap();
+        assert_cached_as_served(&model.dir, &files);
+    }
+}
+
+#[test]
+fn a_mirror_that_drops_the_checksums_is_named_and_nothing_is_downloaded() {
+    let hub = MockHub::start();
+    hub.mirror(true);
+    hub.strip_etags(true);
+    hub.publish("org/marian", "main", marian_repo("a"));
+    let cache = tempfile::tempdir().unwrap();
+
+    let err = hub::resolve("org/marian", &online(&hub, cache.path())).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HubError::NoChecksum { .. }), "{text}");
+    assert!(
+        text.contains("config.json") && text.contains("HF_ENDPOINT") && text.contains("ETag"),
+        "{text}"
+    );
+    assert!(hub.downloads().is_empty(), "{:?}", hub.downloads());
+}
+
+#[test]
+fn a_listing_that_is_not_a_hub_listing_says_so() {
+    // An endpoint that answers 200 with something else (a web page, a proxy's login form).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = "<html>please log in</html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let opts = HubOptions {
+        endpoint: Some(endpoint),
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..HubOptions::default()
+    };
+    let err = hub::resolve("org/marian", &opts).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HubError::BadListing { .. }), "{text}");
+    assert!(
+        text.contains("HF_ENDPOINT") && !text.contains("HTTP 200"),
+        "{text}"
+    );
+}

@@ -6,12 +6,14 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{self, Models, SummaryFlags};
-use crate::cli::{GlobalArgs, Outcome};
+use super::shard::ShardArg;
+use crate::cli::{DigestOrderFlag, GlobalArgs};
 use crate::io::read;
 use crate::io::OutputDir;
-use crate::pipeline::batch::{self, BatchOptions, DigestOrder};
+use crate::pipeline::batch::{self, BatchOptions};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::progress::observer_for;
+use crate::Outcome;
 use crate::Result;
 
 const EXAMPLES: &str = "\
@@ -25,10 +27,17 @@ Examples:
   mtsum run samples/ --out out/ --extractive    fast summaries without a summarizer model
   mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
   mtsum run samples/ --out out/ --digest-order date
+  mtsum run samples/ --out out/ --strict        exit 1 if a number went missing (CI review)
+  mtsum run samples/ --out out/ --glossary terms.tsv   check each sentence's glossary terms
+  mtsum run samples/ --out out/ --shard 2/3     the second of three shards (CI matrix)
+  mtsum run samples/ --out out/ --shard auto    Kubernetes Indexed Job or Slurm array
 
 Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report.json.
+A shard writes report.shard-K-of-N.json and digest.shard-K-of-N.md/.jsonl instead, so shards
+may share one folder; `mtsum merge` puts them together.
 A rerun skips releases whose outputs are up to date (same input, models and settings).
-Exit codes: 0 all done, 1 some releases failed (the others are written), 2 fatal.
+Exit codes: 0 all done, 1 some releases failed (the others are written) or, with --strict,
+need review, 2 fatal.
 ";
 
 #[derive(Debug, Args)]
@@ -57,24 +66,43 @@ pub struct RunArgs {
     /// Order of the digest: `input` (as read) or `date` (by the releases' dates, oldest
     /// first; releases without a date keep their place after the dated ones).
     #[arg(long, value_enum, default_value = "input", value_name = "ORDER")]
-    pub digest_order: DigestOrder,
+    pub digest_order: DigestOrderFlag,
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Exit 1 when any release needs review: a number or glossary term missing from a
+    /// translation, a translation still degenerate after the guard's retry, a summary replaced
+    /// by the lead sentences. The outputs are written all the same (`counts.needs_review` in
+    /// the report).
+    #[arg(long)]
+    pub strict: bool,
+    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`); may be
+    /// given more than once. Each sentence lists the terms it holds and whether its
+    /// translation has their English; a miss is a warning.
+    #[arg(long, value_name = "FILE")]
+    pub glossary: Vec<PathBuf>,
+    /// Process only shard K of N (1-based) of the batch, by a stable hash of each release's
+    /// name; `auto` reads JOB_COMPLETION_INDEX + MTSUM_SHARDS (Kubernetes Indexed Job),
+    /// SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) or CI_NODE_INDEX/_TOTAL (GitLab).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardArg>,
 }
 
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
+    let shard = args.shard.map(ShardArg::resolve).transpose()?;
     let out = OutputDir::create(&args.out)?;
+    let glossary = common::glossary(&args.glossary)?;
     if args.dry_run {
         let items = read::read_all(&inputs, read_options);
-        return Ok(batch::check(items, &out, observer_for(global).as_ref())?.outcome());
+        let observer = observer_for(global.verbosity());
+        return Ok(batch::check(items, &out, shard, observer.as_ref())?.outcome());
     }
     let summarizer = (!args.no_summary && args.summaries.needs_summarizer())
         .then(|| args.summaries.default_summarizer());
     let models = Models::load(global, true, summarizer)?;
-    let observer = observer_for(global);
+    let observer = observer_for(global.verbosity());
     let options = PipelineOptions {
         translate_body: true,
         summarize: !args.no_summary,
@@ -82,6 +110,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         summary: args.summaries.overrides(global),
         summaries: args.summaries.options(),
         output_settings: json!({ "side_by_side": args.side_by_side }),
+        glossary,
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
     let items = read::read_all(&inputs, read_options);
@@ -89,10 +118,20 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         side_by_side: args.side_by_side,
         force: args.force,
         load_seconds: models.load_seconds,
-        digest_order: args.digest_order,
+        digest_order: args.digest_order.into(),
+        shard,
         ..BatchOptions::default()
     };
     let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
     common::print_stats(global, &report.stats());
+    if args.strict && report.counts.needs_review > 0 {
+        eprintln!(
+            "mtsum: --strict: {} release(s) need review (numbers or glossary terms missing from \
+             translations, guard fall-backs); see the warnings in the report in {}",
+            report.counts.needs_review,
+            args.out.display()
+        );
+        return Ok(Outcome::SomeFailed);
+    }
     Ok(report.outcome())
 }

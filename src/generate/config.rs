@@ -1,16 +1,33 @@
 //! Generation settings as transformers resolves them: the repo's generation_config.json if it
 //! exists, otherwise the generation keys of config.json (transformers' legacy path, used by
-//! rut5_base_sum_gazeta), then transformers' global defaults, then the command line.
+//! rut5_base_sum_gazeta and distilbart-cnn-12-6), then transformers' global defaults, then the
+//! command line.
+//!
+//! Read from transformers 5.24 (`GenerationConfig.__init__` with `_from_model_config`,
+//! `GenerationMixin.adjust_generation_fn`, `_prepare_generation_config`, `_prepare_special_tokens`):
+//! - without generation_config.json, transformers builds the generation config from the raw
+//!   config.json (not from the config class), so class defaults such as BartConfig's
+//!   `forced_eos_token_id = 2` do NOT apply; only keys written in the file count;
+//! - in that legacy path `force_bos_token_to_be_generated: true` sets `forced_bos_token_id` to
+//!   the file's `bos_token_id`, whatever `forced_bos_token_id` says;
+//! - `generate()` never looks at the model config for forced tokens: forced_bos/forced_eos come
+//!   from the generation file alone.
+//!
+//! When a model serves as the summarizer, [`TaskDefaults::summarization`] adds what transformers'
+//! summarization pipeline added: `task_specific_params.summarization` over the file's settings and
+//! the config's `prefix` before the text (see there). Every effective setting's origin is recorded
+//! ([`Origin`], [`GenerationConfig::explain`]) for `mtsum models inspect`.
 //!
 //! Lengths are turned into counts of *generated* tokens once, here, so the search code never
 //! deals with transformers' "max_length includes the decoder start token" convention.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
 
+use super::error::{GenerateError, Result};
 use super::{GenerationOverrides, SpecialTokens};
-use crate::{Error, Result};
 
 /// transformers' `max_length` when no file sets one (it then adds the decoder start token).
 const DEFAULT_MAX_NEW_TOKENS: usize = 20;
@@ -48,11 +65,59 @@ impl From<bool> for EarlyStopping {
     }
 }
 
+/// Where an effective generation setting came from, as `mtsum models inspect` prints it.
+/// Listed from the strongest layer to the weakest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A command-line flag (`--beams`, `--max-length`, `--summary-length`...).
+    Flag,
+    /// mtsum's preset manifest (`models/*.toml`): the model card's settings the repo lacks.
+    Preset,
+    /// config.json's `task_specific_params.summarization`, when the model is the summarizer.
+    TaskSpecificParams,
+    /// The repo's generation_config.json.
+    GenerationConfigJson,
+    /// The generation keys of config.json (no generation_config.json in the repo).
+    ConfigJson,
+    /// A token id the generation file leaves out, taken from config.json or the model family's
+    /// defaults (mtsum's fallback so that every model has its end, pad and start tokens).
+    ModelConfig,
+    /// transformers' global default (`GenerationConfig._get_default_generation_params`).
+    TransformersDefault,
+}
+
+impl Origin {
+    /// How it is written for people: the file or layer by name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Flag => "flag",
+            Self::Preset => "preset",
+            Self::TaskSpecificParams => "config.json task_specific_params",
+            Self::GenerationConfigJson => "generation_config.json",
+            Self::ConfigJson => "config.json",
+            Self::ModelConfig => "config.json / model defaults",
+            Self::TransformersDefault => "transformers default",
+        }
+    }
+}
+
+/// One effective generation setting, its value and where it came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SettingOrigin {
+    /// The field of [`Settings`] (lengths count generated tokens).
+    pub setting: &'static str,
+    pub value: Value,
+    pub origin: Origin,
+}
+
 /// The generation keys of one model, as written in its files (None: the file does not set it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerationConfig {
     /// Which file the settings came from, for messages.
     pub source: String,
+    /// Where each key that is set came from (key: the transformers name, e.g. "max_length").
+    pub origins: BTreeMap<&'static str, Origin>,
     pub max_length: Option<usize>,
     pub max_new_tokens: Option<usize>,
     pub min_length: Option<usize>,
@@ -115,28 +180,54 @@ pub struct Settings {
 impl GenerationConfig {
     /// Reads generation_config.json when present, else config.json (the keys transformers
     /// copies from it when no generation config exists). A missing config.json is an error.
+    /// In config.json (transformers' legacy path) `force_bos_token_to_be_generated: true` forces
+    /// the file's `bos_token_id` at the first step, as transformers does.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let generation = dir.join("generation_config.json");
-        let path = if generation.is_file() {
-            generation
-        } else {
-            dir.join("config.json")
+        if generation.is_file() {
+            let value = read_json_file(&generation)?;
+            return Self::from_json_as(
+                &value,
+                &generation.display().to_string(),
+                Origin::GenerationConfigJson,
+            );
+        }
+        let path = dir.join("config.json");
+        let value = read_json_file(&path)?;
+        let source = path.display().to_string();
+        let mut config = Self::from_json_as(&value, &source, Origin::ConfigJson)?;
+        let field = Field {
+            value: &value,
+            source: &source,
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
-            Error::Usage(format!(
-                "{}: not valid JSON ({e}); re-download the model",
-                path.display()
-            ))
-        })?;
-        Self::from_json(&value, &path.display().to_string())
+        if field.bool("force_bos_token_to_be_generated")? == Some(true) {
+            config.forced_bos_token_id = config.bos_token_id;
+            match config.bos_token_id {
+                Some(_) => config
+                    .origins
+                    .insert("forced_bos_token_id", Origin::ConfigJson),
+                None => config.origins.remove("forced_bos_token_id"),
+            };
+        }
+        Ok(config)
     }
 
-    /// Parses the generation keys of a JSON object; `source` names it in error messages.
+    /// Parses the generation keys of a JSON object; `source` names it in error messages. The
+    /// keys count as written by a generation_config.json.
     pub fn from_json(value: &Value, source: &str) -> Result<Self> {
+        Self::from_json_as(value, source, Origin::GenerationConfigJson)
+    }
+
+    /// Like [`Self::from_json`], recording `origin` as where every key it sets came from.
+    pub fn from_json_as(value: &Value, source: &str, origin: Origin) -> Result<Self> {
         let field = Field { value, source };
+        let origins = (GENERATION_KEYS.iter())
+            .filter(|key| field.get(key).is_some())
+            .map(|&key| (key, origin))
+            .collect();
         Ok(Self {
             source: source.to_string(),
+            origins,
             max_length: field.usize("max_length")?,
             max_new_tokens: field.usize("max_new_tokens")?,
             min_length: field.usize("min_length")?,
@@ -161,7 +252,12 @@ impl GenerationConfig {
     /// keyword arguments to `generate()` do on top of the model's own config).
     pub fn update(&mut self, other: &GenerationConfig) {
         macro_rules! take {
-            ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field.clone(); } )* };
+            ($($field:ident),*) => { $( if other.$field.is_some() {
+                self.$field = other.$field.clone();
+                if let Some(origin) = other.origins.get(stringify!($field)) {
+                    self.origins.insert(stringify!($field), *origin);
+                }
+            } )* };
         }
         take!(
             max_length,
@@ -181,6 +277,11 @@ impl GenerationConfig {
             bos_token_id,
             decoder_start_token_id
         );
+        for key in &other.unsupported {
+            if !self.unsupported.contains(key) {
+                self.unsupported.push(key.clone());
+            }
+        }
     }
 
     /// Applies the command line over the files and transformers' defaults. `special` fills token
@@ -198,14 +299,14 @@ impl GenerationConfig {
             .unwrap_or_else(|| vec![special.eos]);
         let max_new_tokens = self.max_new_tokens(overrides, max_positions);
         if max_new_tokens == 0 {
-            return Err(Error::Usage(format!(
+            return Err(GenerateError::Config(format!(
                 "the maximum length leaves no token to generate ({}; use --max-length N with N >= 1)",
                 self.source
             )));
         }
         let num_beams = overrides.num_beams.or(self.num_beams).unwrap_or(1);
         if num_beams == 0 {
-            return Err(Error::Usage(match overrides.num_beams {
+            return Err(GenerateError::Config(match overrides.num_beams {
                 Some(_) => "--beams must be at least 1".into(),
                 None => format!(
                     "{}: `num_beams` is 0; it must be at least 1 (fix the file or pass --beams N)",
@@ -234,10 +335,11 @@ impl GenerationConfig {
             bad_words_ids: (self.bad_words_ids.clone().unwrap_or_default().into_iter())
                 .filter(|seq| !(seq.len() == 1 && eos_token_ids.contains(&seq[0])))
                 .collect(),
-            forced_bos_token_id: self.forced_bos_token_id.or(special.forced_bos),
-            forced_eos_token_id: (self.forced_eos_token_id.clone())
-                .or_else(|| special.forced_eos.map(|id| vec![id]))
-                .unwrap_or_default(),
+            // transformers takes forced tokens from the generation file alone, never from the
+            // model config or its class defaults (BartConfig's forced_eos_token_id = 2 does not
+            // apply to a config.json that does not write it).
+            forced_bos_token_id: self.forced_bos_token_id,
+            forced_eos_token_id: self.forced_eos_token_id.clone().unwrap_or_default(),
             renormalize_logits: self.renormalize_logits.unwrap_or(false),
             pad_token_id: self.pad_token_id.unwrap_or(special.pad),
             decoder_start_token_id: (self.decoder_start_token_id.or(self.bos_token_id))
@@ -276,6 +378,165 @@ impl GenerationConfig {
         let from_length = self.min_length.unwrap_or(0).saturating_sub(1);
         from_length.max(self.min_new_tokens.unwrap_or(0))
     }
+
+    /// Every effective setting of [`Self::resolve`], with its value and where it came from:
+    /// what `mtsum models inspect` prints.
+    pub fn explain(
+        &self,
+        overrides: &GenerationOverrides,
+        special: &SpecialTokens,
+        max_positions: Option<usize>,
+    ) -> Result<Vec<SettingOrigin>> {
+        let settings = self.resolve(overrides, special, max_positions)?;
+        let Value::Object(values) = serde_json::to_value(&settings).expect("settings serialize")
+        else {
+            unreachable!("Settings serializes as an object")
+        };
+        let file = |keys: &[&str], fallback: Origin| {
+            keys.iter()
+                .find_map(|key| self.origins.get(key).copied())
+                .unwrap_or(fallback)
+        };
+        let flag_or = |flag: bool, keys: &[&str]| match flag {
+            true => Origin::Flag,
+            false => file(keys, Origin::TransformersDefault),
+        };
+        let o = overrides;
+        let origin_of = |setting: &str| match setting {
+            "num_beams" => flag_or(o.num_beams.is_some(), &["num_beams"]),
+            "max_new_tokens" => flag_or(
+                o.max_new_tokens.is_some(),
+                &["max_new_tokens", "max_length"],
+            ),
+            "min_new_tokens" => flag_or(
+                o.min_new_tokens.is_some(),
+                &["min_new_tokens", "min_length"],
+            ),
+            "length_penalty" => flag_or(o.length_penalty.is_some(), &["length_penalty"]),
+            "early_stopping" => flag_or(o.early_stopping.is_some(), &["early_stopping"]),
+            "no_repeat_ngram_size" => {
+                flag_or(o.no_repeat_ngram_size.is_some(), &["no_repeat_ngram_size"])
+            }
+            "eos_token_ids" => file(&["eos_token_id"], Origin::ModelConfig),
+            "pad_token_id" => file(&["pad_token_id"], Origin::ModelConfig),
+            "decoder_start_token_id" => file(
+                &["decoder_start_token_id", "bos_token_id"],
+                Origin::ModelConfig,
+            ),
+            other => file(&[other], Origin::TransformersDefault),
+        };
+        Ok(SETTING_NAMES
+            .iter()
+            .map(|&setting| SettingOrigin {
+                setting,
+                value: values.get(setting).cloned().unwrap_or(Value::Null),
+                origin: origin_of(setting),
+            })
+            .collect())
+    }
+}
+
+/// The fields of [`Settings`], in the order `explain` lists them.
+const SETTING_NAMES: &[&str] = &[
+    "num_beams",
+    "max_new_tokens",
+    "min_new_tokens",
+    "length_penalty",
+    "early_stopping",
+    "no_repeat_ngram_size",
+    "bad_words_ids",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "renormalize_logits",
+    "eos_token_ids",
+    "pad_token_id",
+    "decoder_start_token_id",
+];
+
+/// The generation keys [`GenerationConfig`] reads (transformers' names).
+const GENERATION_KEYS: &[&str] = &[
+    "max_length",
+    "max_new_tokens",
+    "min_length",
+    "min_new_tokens",
+    "num_beams",
+    "length_penalty",
+    "early_stopping",
+    "no_repeat_ngram_size",
+    "bad_words_ids",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "renormalize_logits",
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "decoder_start_token_id",
+];
+
+/// What transformers' summarization pipeline took from a model's config.json beyond
+/// `generate()`'s own settings.
+///
+/// transformers 5.x removed `SummarizationPipeline` (and `Text2TextGenerationPipeline`); these
+/// are the semantics of the 4.x pipeline, whose `Pipeline.__init__` set `prefix` from
+/// `config.prefix`, let `task_specific_params["summarization"]["prefix"]` replace it, and called
+/// `generation_config.update(**task_specific_params["summarization"])` on a copy of the model's
+/// generation config; the keyword arguments of the call then went over both, and
+/// `_parse_and_tokenize` put the prefix in front of every input text. In mtsum the flags are
+/// those keyword arguments, and a preset's settings sit between the task's and the flags.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskDefaults {
+    /// `task_specific_params.summarization`'s generation keys (origin: task_specific_params).
+    pub generation: GenerationConfig,
+    /// Text put before every input (`prefix`, e.g. " " for distilbart, "summarize: " for t5-small).
+    pub prefix: Option<String>,
+}
+
+impl TaskDefaults {
+    /// Reads `dir/config.json`'s `prefix` and `task_specific_params.summarization`; nothing set
+    /// when the file has neither. A value of the wrong type is an error naming the file and key.
+    pub fn summarization(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let config = read_json_file(&path)?;
+        let source = format!("{} task_specific_params.summarization", path.display());
+        let text = |value: &Value, key: &str, at: &str| -> Result<Option<String>> {
+            match value.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(GenerateError::Config(format!(
+                    "{at}: `{key}` should be a string, found {other}; fix the file"
+                ))),
+            }
+        };
+        let mut prefix = text(&config, "prefix", &path.display().to_string())?;
+        let task = config
+            .get("task_specific_params")
+            .and_then(|t| t.get("summarization"));
+        let generation = match task {
+            None | Some(Value::Null) => GenerationConfig::default(),
+            Some(task @ Value::Object(_)) => {
+                if let Some(own) = text(task, "prefix", &source)? {
+                    prefix = Some(own);
+                }
+                GenerationConfig::from_json_as(task, &source, Origin::TaskSpecificParams)?
+            }
+            Some(other) => {
+                return Err(GenerateError::Config(format!(
+                "{source}: should be an object of generation settings, found {other}; fix the file"
+            )))
+            }
+        };
+        Ok(Self { generation, prefix })
+    }
+}
+
+fn read_json_file(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| GenerateError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        GenerateError::Config(format!(
+            "{}: not valid JSON ({e}); re-download the model",
+            path.display()
+        ))
+    })
 }
 
 /// Typed access to one JSON object's keys, with errors that name the file and the key.
@@ -289,8 +550,8 @@ impl Field<'_> {
         self.value.get(key).filter(|v| !v.is_null())
     }
 
-    fn bad(&self, key: &str, expected: &str) -> Error {
-        Error::Usage(format!(
+    fn bad(&self, key: &str, expected: &str) -> GenerateError {
+        GenerateError::Config(format!(
             "{}: `{key}` should be {expected}, found {}",
             self.source, self.value[key]
         ))
@@ -496,6 +757,135 @@ mod tests {
         let file = json!({"do_sample": false, "repetition_penalty": 1.2, "num_return_sequences": 1, "suppress_tokens": null});
         let cfg = GenerationConfig::from_json(&file, "t").unwrap();
         assert_eq!(cfg.unsupported, vec!["repetition_penalty=1.2".to_string()]);
+    }
+
+    fn folder(files: &[(&str, Value)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, value) in files {
+            std::fs::write(dir.path().join(name), value.to_string()).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn force_bos_in_config_json_forces_the_bos_token_as_transformers_does() {
+        let config = json!({"bos_token_id": 0, "forced_bos_token_id": 5,
+                            "force_bos_token_to_be_generated": true, "forced_eos_token_id": 2});
+        let dir = folder(&[("config.json", config)]);
+        let cfg = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(cfg.forced_bos_token_id, Some(0));
+        assert_eq!(cfg.origins["forced_bos_token_id"], Origin::ConfigJson);
+        // without a bos_token_id it forces nothing (transformers sets None)
+        let dir = folder(&[(
+            "config.json",
+            json!({"force_bos_token_to_be_generated": true}),
+        )]);
+        let cfg = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(cfg.forced_bos_token_id, None);
+        assert!(!cfg.origins.contains_key("forced_bos_token_id"));
+    }
+
+    #[test]
+    fn force_bos_in_a_generation_config_json_is_not_a_setting() {
+        let dir = folder(&[
+            ("config.json", json!({"bos_token_id": 0})),
+            (
+                "generation_config.json",
+                json!({"bos_token_id": 0, "force_bos_token_to_be_generated": true}),
+            ),
+        ]);
+        let cfg = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(cfg.forced_bos_token_id, None);
+    }
+
+    #[test]
+    fn forced_tokens_come_from_the_file_alone() {
+        let special = SpecialTokens {
+            forced_eos: Some(0),
+            forced_bos: Some(4),
+            ..special()
+        };
+        let cfg = GenerationConfig::from_json(&json!({}), "t").unwrap();
+        let s = cfg
+            .resolve(&GenerationOverrides::default(), &special, None)
+            .unwrap();
+        assert_eq!(
+            (s.forced_bos_token_id, s.forced_eos_token_id),
+            (None, vec![])
+        );
+    }
+
+    #[test]
+    fn task_prefix_replaces_the_config_prefix_and_bad_types_are_named() {
+        let config = json!({"prefix": " ", "task_specific_params": {"summarization":
+                            {"prefix": "summarize: ", "num_beams": 4, "max_length": 200}}});
+        let dir = folder(&[("config.json", config)]);
+        let task = TaskDefaults::summarization(dir.path()).unwrap();
+        assert_eq!(task.prefix.as_deref(), Some("summarize: "));
+        assert_eq!(task.generation.num_beams, Some(4));
+        assert_eq!(
+            task.generation.origins["max_length"],
+            Origin::TaskSpecificParams
+        );
+        let dir = folder(&[("config.json", json!({"prefix": 3}))]);
+        let err = TaskDefaults::summarization(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.json") && err.contains("`prefix`"),
+            "{err}"
+        );
+        let dir = folder(&[("config.json", json!({}))]);
+        assert_eq!(
+            TaskDefaults::summarization(dir.path()).unwrap(),
+            TaskDefaults::default()
+        );
+    }
+
+    #[test]
+    fn explain_names_the_layer_of_every_setting() {
+        let mut cfg = GenerationConfig::from_json_as(
+            &json!({"num_beams": 5, "max_length": 200, "length_penalty": 2.0}),
+            "config.json",
+            Origin::ConfigJson,
+        )
+        .unwrap();
+        cfg.update(
+            &GenerationConfig::from_json_as(
+                &json!({"max_length": 60}),
+                "task",
+                Origin::TaskSpecificParams,
+            )
+            .unwrap(),
+        );
+        let flags = GenerationOverrides {
+            length_penalty: Some(1.0),
+            ..Default::default()
+        };
+        let explained = cfg.explain(&flags, &special(), None).unwrap();
+        let get = |name: &str| explained.iter().find(|o| o.setting == name).unwrap();
+        assert_eq!(explained.len(), SETTING_NAMES.len());
+        assert_eq!(
+            (get("num_beams").value.clone(), get("num_beams").origin),
+            (json!(5), Origin::ConfigJson)
+        );
+        assert_eq!(
+            (
+                get("max_new_tokens").value.clone(),
+                get("max_new_tokens").origin
+            ),
+            (json!(59), Origin::TaskSpecificParams)
+        );
+        assert_eq!(get("length_penalty").origin, Origin::Flag);
+        assert_eq!(
+            get("no_repeat_ngram_size").origin,
+            Origin::TransformersDefault
+        );
+        assert_eq!(get("eos_token_ids").origin, Origin::ModelConfig);
+        assert_eq!(
+            Origin::TaskSpecificParams.label(),
+            "config.json task_specific_params"
+        );
     }
 
     #[test]

@@ -16,49 +16,43 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use super::net::{Call, Client, Failure, Follow, Purpose};
+
 /// How many times an interrupted body is resumed within one run.
 const RETRIES: usize = 3;
-const MAX_REDIRECTS: usize = 10;
 
 pub(crate) enum DownloadError {
     /// The hub (or the CDN) refused, or could not be reached at all.
-    Request(Box<ureq::Error>),
+    Request(Box<Failure>),
     /// Writing the part file failed (disk full, permissions).
     Write(std::io::Error),
-    /// The body kept breaking off; what arrived is kept for the next run.
-    Interrupted(String),
-}
-
-/// The client for file downloads: redirects by hand, timeouts so a dead link fails.
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .redirects(0)
-        .timeout_connect(Duration::from_secs(30))
-        .timeout_read(Duration::from_secs(120))
-        .try_proxy_from_env(true)
-        .user_agent(concat!("mtsum/", env!("CARGO_PKG_VERSION")))
-        .build()
+    /// The body kept breaking off; what arrived is kept for the next run. `timed_out` when the
+    /// last break was the read timeout.
+    Interrupted { reason: String, timed_out: bool },
 }
 
 /// One file to fetch.
 pub(crate) struct Download<'a> {
-    pub agent: &'a ureq::Agent,
+    pub client: &'a Client,
     pub url: String,
     pub token: Option<&'a str>,
     pub part: &'a Path,
-    pub size: u64,
+    /// None when the hub (a mirror) does not say: the download then starts from zero each
+    /// time, and only the checksum tells whether it is whole.
+    pub size: Option<u64>,
 }
 
 impl Download<'_> {
     /// Brings the part file to `size` bytes, telling `progress` the bytes held after each read.
     pub fn run(&self, progress: &mut dyn FnMut(u64)) -> Result<(), DownloadError> {
         let mut last_break = String::new();
+        let mut timed_out = false;
         for attempt in 0..=RETRIES {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * attempt as u64));
             }
             let start = self.resumable_length().map_err(DownloadError::Write)?;
-            if start == self.size {
+            if Some(start) == self.size {
                 // Complete already (or an empty file, which needs no request).
                 return std::fs::OpenOptions::new()
                     .create(true)
@@ -69,25 +63,33 @@ impl Download<'_> {
             }
             let response = match self.request(start) {
                 Ok(response) => response,
-                Err(err) if is_retryable(&err, attempt) => {
-                    last_break = err.to_string();
+                Err(failure) if is_retryable(&failure.error, attempt) => {
+                    timed_out = failure.timeout.is_some();
+                    last_break = failure.error.to_string();
                     continue;
                 }
-                Err(err) => return Err(DownloadError::Request(err)),
+                Err(failure) => return Err(DownloadError::Request(Box::new(failure))),
             };
             match self.append(response, start, progress) {
                 Ok(()) => return Ok(()),
                 Err(Broken::Write(e)) => return Err(DownloadError::Write(e)),
-                Err(Broken::Read(e)) => last_break = e.to_string(),
+                Err(Broken::Read(e)) => {
+                    timed_out = super::net::is_timeout_io(&e);
+                    last_break = e.to_string();
+                }
             }
         }
-        Err(DownloadError::Interrupted(last_break))
+        Err(DownloadError::Interrupted {
+            reason: last_break,
+            timed_out,
+        })
     }
 
-    /// The part file's length if it can be continued; a longer one is garbage and goes.
+    /// The part file's length if it can be continued; a longer one (or any, when the size is
+    /// unknown) is garbage and goes.
     fn resumable_length(&self) -> std::io::Result<u64> {
         match std::fs::metadata(self.part) {
-            Ok(meta) if meta.len() <= self.size => Ok(meta.len()),
+            Ok(meta) if self.size.is_some_and(|size| meta.len() <= size) => Ok(meta.len()),
             Ok(_) => std::fs::remove_file(self.part).map(|_| 0),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e),
@@ -95,31 +97,15 @@ impl Download<'_> {
     }
 
     /// GET from `start`, following redirects; the token does not leave the hub's origin.
-    fn request(&self, start: u64) -> Result<ureq::Response, Box<ureq::Error>> {
-        let mut url = self.url.clone();
-        let mut token = self.token;
-        for _ in 0..MAX_REDIRECTS {
-            let mut request = self
-                .agent
-                .get(&url)
-                .set("Range", &format!("bytes={start}-"));
-            if let Some(token) = token {
-                request = request.set("Authorization", &format!("Bearer {token}"));
-            }
-            let response = request.call().map_err(Box::new)?;
-            if !(300..400).contains(&response.status()) {
-                return Ok(response);
-            }
-            let next = response
-                .header("Location")
-                .and_then(|location| url::Url::parse(&url).ok()?.join(location).ok())
-                .ok_or_else(|| bad_redirect(&url))?;
-            if !same_origin(&url, &next) {
-                token = None;
-            }
-            url = next.to_string();
-        }
-        Err(bad_redirect(&url))
+    fn request(&self, start: u64) -> Result<ureq::Response, Failure> {
+        self.client.send(&Call {
+            method: "GET",
+            url: &self.url,
+            token: self.token,
+            range_from: (start > 0 || self.size.is_some()).then_some(start),
+            purpose: Purpose::Download,
+            follow: Follow::All,
+        })
     }
 
     /// Writes the body after `start` bytes, or from zero when the server did not resume.
@@ -167,43 +153,5 @@ fn is_retryable(err: &ureq::Error, attempt: usize) -> bool {
     match err {
         ureq::Error::Status(status, _) => *status == 429 || *status >= 500,
         ureq::Error::Transport(_) => attempt > 0,
-    }
-}
-
-fn bad_redirect(url: &str) -> Box<ureq::Error> {
-    Box::new(ureq::Error::from(std::io::Error::other(format!(
-        "a redirect from {url} has no usable Location"
-    ))))
-}
-
-/// Same scheme, host and port (huggingface_hub sends the token to nothing else).
-fn same_origin(from: &str, to: &url::Url) -> bool {
-    let Ok(from) = url::Url::parse(from) else {
-        return false;
-    };
-    from.scheme() == to.scheme()
-        && from.host_str() == to.host_str()
-        && from.port_or_known_default() == to.port_or_known_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_token_stays_with_the_origin() {
-        let hub = "https://huggingface.co/org/m/resolve/main/model.safetensors";
-        let same = url::Url::parse("https://huggingface.co:443/api/x").unwrap();
-        assert!(same_origin(hub, &same));
-        for other in [
-            "https://cdn-lfs.hf.co/x",
-            "http://huggingface.co/x",
-            "https://huggingface.co:8443/x",
-        ] {
-            assert!(
-                !same_origin(hub, &url::Url::parse(other).unwrap()),
-                "{other}"
-            );
-        }
     }
 }

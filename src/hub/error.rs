@@ -43,13 +43,65 @@ pub enum HubError {
     },
 
     #[error(
-        "cannot reach the hub at {endpoint} ({reason}); to run from the cache ({cache}) use --offline or HF_HUB_OFFLINE=1"
+        "cannot reach the hub at {endpoint} ({reason}){proxy}; to run from the cache ({cache}) use --offline or HF_HUB_OFFLINE=1"
     )]
     Unreachable {
         endpoint: String,
         reason: String,
+        /// Empty, or how a proxy was involved and how to bypass it.
+        proxy: String,
         cache: PathBuf,
     },
+
+    #[error(
+        "{what}: no answer from {url} within {seconds} s{proxy}; raise {variable} (seconds, default 10) on a slow network or mirror, or use --offline to run from the cache"
+    )]
+    TimedOut {
+        /// What was being done (`repo listing of org/name`, `download of model.safetensors`).
+        what: String,
+        url: String,
+        seconds: String,
+        /// HF_HUB_ETAG_TIMEOUT or HF_HUB_DOWNLOAD_TIMEOUT.
+        variable: &'static str,
+        proxy: String,
+    },
+
+    #[error(
+        "the repo listing from {url} is unusable: {problem}; HF_ENDPOINT must name the Hugging Face hub or a mirror that serves its /api/models endpoint"
+    )]
+    BadListing { url: String, problem: String },
+
+    #[error(
+        "{file} of `{repo}` cannot be checked: neither the repo listing nor the headers of {url} give {problem}. A mirror or proxy at HF_ENDPOINT must pass on X-Repo-Commit and X-Linked-Etag/ETag (a sha256 for LFS files, the git blob id otherwise); ask its operator, or use the hub itself"
+    )]
+    NoChecksum {
+        repo: String,
+        file: String,
+        url: String,
+        problem: String,
+    },
+
+    #[error(
+        "{url} answered for commit {got}, not the one it names; the mirror or proxy at HF_ENDPOINT does not serve the commits it is asked for, so {file} of `{repo}` cannot be trusted"
+    )]
+    WrongCommit {
+        repo: String,
+        file: String,
+        url: String,
+        got: String,
+    },
+
+    #[error("{variable}={value} cannot be used: expected {expected}")]
+    BadSetting {
+        variable: String,
+        value: String,
+        expected: String,
+    },
+
+    #[error(
+        "--repair downloads files again: it cannot run offline (drop --offline / HF_HUB_OFFLINE)"
+    )]
+    RepairOffline,
 
     #[error("download of {file} from `{repo}` was interrupted ({reason}); run the command again to resume it")]
     Interrupted {

@@ -42,6 +42,13 @@ impl CachedRepo {
         self.dir.join("blobs").join(etag)
     }
 
+    /// The blob's lock file, where huggingface_hub keeps it: `<cache>/.locks/<folder>/<etag>.lock`.
+    pub fn lock_path(&self, etag: &str) -> PathBuf {
+        let folder = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let cache = self.dir.parent().unwrap_or(Path::new("."));
+        super::lock::lock_path(cache, &folder, etag)
+    }
+
     fn ref_path(&self, revision: &str) -> PathBuf {
         self.dir.join("refs").join(revision)
     }

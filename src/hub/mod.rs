@@ -7,15 +7,20 @@
 //! Models live in the standard Hugging Face cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 //! `~/.cache/huggingface/hub`), so Python's huggingface_hub and mtsum share downloads. Online,
 //! one listing request resolves the revision to a commit; only the files the model family needs
-//! and the cache lacks are then downloaded, each checked against the hub's checksum. Offline
-//! (`--offline` or `HF_HUB_OFFLINE=1`) no request is made at all.
+//! and the cache lacks are then downloaded, each checked against the hub's checksum. A mirror
+//! whose listing lacks the checksums is asked for each file's headers instead (`remote.rs`).
+//! Each blob is written under a lock huggingface_hub shares (`lock.rs`), so processes fetching
+//! into one cache wait for each other. Offline (`--offline` or `HF_HUB_OFFLINE=1`) no request
+//! is made at all.
 
 mod checksum;
 mod config;
 mod download;
 mod error;
 mod layout;
+mod lock;
 mod needs;
+mod net;
 mod preset;
 mod remote;
 
@@ -28,16 +33,18 @@ pub use preset::{default_preset, preset, presets, Preset};
 
 use config::HubConfig;
 use layout::{is_commit, walk_files, CachedRepo};
+use lock::BlobLock;
 use needs::{select, shards, CONFIG};
 use remote::{Listing, Remote, Sibling};
 
-/// How the hub is reached; built from the global flags and the HF_* environment variables.
+/// How the hub is reached; built by the command line from its flags, completed from the HF_*
+/// environment variables.
 /// The `None` fields fall back to the environment, as huggingface_hub reads it.
 #[derive(Clone, Default)]
 pub struct HubOptions {
     /// `--offline` or `HF_HUB_OFFLINE=1`: no network call at all.
     pub offline: bool,
-    /// Show download progress bars.
+    /// Show download progress bars and notes (unless `--quiet`).
     pub progress: bool,
     /// Hub URL (else `HF_ENDPOINT`, else https://huggingface.co).
     pub endpoint: Option<String>,
@@ -63,15 +70,6 @@ impl std::fmt::Debug for HubOptions {
 }
 
 impl HubOptions {
-    /// From the global flags: `--offline`, and progress bars unless `--quiet`.
-    pub fn from_global(global: &crate::cli::GlobalArgs) -> HubOptions {
-        HubOptions {
-            offline: global.offline,
-            progress: !global.quiet,
-            ..HubOptions::default()
-        }
-    }
-
     /// The cache folder these options use.
     pub fn cache_dir(&self) -> PathBuf {
         HubConfig::new(self).cache_dir
@@ -231,11 +229,11 @@ impl HubModel<'_> {
         }
         let remote = Remote::new(self.config)?;
         let listing = match remote.listing(&self.cached.repo_id, self.revision) {
-            Err(err @ HubError::Unreachable { .. }) => {
+            Err(err @ (HubError::Unreachable { .. } | HubError::TimedOut { .. })) => {
                 // Like huggingface_hub: with the hub out of reach, a complete cached snapshot
                 // of the revision is used as it is.
                 let commit = self.cached_commit().map_err(|_| err)?;
-                if crate::progress::is_verbose_enough(1) {
+                if self.config.progress {
                     eprintln!(
                         "warning: the hub is unreachable; using the cached {}@{} ({commit})",
                         self.cached.repo_id, self.revision
@@ -447,9 +445,7 @@ pub fn verify(
 ) -> Result<Vec<VerifyReport>, HubError> {
     let config = HubConfig::new(opts);
     if repair && config.offline {
-        return Err(HubError::Other(
-            "--repair downloads files again: it cannot run offline".into(),
-        ));
+        return Err(HubError::RepairOffline);
     }
     let remote = (!config.offline)
         .then(|| Remote::new(&config))
@@ -476,11 +472,17 @@ fn verify_online(
     repair: bool,
 ) -> Result<VerifyReport, HubError> {
     let listing = remote.listing(&cached.repo_id, commit)?;
-    let report = verify_snapshot(cached, commit, Some(&listing))?;
+    let report = verify_snapshot(cached, commit, Some((&listing, remote)))?;
     if !repair || report.is_good() {
         return Ok(report);
     }
     for file in report.bad_files() {
+        // Under the blob's lock: another process may be linking the same blob right now.
+        let blob = layout::blob_of(&cached.snapshot(commit).join(file));
+        let etag = blob.as_deref().and_then(Path::file_name);
+        let _lock = etag
+            .map(|etag| BlobLock::acquire(&cached.lock_path(&etag.to_string_lossy()), || {}))
+            .transpose()?;
         cached.remove(commit, file);
     }
     let model = HubModel {
@@ -491,7 +493,7 @@ fn verify_online(
         config,
     };
     model.fetch_needed(remote, &listing)?;
-    let mut report = verify_snapshot(cached, commit, Some(&listing))?;
+    let mut report = verify_snapshot(cached, commit, Some((&listing, remote)))?;
     report.repaired = true;
     Ok(report)
 }
@@ -537,10 +539,12 @@ fn snapshots_to_verify(
         .collect()
 }
 
+/// Checks every file of a snapshot: against what the hub says of it when `hub` is given,
+/// else against the checksum its blob's name promises.
 fn verify_snapshot(
     cached: &CachedRepo,
     commit: &str,
-    listing: Option<&Listing>,
+    hub: Option<(&Listing, &Remote)>,
 ) -> Result<VerifyReport, HubError> {
     let snapshot = cached.snapshot(commit);
     let mut files = Vec::new();
@@ -552,7 +556,7 @@ fn verify_snapshot(
             .unwrap_or(&path)
             .to_string_lossy()
             .replace('\\', "/");
-        let state = file_state(&path, &name, listing)?;
+        let state = file_state(cached, commit, &path, &name, hub)?;
         files.push((name, state));
     }
     Ok(VerifyReport {
@@ -560,24 +564,25 @@ fn verify_snapshot(
         commit: commit.into(),
         files,
         missing: missing_files(&snapshot, None, true).unwrap_or_else(|e| vec![e.to_string()]),
-        against_hub: listing.is_some(),
+        against_hub: hub.is_some(),
         repaired: false,
     })
 }
 
-fn file_state(path: &Path, name: &str, listing: Option<&Listing>) -> Result<FileState, HubError> {
+fn file_state(
+    cached: &CachedRepo,
+    commit: &str,
+    path: &Path,
+    name: &str,
+    hub: Option<(&Listing, &Remote)>,
+) -> Result<FileState, HubError> {
     if !path.is_file() {
         return Ok(FileState::Bad("broken link: its blob is gone".into()));
     }
-    let unlisted = Sibling {
-        rfilename: name.into(),
-        blob_id: None,
-        size: None,
-        lfs: None,
-    };
-    let sibling = match listing {
-        Some(listing) => match listing.file(name) {
-            Some(s) => s,
+    let meta = match hub {
+        Some((listing, remote)) => match listing.file(name) {
+            // A mirror's listing without blob details: the file's headers say it.
+            Some(sibling) => Some(remote.meta(&cached.repo_id, commit, sibling)?),
             None => {
                 return Ok(FileState::Bad(
                     "the hub has no such file at this commit".into(),
@@ -585,9 +590,9 @@ fn file_state(path: &Path, name: &str, listing: Option<&Listing>) -> Result<File
             }
         },
         None if layout::blob_of(path).is_none() => return Ok(FileState::Unchecked),
-        None => &unlisted,
+        None => None,
     };
-    Ok(match remote::check(path, sibling)? {
+    Ok(match remote::check(path, meta.as_ref())? {
         None => FileState::Good,
         Some(why) => FileState::Bad(why),
     })

@@ -25,12 +25,12 @@ pub enum Family {
 impl Family {
     /// From config.json's `model_type` (or a preset's `family`).
     pub fn from_model_type(model_type: &str) -> Option<Family> {
-        match model_type {
-            "marian" => Some(Family::Marian),
-            "bart" | "mbart" => Some(Family::Bart),
-            "t5" | "mt5" => Some(Family::T5),
-            _ => None,
-        }
+        use crate::seq2seq::ModelType;
+        ModelType::parse(model_type).map(|t| match t {
+            ModelType::Marian => Family::Marian,
+            ModelType::Bart | ModelType::MBart => Family::Bart,
+            ModelType::T5 | ModelType::MT5 => Family::T5,
+        })
     }
 
     /// Reads config.json's `model_type`.
@@ -100,9 +100,11 @@ const MARIAN_TOKENIZER: &[Group] = &[
     Group::optional(&[&["target_vocab.json"]]),
 ];
 const T5_TOKENIZER: &[Group] = &[Group::required(&[&["tokenizer.json"], &["spiece.model"]])];
+// mBART repos (mbart-large-cc25) may carry only sentencepiece.bpe.model.
 const BART_TOKENIZER: &[Group] = &[Group::required(&[
     &["tokenizer.json"],
     &["vocab.json", "merges.txt"],
+    &["sentencepiece.bpe.model"],
 ])];
 
 /// Files that are always read, or read when present.
@@ -258,7 +260,21 @@ mod tests {
             true,
             has(&["config.json", "vocab.json", "model.safetensors"]),
         );
-        assert_eq!(s.missing, ["tokenizer.json or vocab.json + merges.txt"]);
+        assert_eq!(
+            s.missing,
+            ["tokenizer.json or vocab.json + merges.txt or sentencepiece.bpe.model"]
+        );
+        let s = select(
+            Family::Bart,
+            true,
+            has(&[
+                "config.json",
+                "sentencepiece.bpe.model",
+                "model.safetensors",
+            ]),
+        );
+        assert!(s.missing.is_empty());
+        assert!(s.files.iter().any(|f| f == "sentencepiece.bpe.model"));
         let s = select(
             Family::Bart,
             true,

@@ -17,6 +17,48 @@ pub struct Bilingual {
     /// Set when the guard found the translation degenerate: what it saw and what was done.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub guard: Option<String>,
+    /// The person names of the Russian side and how the English side wrote them, for a
+    /// reviewer to check (absent when the sentence names nobody).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub names: Vec<NameOut>,
+    /// What a reviewer must check in this pair: every number of the Russian side missing from
+    /// the English side, quoted as written in the source (absent when there is none).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
+    /// The glossary terms of the Russian side (`--glossary`) and whether the English side
+    /// holds their translation (absent without a glossary or a term).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub terms: Vec<TermOut>,
+}
+
+/// A glossary term found in a source sentence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TermOut {
+    /// As found in the Russian sentence (`Министерству внутренних дел`).
+    pub ru: String,
+    /// The glossary entry's Russian side (`Министерство внутренних дел`).
+    pub entry: String,
+    /// The English the entry asks for.
+    pub en: String,
+    /// Whether the translation holds `en` (letter case aside).
+    pub met: bool,
+}
+
+/// A person's name in a source sentence and its rendering in the translation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NameOut {
+    /// As written in the Russian sentence (`И. П. Карташовым`).
+    pub ru: String,
+    /// In the nominative where the first name or the initials make it clear (`И. П. Карташов`).
+    pub nominative: String,
+    /// ICAO Doc 9303 transliteration, as in Russian passports (`I. P. Kartashov`).
+    pub transliteration: String,
+    /// The words of the translation that stand for it (`Irina Wolf`); absent when none
+    /// resembles it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub en: Option<String>,
+    /// Whether the translation writes the surname as its transliteration.
+    pub transliterated: bool,
 }
 
 impl Bilingual {
@@ -84,21 +126,8 @@ pub struct Timings {
     pub total_seconds: f64,
 }
 
-/// Token counts for throughput figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenCounts {
-    pub segments: usize,
-    pub input_tokens: usize,
-    pub generated_tokens: usize,
-}
-
-impl std::ops::AddAssign for TokenCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.segments += other.segments;
-        self.input_tokens += other.input_tokens;
-        self.generated_tokens += other.generated_tokens;
-    }
-}
+/// What model calls cost, as every output records it.
+pub use crate::generate::TokenCounts;
 
 /// Everything known about one processed release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +136,11 @@ pub struct ReleaseOutput {
     pub id: String,
     /// File stem of this release's outputs in the output folder.
     pub file: String,
+    /// Place of the release in the whole batch's input order (0-based, every input counted,
+    /// readable or not): the same in a sharded run as in one run, so `merge` can put the
+    /// shards' releases back in order. Absent for a release processed outside a batch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<usize>,
     pub source: SourceInfo,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub date: Option<String>,

@@ -6,24 +6,28 @@
 //! - [`proto`]: the SentencePiece `ModelProto` reader (hand-written, never panics).
 //! - [`normalizer`]: SentencePiece's normalizer as a `tokenizers` normalizer.
 //! - [`spm`]: a SentencePiece unigram model as a `tokenizers` pipeline + SentencePiece decoding.
-//! - [`marian`]: transformers' `MarianTokenizer` rules; [`t5`]: tokenizer.json or spiece.model.
+//! - [`marian`]: transformers' `MarianTokenizer` rules; [`single`]: one tokenizer for both
+//!   sides (T5, mT5, BART, mBART), from tokenizer.json, spiece.model or [`bpe`]'s pipelines.
+//! - [`bpe`]: what transformers builds when a repo has no tokenizer.json: BART's byte-level BPE
+//!   from vocab.json + merges.txt, mBART's sentencepiece.bpe.model.
 //!
-//! SHARED CONTRACT used by the engine: `Seq2SeqTokenizer` with `from_dir`, `encode`,
-//! `encode_target`, `decode` (extend, do not change).
+//! What the engine uses: `Seq2SeqTokenizer` with `from_dir`, `encode`, `encode_target` and
+//! `decode`.
 
+pub mod bpe;
 pub mod marian;
 pub mod normalizer;
 pub mod proto;
+pub mod single;
 pub mod spm;
-pub mod t5;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 pub use marian::{MarianTokenizer, Side, Vocab};
+pub use single::SingleTokenizer;
 pub use spm::{SpmModel, SpmToken};
-pub use t5::T5Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {
@@ -40,7 +44,8 @@ pub enum TokenizeError {
     MissingToken { path: PathBuf, token: String },
     #[error(
         "{}: no tokenizer files: expected source.spm + target.spm + vocab.json (Marian), \
-         tokenizer.json or spiece.model (T5)",
+         tokenizer.json, spiece.model (T5), vocab.json + merges.txt (BART) or \
+         sentencepiece.bpe.model (mBART)",
         dir.display()
     )]
     NoTokenizer { dir: PathBuf },
@@ -73,12 +78,13 @@ pub struct Seq2SeqTokenizer {
 #[derive(Debug, Clone)]
 enum Kind {
     Marian(Box<MarianTokenizer>),
-    Single(T5Tokenizer),
+    Single(SingleTokenizer),
 }
 
 impl Seq2SeqTokenizer {
     /// Builds the tokenizer from a model folder (Marian: source.spm, target.spm, vocab.json;
-    /// T5/BART: tokenizer.json, else spiece.model). Needs no weights.
+    /// others: tokenizer.json, else spiece.model (T5), vocab.json + merges.txt (BART) or
+    /// sentencepiece.bpe.model (mBART), in transformers' order of preference). Needs no weights.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizeError> {
         if dir.join("source.spm").is_file() {
             let marian = MarianTokenizer::from_dir(dir)?;
@@ -91,10 +97,22 @@ impl Seq2SeqTokenizer {
         let config = TokenizerConfig::load(dir)?;
         let (single, file) = if dir.join("tokenizer.json").is_file() {
             let file = dir.join("tokenizer.json");
-            (T5Tokenizer::from_json(&file, config.is_t5())?, file)
+            (SingleTokenizer::from_json(&file, config.is_t5())?, file)
         } else if dir.join("spiece.model").is_file() {
             let file = dir.join("spiece.model");
-            (T5Tokenizer::from_spm(&file)?, file)
+            (SingleTokenizer::from_spm(&file)?, file)
+        } else if dir.join("sentencepiece.bpe.model").is_file() {
+            let file = dir.join("sentencepiece.bpe.model");
+            let (tokenizer, extras) = bpe::mbart_spm(&file)?;
+            (
+                SingleTokenizer::from_pipeline(tokenizer, extras.clean_up_spaces),
+                file,
+            )
+        } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
+            (
+                SingleTokenizer::from_pipeline(bpe::byte_level_bpe(dir)?, false),
+                dir.join("vocab.json"),
+            )
         } else {
             return Err(TokenizeError::NoTokenizer {
                 dir: dir.to_path_buf(),

@@ -13,6 +13,11 @@
 //!   with one), `RevisionNotFound`, `EntryNotFound`, `GatedRepo` (401 without a token, 403 with
 //!   a wrong one).
 //!
+//! - Mirror mode ([`MockHub::mirror`]): the listing ignores `?blobs=true` and gives file names
+//!   only, as some mirrors and proxies do; the `resolve` headers stay the hub's.
+//! - Slow bodies ([`Fault::Slow`]) and stalls ([`MockHub::stall`]: no answer for a while) for
+//!   timeouts and for two clients fetching at once.
+//!
 //! Every connection is closed after one answer, so each request is one log entry.
 
 #![allow(dead_code)]
@@ -22,6 +27,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -122,6 +128,8 @@ pub enum Fault {
     IgnoreRange,
     /// Answer 503, as a busy CDN does now and then.
     Unavailable,
+    /// Send the body in 20 pieces spread over this long.
+    Slow(Duration),
 }
 
 /// One request as the hub saw it.
@@ -169,6 +177,12 @@ struct State {
     /// (file name, fault, times left), applied in order.
     faults: Vec<(String, Fault, usize)>,
     commits_made: usize,
+    /// Listings without blob details.
+    mirror: bool,
+    /// `resolve` answers without `ETag` or `X-Linked-Etag` (a proxy that drops them).
+    strip_etags: bool,
+    /// (part of a path, how long): requests whose path contains it wait before any answer.
+    stalls: Vec<(String, Duration)>,
 }
 
 /// The running mock hub; it serves until the test process ends.
@@ -243,7 +257,26 @@ impl MockHub {
 
     /// Behaves again.
     pub fn clear_faults(&self) {
-        self.state.lock().unwrap().faults.clear();
+        let mut state = self.state.lock().unwrap();
+        state.faults.clear();
+        state.stalls.clear();
+    }
+
+    /// Mirror mode: the listing gives file names only, whatever the query asks.
+    pub fn mirror(&self, on: bool) {
+        self.state.lock().unwrap().mirror = on;
+    }
+
+    /// A mirror that drops the `ETag` and `X-Linked-Etag` headers of `resolve` answers.
+    pub fn strip_etags(&self, on: bool) {
+        self.state.lock().unwrap().strip_etags = on;
+    }
+
+    /// Requests whose path contains `path_part` (`/api/`, `/cdn/`, `/resolve/`) get no answer
+    /// for `wait`, then the usual one.
+    pub fn stall(&self, path_part: &str, wait: Duration) {
+        let mut state = self.state.lock().unwrap();
+        state.stalls.push((path_part.into(), wait));
     }
 
     /// Publishes a folder's files (see [`MockFile::from_dir`]) on `main`; returns the commit.
@@ -285,6 +318,10 @@ struct Reply {
     body: Vec<u8>,
     /// Close the connection after this many body bytes, whatever Content-Length says.
     cut_after: Option<usize>,
+    /// Wait this long before answering at all.
+    delay: Option<Duration>,
+    /// Spread the body over this long.
+    pace: Option<Duration>,
 }
 
 impl Reply {
@@ -294,6 +331,8 @@ impl Reply {
             headers: Vec::new(),
             body: Vec::new(),
             cut_after: None,
+            delay: None,
+            pace: None,
         }
     }
 
@@ -329,13 +368,23 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, cdn_base: Option<&str>) {
     };
     let reply = {
         let mut state = state.lock().unwrap();
-        let reply = match cdn_base {
+        let mut reply = match cdn_base {
             Some(cdn_base) => route(&request, &mut state, cdn_base),
             None => match request.path.strip_prefix("/cdn/") {
                 Some(sha) => cdn(&request, &mut state, sha),
                 None => Reply::error(404, "", "NoSuchKey"),
             },
         };
+        if state.strip_etags && request.path.contains("/resolve/") {
+            reply
+                .headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case("etag") && name != "X-Linked-Etag");
+        }
+        reply.delay = state
+            .stalls
+            .iter()
+            .find(|(part, _)| request.path.contains(part.as_str()))
+            .map(|(_, wait)| *wait);
         state.log.push(Logged {
             method: request.method.clone(),
             path: request.path.clone(),
@@ -376,6 +425,9 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
 }
 
 fn write_reply(stream: &mut TcpStream, request: &Request, reply: Reply) {
+    if let Some(delay) = reply.delay {
+        std::thread::sleep(delay);
+    }
     let reason = match reply.status {
         200 => "OK",
         206 => "Partial Content",
@@ -401,7 +453,25 @@ fn write_reply(stream: &mut TcpStream, request: &Request, reply: Reply) {
             .cut_after
             .unwrap_or(reply.body.len())
             .min(reply.body.len());
-        let _ = stream.write_all(&reply.body[..send]);
+        let body = &reply.body[..send];
+        match reply.pace {
+            Some(pace) => {
+                let piece = body.len().div_ceil(20).max(1);
+                for chunk in body.chunks(piece) {
+                    if stream
+                        .write_all(chunk)
+                        .and_then(|_| stream.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(pace / 20);
+                }
+            }
+            None => {
+                let _ = stream.write_all(body);
+            }
+        }
     }
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
@@ -469,7 +539,7 @@ fn listing(request: &Request, state: &State, repo: &str, revision: &str) -> Repl
         Ok(found) => found,
         Err(reply) => return reply,
     };
-    let with_blobs = request.query.contains("blobs=true");
+    let with_blobs = request.query.contains("blobs=true") && !state.mirror;
     let siblings: Vec<serde_json::Value> = entry.commits[&commit]
         .iter()
         .map(|f| {
@@ -600,9 +670,11 @@ fn cdn(request: &Request, state: &mut State, sha: &str) -> Reply {
 /// A file's bytes, with Range support and the fault planned for it, if any.
 fn content(request: &Request, state: &mut State, file: MockFile) -> Reply {
     let range = request.headers.get("range").map(String::as_str);
-    let probe = range == Some("bytes=0-0");
+    // A metadata probe (HEAD, or the 1-byte range some clients send) uses up no fault.
+    let probe = range == Some("bytes=0-0") || request.method == "HEAD";
     let mut bytes = file.bytes.clone();
     let mut cut_after = None;
+    let mut pace = None;
     let mut honour_range = true;
     let planned = state
         .faults
@@ -620,6 +692,7 @@ fn content(request: &Request, state: &mut State, file: MockFile) -> Reply {
             Fault::Disconnect(n) => cut_after = Some(n),
             Fault::IgnoreRange => honour_range = false,
             Fault::Unavailable => return Reply::error(503, "", "Service Unavailable"),
+            Fault::Slow(over) => pace = Some(over),
         }
     }
     let total = bytes.len();
@@ -643,6 +716,7 @@ fn content(request: &Request, state: &mut State, file: MockFile) -> Reply {
         }
     };
     reply.cut_after = cut_after;
+    reply.pace = pace;
     reply
         .header("Accept-Ranges", "bytes")
         .header("Content-Type", "application/octet-stream")

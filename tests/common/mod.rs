@@ -9,10 +9,15 @@ use std::path::Path;
 use mock_hub::MockFile;
 
 /// The `mtsum` binary with a clean hub environment: `HF_HOME` (an empty folder for a cold
-/// cache) and `HF_ENDPOINT` (the mock hub) set, no token, cache override, offline switch or
-/// proxy inherited from the machine running the tests.
+/// cache) and `HF_ENDPOINT` (the mock hub) set, no token, cache override, offline switch,
+/// timeout or proxy inherited from the machine running the tests.
 pub fn mtsum_with_hub(endpoint: &str, home: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("mtsum").expect("the mtsum binary");
+    assert_cmd::Command::from_std(mtsum_process_with_hub(endpoint, home))
+}
+
+/// The same as a `std::process::Command`, for runs that must overlap (`spawn`).
+pub fn mtsum_process_with_hub(endpoint: &str, home: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mtsum"));
     for var in [
         "HF_TOKEN",
         "HUGGING_FACE_HUB_TOKEN",
@@ -20,13 +25,17 @@ pub fn mtsum_with_hub(endpoint: &str, home: &Path) -> assert_cmd::Command {
         "HF_HUB_CACHE",
         "HUGGINGFACE_HUB_CACHE",
         "HF_HUB_OFFLINE",
+        "HF_HUB_ETAG_TIMEOUT",
+        "HF_HUB_DOWNLOAD_TIMEOUT",
         "XDG_CACHE_HOME",
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "ALL_PROXY",
+        "NO_PROXY",
         "http_proxy",
         "https_proxy",
         "all_proxy",
+        "no_proxy",
     ] {
         cmd.env_remove(var);
     }

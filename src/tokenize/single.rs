@@ -1,5 +1,6 @@
-//! T5 / mT5 (and other single-tokenizer seq2seq repos): `tokenizer.json` when the folder has
-//! one, as transformers does, else `spiece.model` through our SentencePiece pipeline.
+//! One tokenizer for source and target (T5, mT5, BART, mBART: every family but Marian):
+//! `tokenizer.json` when the folder has one, as transformers does, else `spiece.model` through
+//! our SentencePiece pipeline.
 //!
 //! - `tokenizer.json` of a T5 model is used the way transformers 5.x's `T5Tokenizer` uses it: it
 //!   keeps the vocabulary, added tokens and the charsmap, and rebuilds the rest (Precompiled
@@ -22,17 +23,19 @@ use super::{SpecialIds, TokenizeError, TokenizerConfig};
 
 /// The tokenizer of a T5-style folder.
 #[derive(Debug, Clone)]
-pub enum T5Tokenizer {
+pub enum SingleTokenizer {
     /// From tokenizer.json; `post_process` says whether its post-processor adds the specials.
     Json {
         tokenizer: Box<Tokenizer>,
         post_process: bool,
+        /// Apply transformers' `clean_up_tokenization` after decoding (mBART's spm path).
+        clean_up_spaces: bool,
     },
     /// From spiece.model.
     Spm(Box<SpmModel>),
 }
 
-impl T5Tokenizer {
+impl SingleTokenizer {
     /// Reads `tokenizer.json` (T5 rules when `t5` is true).
     pub fn from_json(path: &Path, t5: bool) -> Result<Self, TokenizeError> {
         let bad = |reason: String| TokenizeError::BadFile {
@@ -53,7 +56,18 @@ impl T5Tokenizer {
         Ok(Self::Json {
             tokenizer: Box::new(tokenizer),
             post_process: !t5,
+            clean_up_spaces: false,
         })
+    }
+
+    /// A pipeline built in memory the way transformers builds it when the folder has no
+    /// tokenizer.json (see [`super::bpe`]); its post-processor adds the special tokens.
+    pub fn from_pipeline(tokenizer: Tokenizer, clean_up_spaces: bool) -> Self {
+        Self::Json {
+            tokenizer: Box::new(tokenizer),
+            post_process: true,
+            clean_up_spaces,
+        }
     }
 
     /// Reads `spiece.model`.
@@ -101,6 +115,7 @@ impl T5Tokenizer {
             Self::Json {
                 tokenizer,
                 post_process,
+                ..
             } => {
                 let encoding = tokenizer
                     .encode_fast(text, *post_process)
@@ -118,9 +133,19 @@ impl T5Tokenizer {
     /// Text of `ids` with special tokens skipped.
     pub fn decode(&self, ids: &[u32], specials: SpecialIds) -> Result<String, TokenizeError> {
         match self {
-            Self::Json { tokenizer, .. } => tokenizer
-                .decode(ids, true)
-                .map_err(|e| TokenizeError::Encode(e.to_string())),
+            Self::Json {
+                tokenizer,
+                clean_up_spaces,
+                ..
+            } => {
+                let text = tokenizer
+                    .decode(ids, true)
+                    .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+                Ok(match clean_up_spaces {
+                    true => super::bpe::clean_up_tokenization(&text),
+                    false => text,
+                })
+            }
             Self::Spm(spm) => {
                 let kept: Vec<u32> = ids
                     .iter()
