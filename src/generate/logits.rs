@@ -123,16 +123,37 @@ impl<'a> LogProbs<'a> {
         self.logits.len()
     }
 
-    /// Whether `value(id) + score` may exceed `bound`: false only when it certainly does not
-    /// (the processors only lower values; the margin covers every f32 rounding on the way).
-    pub fn may_exceed(&self, id: u32, score: f32, bound: f32) -> bool {
-        if matches!(self.rule, RowRule::Force(_)) {
-            return true;
-        }
+    /// The first id at or after `from` whose `value(id) + score` may exceed `bound`, or None:
+    /// an id is passed over only when its value certainly does not (the processors only lower
+    /// values, and the margin covers every f32 rounding on the way). Beam search asks this of
+    /// every (beam, token) candidate at every step, so the row is scanned as plain floats
+    /// against one threshold, a chunk's maximum first.
+    pub fn first_that_may_exceed(&self, from: u32, score: f32, bound: f32) -> Option<u32> {
         let shift = self.max + self.log_sum + self.renorm;
-        let approx = self.logits[id as usize] - shift + score;
-        let margin = 1e-3 * (1.0 + bound.abs() + score.abs() + shift.abs());
-        !approx.is_finite() || !bound.is_finite() || approx >= bound - margin
+        let scan_safe = !matches!(self.rule, RowRule::Force(_))
+            && shift.is_finite()
+            && score.is_finite()
+            && bound.is_finite();
+        if !scan_safe {
+            // Forced tokens, NaN or infinite values: every id is a candidate.
+            return ((from as usize) < self.logits.len()).then_some(from);
+        }
+        // value(id) + score >= bound - margin  <=  logits[id] >= threshold, with twice the
+        // margin so that computing the threshold's own rounding is covered too.
+        let margin = 2e-3 * (1.0 + bound.abs() + score.abs() + shift.abs());
+        let threshold = bound - margin + shift - score;
+        const CHUNK: usize = 64;
+        let rest = &self.logits[from as usize..];
+        for (c, chunk) in rest.chunks(CHUNK).enumerate() {
+            let most = chunk
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+            if most >= threshold {
+                let at = chunk.iter().position(|&x| x >= threshold)?;
+                return Some(from + (c * CHUNK + at) as u32);
+            }
+        }
+        None
     }
 
     /// The shift of a second log-softmax over the processed row.
@@ -307,14 +328,16 @@ fn fast_exp(x: f32) -> f32 {
 /// `std::sort` of the first `k - 1`, with `x > y` (NaN first) as the order; this reproduces those
 /// algorithms step by step (the torch wheels are built with GCC's libstdc++).
 ///
-/// `value(i)` gives element `i` of `n`; `may_beat(i, bound)` may answer false only when element
-/// `i` is certainly not greater than `bound` (a cheap pre-test; `|_, _| true` is always right).
+/// `value(i)` gives element `i` of `n`; `next(from, bound)` gives the first index at or after
+/// `from` (or `n`) whose element may be greater than `bound`: it may skip only elements that
+/// certainly are not (a cheap pre-scan; `|i, _| i` is always right). Skipped elements could not
+/// have entered the heap, so the order is the same whatever the pre-scan skips.
 /// Returns the indices of the `k` elements, in torch's order.
 pub fn torch_topk(
     n: usize,
     k: usize,
     value: impl Fn(usize) -> f32,
-    may_beat: impl Fn(usize, f32) -> bool,
+    next: impl Fn(usize, f32) -> usize,
 ) -> Vec<usize> {
     let k = k.min(n);
     if k == 0 {
@@ -325,15 +348,14 @@ pub fn torch_topk(
         // past k matter only when they beat the heap's top, so the others are never evaluated.
         let mut heap: Vec<(f32, usize)> = (0..k).map(|i| (value(i), i)).collect();
         make_heap(&mut heap);
-        for i in k..n {
-            if !may_beat(i, heap[0].0) {
-                continue;
-            }
+        let mut i = next(k, heap[0].0);
+        while i < n {
             let candidate = (value(i), i);
             if before(&candidate, &heap[0]) {
                 // __pop_heap(first, middle, i): the top leaves, the candidate sifts in.
                 adjust_heap(&mut heap, 0, k, candidate);
             }
+            i = next(i + 1, heap[0].0);
         }
         sort_heap(&mut heap);
         return heap.into_iter().map(|(_, i)| i).collect();
@@ -713,12 +735,13 @@ mod tests {
         for (n, k, m, want) in cases {
             let value = |i: usize| ((i * 37 + 11) % m) as f32;
             assert_eq!(
-                torch_topk(n, k, value, |_, _| true),
+                torch_topk(n, k, value, |i, _| i),
                 want,
                 "n {n}, k {k}, m {m}"
             );
             // The pre-test may skip only what cannot enter: a tight one gives the same order.
-            let tight = |i: usize, bound: f32| value(i) > bound;
+            let tight =
+                |from: usize, bound: f32| (from..n).find(|&i| value(i) > bound).unwrap_or(n);
             assert_eq!(torch_topk(n, k, value, tight), want, "n {n}, k {k}, m {m}");
         }
     }

@@ -272,12 +272,21 @@ impl BeamInput {
             let (beam, token) = split(i);
             rows[row_of(beam)].value(token) + self.running[beam].score
         };
-        let may_beat = |i: usize, bound: f32| {
-            let (beam, token) = split(i);
-            rows[row_of(beam)].may_exceed(token, self.running[beam].score, bound)
-        };
         let n = self.running.len() * vocab;
-        (torch_topk(n, keep, score, may_beat).into_iter())
+        // The next (beam, token) that may beat `bound`: one threshold scan per beam's row.
+        let next = |from: usize, bound: f32| {
+            let mut i = from;
+            while i < n {
+                let (beam, token) = split(i);
+                let row = &rows[row_of(beam)];
+                match row.first_that_may_exceed(token, self.running[beam].score, bound) {
+                    Some(token) => return beam * vocab + token as usize,
+                    None => i = (beam + 1) * vocab,
+                }
+            }
+            n
+        };
+        (torch_topk(n, keep, score, next).into_iter())
             .map(|i| {
                 let (beam, token) = split(i);
                 Candidate {
@@ -325,17 +334,17 @@ impl BeamInput {
             });
         }
         // torch.topk's order among equal scores, as for the candidates.
-        let best = torch_topk(merged.len(), beams, |i| merged[i].score, |_, _| true);
+        let best = torch_topk(merged.len(), beams, |i| merged[i].score, |i, _| i);
         self.slots = best.into_iter().map(|i| merged[i].clone()).collect();
 
         // Running beams: the best candidates that did not finish.
         let masked: Vec<f32> = (candidates.iter().zip(&hits))
             .map(|(c, &hit)| if hit { c.score + MASKED } else { c.score })
             .collect();
-        let order: Vec<(f32, usize)> =
-            (torch_topk(masked.len(), beams, |i| masked[i], |_, _| true).into_iter())
-                .map(|i| (masked[i], i))
-                .collect();
+        let order: Vec<(f32, usize)> = (torch_topk(masked.len(), beams, |i| masked[i], |i, _| i)
+            .into_iter())
+        .map(|i| (masked[i], i))
+        .collect();
         self.running = (order.iter())
             .map(|&(score, i)| Running {
                 history: extend(&candidates[i]),
