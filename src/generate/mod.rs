@@ -5,6 +5,7 @@
 //! knows nothing of where models come from (`crate::loader`) or who calls it.
 
 pub mod config;
+pub mod constrained;
 pub mod error;
 pub mod logits;
 pub mod runner;
@@ -12,6 +13,7 @@ pub mod schedule;
 pub mod search;
 
 pub use config::{EarlyStopping, GenerationConfig, Origin, SettingOrigin, Settings, TaskDefaults};
+pub use constrained::{generate_constrained, CONSTRAINED_BEAMS};
 pub use error::{GenerateError, Result};
 pub use runner::{Runner, RunnerParts};
 pub use search::generate_batch;

@@ -5,7 +5,7 @@ use candle_core::Device;
 
 use super::config::{GenerationConfig, SettingOrigin, Settings};
 use super::error::{GenerateError, Result};
-use super::{schedule, search, Generated, GenerationOverrides, ModelInfo, Seq2Seq};
+use super::{constrained, schedule, search, Generated, GenerationOverrides, ModelInfo, Seq2Seq};
 use crate::tokenize::Seq2SeqTokenizer;
 
 /// A loaded model ready to generate.
@@ -196,6 +196,121 @@ impl<M: Seq2Seq> Runner<M> {
         settings: &Settings,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Vec<u32>>> {
+        self.check_sources(sources)?;
+        self.scheduled(sources, settings.num_beams, progress, |_, real| {
+            search::generate_batch(&self.model, settings, real, &self.device)
+        })
+    }
+
+    /// Generated ids for every source that must hold its `constraints` (token-id sequences,
+    /// e.g. glossary terms as [`Runner::encode_constraint`] gives them): a source without
+    /// constraints is generated exactly as by [`Runner::generate_ids`] (the same ids, alone or
+    /// in any batch); a source with some goes through the constrained beam search (at least
+    /// [`super::CONSTRAINED_BEAMS`] beams), and where that cannot place them all within the
+    /// length limit, it too gets its [`Runner::generate_ids`] output. Returns, per source, the
+    /// ids and whether the constrained search placed its constraints (false for none).
+    pub fn generate_ids_constrained(
+        &self,
+        sources: &[Vec<u32>],
+        constraints: &[Vec<Vec<u32>>],
+        settings: &Settings,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<(Vec<u32>, bool)>> {
+        assert_eq!(
+            sources.len(),
+            constraints.len(),
+            "constraints for every source"
+        );
+        self.check_sources(sources)?;
+        let wants =
+            |i: usize| !sources[i].is_empty() && constraints[i].iter().any(|c| !c.is_empty());
+        let (constrained, plain): (Vec<usize>, Vec<usize>) =
+            (0..sources.len()).partition(|&i| wants(i));
+        let mut outputs: Vec<(Vec<u32>, bool)> = vec![(Vec::new(), false); sources.len()];
+        let total = sources.len();
+        let subset =
+            |idx: &[usize]| -> Vec<Vec<u32>> { idx.iter().map(|&i| sources[i].clone()).collect() };
+        let placed = {
+            let mine = subset(&constrained);
+            let beams = constrained::constrained_beams(settings);
+            self.scheduled(
+                &mine,
+                beams,
+                &|done, _| progress(done, total),
+                |batch, real| {
+                    let cs: Vec<Vec<Vec<u32>>> = (batch.iter())
+                        .map(|&k| constraints[constrained[k]].clone())
+                        .collect();
+                    constrained::generate_constrained(
+                        &self.model,
+                        settings,
+                        real,
+                        &cs,
+                        &self.device,
+                    )
+                },
+            )?
+        };
+        let mut fallback = plain;
+        for (&i, ids) in constrained.iter().zip(placed) {
+            match ids {
+                Some(ids) => outputs[i] = (ids, true),
+                None => fallback.push(i),
+            }
+        }
+        fallback.sort_unstable();
+        let done_first = constrained.len();
+        let rest = self.generate_ids(&subset(&fallback), settings, &|done, _| {
+            progress((done_first + done).min(total), total)
+        })?;
+        for (&i, ids) in fallback.iter().zip(rest) {
+            outputs[i] = (ids, false);
+        }
+        Ok(outputs)
+    }
+
+    /// A constraint's target-side ids: `text` as the target tokenizer encodes it, without the
+    /// end token. SentencePiece marks a word after a space and the first word of a text alike
+    /// (`▁Interpol`), so these are the ids of the term as it normally stands in a sentence,
+    /// after a space; a term right after an opening quote or bracket is tokenized otherwise
+    /// and is not what the search places.
+    pub fn encode_constraint(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode_target(text.trim())?;
+        if ids.last() == Some(&self.tokenizer.eos_id()) {
+            ids.pop();
+        }
+        Ok(ids)
+    }
+
+    /// One output per input text, as [`Runner::generate_texts`], each holding its
+    /// `constraints` (texts) where the constrained search can place them; see
+    /// [`Runner::generate_ids_constrained`].
+    pub fn generate_texts_constrained(
+        &self,
+        inputs: &[String],
+        constraints: &[Vec<String>],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Generated>> {
+        let settings = self.resolve(overrides)?;
+        let sources = self.encode_all(inputs)?;
+        let ids = (constraints.iter())
+            .map(|cs| cs.iter().map(|c| self.encode_constraint(c)).collect())
+            .collect::<Result<Vec<Vec<Vec<u32>>>>>()?;
+        let outputs = self.generate_ids_constrained(&sources, &ids, &settings, progress)?;
+        (sources.iter().zip(outputs))
+            .map(|(source, (ids, _))| {
+                Ok(Generated {
+                    text: self.tokenizer.decode(&ids)?,
+                    input_tokens: source.len(),
+                    output_tokens: ids.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every source within the input limit and the vocabulary.
+    fn check_sources(&self, sources: &[Vec<u32>]) -> Result<()> {
         let vocab = self.model.vocab_size();
         for (index, source) in sources.iter().enumerate() {
             self.check_length(index, source.len())?;
@@ -207,22 +322,34 @@ impl<M: Seq2Seq> Runner<M> {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// `work(indices, sources)` on the non-empty sources of every batch of the scheduler's
+    /// plan (by the token budget, for `beams` hypotheses per input), with their indices in
+    /// `sources`; empty sources give default outputs.
+    fn scheduled<T: Default>(
+        &self,
+        sources: &[Vec<u32>],
+        beams: usize,
+        progress: &dyn Fn(usize, usize),
+        work: impl Fn(&[usize], &[&[u32]]) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
         schedule::run(
             &lengths,
             schedule::Budget::of_tokens(self.batch_tokens),
-            settings.num_beams,
+            beams,
             |batch| {
-                let real: Vec<&[u32]> = (batch.iter())
-                    .map(|&i| sources[i].as_slice())
-                    .filter(|s| !s.is_empty())
+                let indices: Vec<usize> = (batch.iter().copied())
+                    .filter(|&i| !sources[i].is_empty())
                     .collect();
-                let mut outputs =
-                    search::generate_batch(&self.model, settings, &real, &self.device)?.into_iter();
+                let real: Vec<&[u32]> = indices.iter().map(|&i| sources[i].as_slice()).collect();
+                let mut outputs = work(&indices, &real)?.into_iter();
                 Ok(batch
                     .iter()
                     .map(|&i| match sources[i].is_empty() {
-                        true => Vec::new(),
+                        true => T::default(),
                         false => outputs.next().unwrap_or_default(),
                     })
                     .collect())

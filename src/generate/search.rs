@@ -33,15 +33,23 @@ pub fn generate_batch<M: Seq2Seq>(
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    let (ids, mask) = pad_batch(sources, model.special_tokens().pad, device)?;
-    let encoded = model.encode(&ids, &mask)?;
-    let mut cache = model.start_decoding(&encoded, &mask)?;
-    drop(encoded);
+    let mut cache = prepare(model, sources, device)?;
     if settings.num_beams == 1 {
         greedy(model, settings, &mut cache, sources.len(), device)
     } else {
         beam_search(model, settings, &mut cache, sources.len(), device)
     }
+}
+
+/// The decoder cache of a batch: sources padded, encoded, cross-attention prepared.
+pub(super) fn prepare<M: Seq2Seq>(
+    model: &M,
+    sources: &[&[u32]],
+    device: &Device,
+) -> Result<M::Cache> {
+    let (ids, mask) = pad_batch(sources, model.special_tokens().pad, device)?;
+    let encoded = model.encode(&ids, &mask)?;
+    Ok(model.start_decoding(&encoded, &mask)?)
 }
 
 /// Right-padded (batch, longest) ids and the matching 1/0 mask.
@@ -64,7 +72,7 @@ fn pad_batch(sources: &[&[u32]], pad: u32, device: &Device) -> Result<(Tensor, T
 
 /// Runs one decoder step and hands the (rows, vocab) f32 logits to `f` as one host slice,
 /// without a copy on the CPU.
-fn with_logits<M: Seq2Seq, T>(
+pub(super) fn with_logits<M: Seq2Seq, T>(
     model: &M,
     last: &[u32],
     cache: &mut M::Cache,
@@ -88,7 +96,7 @@ fn with_logits<M: Seq2Seq, T>(
 }
 
 /// Keeps `rows` of the cache unless that is every row in order.
-fn keep_rows<M: Seq2Seq>(
+pub(super) fn keep_rows<M: Seq2Seq>(
     model: &M,
     cache: &mut M::Cache,
     rows: &[u32],
