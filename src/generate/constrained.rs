@@ -48,12 +48,15 @@ pub fn constrained_beams(settings: &Settings) -> usize {
 /// Generates for every source of one batch with its constraints (token-id sequences, each
 /// non-empty; every input has at least one); returns the generated ids of each (as
 /// [`super::search::generate_batch`]), or None where no hypothesis placed every constraint
-/// within the length limit.
+/// within the length limit. `continuations[id]`: the token continues the word before it; such
+/// a token never follows a placed constraint, so that a term is not glued to the next word
+/// (`▁police` + `s`); ids beyond the slice count as word starts.
 pub fn generate_constrained<M: Seq2Seq>(
     model: &M,
     settings: &Settings,
     sources: &[&[u32]],
     constraints: &[Vec<Vec<u32>>],
+    continuations: &[bool],
     device: &Device,
 ) -> Result<Vec<Option<Vec<u32>>>> {
     assert_eq!(
@@ -100,7 +103,7 @@ pub fn generate_constrained<M: Seq2Seq>(
             (active.par_iter().enumerate())
                 .map(|(group, &i)| {
                     let own = &rows[offsets[group]..offsets[group] + rows_of[group]];
-                    inputs[i].step(settings, beams, own, generated)
+                    inputs[i].step(settings, beams, own, continuations, generated)
                 })
                 .collect::<Vec<_>>()
         })?;
@@ -133,6 +136,8 @@ struct Progress {
     /// The constraint being placed and how many of its tokens are in place (1 or more, fewer
     /// than its length).
     partial: Option<(usize, usize)>,
+    /// The last token completed a constraint: the next must not continue its word.
+    just_met: bool,
 }
 
 impl Progress {
@@ -140,6 +145,7 @@ impl Progress {
         Self {
             met: vec![false; constraints],
             partial: None,
+            just_met: false,
         }
     }
 
@@ -159,11 +165,12 @@ impl Progress {
     /// The progress after `token`.
     fn after(&self, constraints: &[Vec<u32>], token: u32) -> Self {
         let mut next = self.clone();
+        next.just_met = false;
         if let Some((c, at)) = self.partial {
             next.partial = None;
             if constraints[c][at] == token {
                 match at + 1 == constraints[c].len() {
-                    true => next.met[c] = true,
+                    true => (next.met[c], next.just_met) = (true, true),
                     false => next.partial = Some((c, at + 1)),
                 }
                 return next;
@@ -173,7 +180,7 @@ impl Progress {
         let starts = (0..constraints.len()).find(|&c| !next.met[c] && constraints[c][0] == token);
         if let Some(c) = starts {
             match constraints[c].len() {
-                1 => next.met[c] = true,
+                1 => (next.met[c], next.just_met) = (true, true),
                 _ => next.partial = Some((c, 1)),
             }
         }
@@ -245,14 +252,33 @@ impl Input {
 
     /// The candidates of this step and the `beams` of them that go on (dynamic beam
     /// allocation); `rows` holds one row of log-probabilities per running beam.
-    fn step(&self, settings: &Settings, beams: usize, rows: &[LogProbs], generated: usize) -> Step {
+    fn step(
+        &self,
+        settings: &Settings,
+        beams: usize,
+        rows: &[LogProbs],
+        continuations: &[bool],
+        generated: usize,
+    ) -> Step {
         let at_limit = generated + 1 >= settings.max_new_tokens;
         let constraints = &self.constraints;
         let mut candidates: Vec<(usize, u32, f32)> = Vec::new();
         for (beam, (hyp, row)) in self.running.iter().zip(rows).enumerate() {
-            let best = row.top_k(beams).into_iter().map(|(_, token)| token);
+            // Right after a placed constraint, no piece that would glue a word to it; a few
+            // more of the best are looked at so that the beam still has its `beams`.
+            let glued = |token: &u32| {
+                hyp.progress.just_met && continuations.get(*token as usize) == Some(&true)
+            };
+            let width = if hyp.progress.just_met {
+                4 * beams
+            } else {
+                beams
+            };
+            let best = row.top_k(width).into_iter().map(|(_, token)| token);
             for token in best.chain(hyp.progress.wanted(constraints)) {
-                candidates.push((beam, token, hyp.score + row.value(token)));
+                if !glued(&token) {
+                    candidates.push((beam, token, hyp.score + row.value(token)));
+                }
             }
         }
         candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -445,8 +471,8 @@ mod tests {
         let constraints = vec![vec![vec![6, 7]], vec![vec![5], vec![8, 4, 6]]];
         for beams in [1, 2, 5] {
             let s = settings(beams, 12);
-            let out =
-                generate_constrained(&model, &s, &sources, &constraints, &Device::Cpu).unwrap();
+            let out = generate_constrained(&model, &s, &sources, &constraints, &[], &Device::Cpu)
+                .unwrap();
             for (out, cs) in out.iter().zip(&constraints) {
                 let out = out.as_ref().expect("placed");
                 assert_eq!(out.last(), Some(&EOS), "{out:?}");
@@ -461,11 +487,13 @@ mod tests {
                     &s,
                     std::slice::from_ref(source),
                     &constraints[i..i + 1],
+                    &[],
                     &Device::Cpu,
                 )
                 .unwrap();
                 let batched =
-                    generate_constrained(&model, &s, &sources, &constraints, &Device::Cpu).unwrap();
+                    generate_constrained(&model, &s, &sources, &constraints, &[], &Device::Cpu)
+                        .unwrap();
                 assert_eq!(alone[0], batched[i]);
             }
         }
@@ -485,6 +513,7 @@ mod tests {
             &settings(1, 2),
             &sources,
             &constraints,
+            &[],
             &Device::Cpu,
         )
         .unwrap();
@@ -495,9 +524,50 @@ mod tests {
             &settings(1, 3),
             &sources,
             &constraints,
+            &[],
             &Device::Cpu,
         )
         .unwrap();
         assert!(contains(out[0].as_ref().unwrap(), &[4, 5, 6]), "{out:?}");
+    }
+
+    #[test]
+    fn no_word_piece_is_glued_to_a_placed_constraint() {
+        // After 6 the model wants 8, a piece that continues a word; then the end.
+        let model = fake(9, |_, prefix| {
+            let mut row = vec![-8.0f32; 9];
+            row[1] = -30.0;
+            match prefix.last() {
+                Some(6) => row[8] = 0.0,
+                Some(8) | Some(3) => row[EOS as usize] = 0.0,
+                _ => row[2] = 0.0,
+            }
+            if prefix.len() > 4 {
+                row[EOS as usize] = 1.0;
+            }
+            row
+        });
+        let sources: Vec<&[u32]> = vec![&[7, 0]];
+        let constraints = vec![vec![vec![5, 6]]];
+        let mut continuations = vec![false; 9];
+        continuations[8] = true;
+        let after_six = |out: &[u32]| out[out.iter().position(|&t| t == 6).unwrap() + 1];
+        for beams in [1, 4] {
+            let s = settings(beams, 10);
+            let free = generate_constrained(&model, &s, &sources, &constraints, &[], &Device::Cpu)
+                .unwrap();
+            assert_eq!(after_six(free[0].as_ref().unwrap()), 8, "{free:?}");
+            let kept = (generate_constrained(
+                &model,
+                &s,
+                &sources,
+                &constraints,
+                &continuations,
+                &Device::Cpu,
+            ))
+            .unwrap();
+            let kept = kept[0].as_ref().unwrap();
+            assert!(contains(kept, &[5, 6]) && after_six(kept) != 8, "{kept:?}");
+        }
     }
 }

@@ -233,6 +233,10 @@ impl<M: Seq2Seq> Runner<M> {
         let placed = {
             let mine = subset(&constrained);
             let beams = constrained::constrained_beams(settings);
+            let continuations = match constrained.is_empty() {
+                true => Vec::new(),
+                false => self.tokenizer.word_continuations(self.model.vocab_size()),
+            };
             self.scheduled(
                 &mine,
                 beams,
@@ -246,6 +250,7 @@ impl<M: Seq2Seq> Runner<M> {
                         settings,
                         real,
                         &cs,
+                        &continuations,
                         &self.device,
                     )
                 },

@@ -119,6 +119,11 @@ impl MarianTokenizer {
         self.target_vocab.as_ref().unwrap_or(&self.vocab).len()
     }
 
+    /// The target-side token (piece) of `id`: target_vocab.json's, else vocab.json's.
+    pub fn target_token(&self, id: u32) -> Option<&str> {
+        self.target_vocab.as_ref().unwrap_or(&self.vocab).token(id)
+    }
+
     /// The source vocabulary (vocab.json).
     pub fn vocab(&self) -> &Vocab {
         &self.vocab

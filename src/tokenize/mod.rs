@@ -149,6 +149,24 @@ impl Seq2SeqTokenizer {
         }
     }
 
+    /// For every target id below `vocab`, whether its piece continues the word before it: it
+    /// starts with a letter or digit, not with SentencePiece's `▁` or byte-level BPE's `Ġ`
+    /// word marks (`s` after `▁police` makes `polices`). The constrained search keeps such a
+    /// piece from following a placed term, so that a term stays a whole word.
+    pub fn word_continuations(&self, vocab: usize) -> Vec<bool> {
+        (0..vocab as u32)
+            .map(|id| {
+                let piece = match &self.kind {
+                    Kind::Marian(m) => m.target_token(id).map(str::to_string),
+                    Kind::Single(t) => t.id_to_token(id),
+                };
+                let first = piece.and_then(|p| p.chars().next());
+                first
+                    .is_some_and(|c| c.is_alphanumeric() && c != 'Ġ' && !self.specials.contains(id))
+            })
+            .collect()
+    }
+
     /// Number of source ids `encode` gives (end token included).
     pub fn count_tokens(&self, text: &str) -> Result<usize, TokenizeError> {
         Ok(self.encode(text)?.len())

@@ -102,6 +102,14 @@ impl SingleTokenizer {
         }
     }
 
+    /// The token (piece) of `id`, as the vocabulary writes it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        match self {
+            Self::Json { tokenizer, .. } => tokenizer.id_to_token(id),
+            Self::Spm(spm) => spm.id_to_piece(id).map(str::to_string),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Json { tokenizer, .. } => tokenizer.get_vocab_size(true),
