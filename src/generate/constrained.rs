@@ -281,7 +281,7 @@ impl Input {
                 }
             }
         }
-        candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        candidates.sort_by_key(|c| (c.0, c.1));
         candidates.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
         candidates.retain(|c| c.2.is_finite());
 
