@@ -28,7 +28,7 @@ Examples:
   mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
   mtsum run samples/ --out out/ --digest-order date
   mtsum run samples/ --out out/ --strict        exit 1 if a number went missing (CI review)
-  mtsum run samples/ --out out/ --glossary terms.tsv   check each sentence's glossary terms
+  mtsum run samples/ --out out/ --glossary terms.tsv   enforce and check glossary terms
   mtsum run samples/ --out out/ --shard 2/3     the second of three shards (CI matrix)
   mtsum run samples/ --out out/ --shard auto    Kubernetes Indexed Job or Slurm array
 
@@ -77,8 +77,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub strict: bool,
     /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`); may be
-    /// given more than once. Each sentence lists the terms it holds and whether its
-    /// translation has their English; a miss is a warning.
+    /// given more than once. A sentence whose translation lacks the English of one of its
+    /// terms is translated again with the terms as constraints (constrained beam search), the
+    /// summary's translation too; each sentence lists its terms and whether its translation
+    /// has their English; a term the search could not place is a warning.
     #[arg(long, value_name = "FILE")]
     pub glossary: Vec<PathBuf>,
     /// Process only shard K of N (1-based) of the batch, by a stable hash of each release's

@@ -46,10 +46,11 @@ pub struct TranslateArgs {
     /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
-    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`), repeatable
-    /// (with --out): each sentence in <id>.json lists its terms and whether the translation
-    /// has their English.
-    #[arg(long, value_name = "FILE", requires = "out")]
+    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`), repeatable:
+    /// a sentence whose translation lacks the English of one of its terms is translated again
+    /// with the terms as constraints (constrained beam search); with --out each sentence in
+    /// <id>.json lists its terms and whether the translation has their English.
+    #[arg(long, value_name = "FILE")]
     pub glossary: Vec<PathBuf>,
 }
 

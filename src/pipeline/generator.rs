@@ -3,6 +3,8 @@
 //! the real implementation, and tests of the batch shell use a stand-in that is never
 //! reachable from the command line.
 
+use std::borrow::Cow;
+
 use crate::generate::{Generated, GenerationOverrides, ModelInfo, Runner};
 use crate::seq2seq::Seq2Seq;
 use crate::Result;
@@ -25,6 +27,21 @@ pub trait TextGenerator: Send + Sync {
         overrides: &GenerationOverrides,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Generated>>;
+    /// As [`TextGenerator::generate`], each output holding the `constraints` of its input
+    /// (English texts, e.g. glossary terms) where the model's constrained search can place
+    /// them; an input without constraints is generated exactly as by `generate`, and one whose
+    /// constraints cannot be placed gets its `generate` output. The default, for generators
+    /// without a constrained search, is `generate`: nothing enforced.
+    fn generate_constrained(
+        &self,
+        inputs: &[String],
+        constraints: &[Vec<String>],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Generated>> {
+        let _ = constraints;
+        self.generate(inputs, overrides, progress)
+    }
 }
 
 impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
@@ -53,17 +70,32 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
         overrides: &GenerationOverrides,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Generated>> {
-        if self.prefix().is_none() {
-            return Ok(self.generate_texts(inputs, overrides, progress)?);
-        }
-        // The summarizer's config prefix goes before every text a pipeline sends; a blank input
-        // stays blank, so it still gives an empty output without running the model.
-        let inputs: Vec<String> = (inputs.iter())
-            .map(|text| match text.trim().is_empty() {
-                true => text.clone(),
-                false => self.prefixed(text).into_owned(),
-            })
-            .collect();
-        Ok(self.generate_texts(&inputs, overrides, progress)?)
+        Ok(self.generate_texts(&with_prefix(self, inputs), overrides, progress)?)
     }
+
+    fn generate_constrained(
+        &self,
+        inputs: &[String],
+        constraints: &[Vec<String>],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Generated>> {
+        let inputs = with_prefix(self, inputs);
+        Ok(self.generate_texts_constrained(&inputs, constraints, overrides, progress)?)
+    }
+}
+
+/// The summarizer's config prefix goes before every text a pipeline sends; a blank input stays
+/// blank, so it still gives an empty output without running the model.
+fn with_prefix<'i, M: Seq2Seq>(runner: &Runner<M>, inputs: &'i [String]) -> Cow<'i, [String]> {
+    if runner.prefix().is_none() {
+        return Cow::Borrowed(inputs);
+    }
+    let inputs: Vec<String> = (inputs.iter())
+        .map(|text| match text.trim().is_empty() {
+            true => text.clone(),
+            false => runner.prefixed(text).into_owned(),
+        })
+        .collect();
+    Cow::Owned(inputs)
 }

@@ -76,12 +76,14 @@ fn counts(outputs: &[Generated]) -> TokenCounts {
     }
 }
 
-/// What makes calls poolable: the same model (the same object), settings and stage.
+/// What makes calls poolable: the same model (the same object), settings and stage, and
+/// whether its inputs carry constraints (the constrained search).
 #[derive(Clone)]
 struct Kind<'m> {
     generator: &'m dyn TextGenerator,
     overrides: GenerationOverrides,
     stage: Stage,
+    constrained: bool,
 }
 
 impl Kind<'_> {
@@ -89,6 +91,7 @@ impl Kind<'_> {
         std::ptr::addr_eq(self.generator, other.generator)
             && self.stage == other.stage
             && self.overrides == other.overrides
+            && self.constrained == other.constrained
     }
 }
 
@@ -97,6 +100,8 @@ struct Parked<'m> {
     ticket: usize,
     kind: Kind<'m>,
     inputs: Vec<String>,
+    /// Per input, the texts its output must hold (empty for a call without constraints).
+    constraints: Vec<Vec<String>>,
 }
 
 /// The model calls of a group's tasks: parked until the group runs them, then answered.
@@ -117,6 +122,35 @@ impl<'m> Calls<'m> {
         overrides: &GenerationOverrides,
         stage: Stage,
     ) -> Result<Generation> {
+        self.park(generator, inputs, None, overrides, stage).await
+    }
+
+    /// As [`Calls::generate`], each output holding its input's `constraints` where the
+    /// generator can place them ([`TextGenerator::generate_constrained`]).
+    pub async fn generate_constrained(
+        &self,
+        generator: &'m dyn TextGenerator,
+        inputs: Vec<String>,
+        constraints: Vec<Vec<String>>,
+        overrides: &GenerationOverrides,
+        stage: Stage,
+    ) -> Result<Generation> {
+        assert_eq!(
+            inputs.len(),
+            constraints.len(),
+            "constraints for every input"
+        );
+        (self.park(generator, inputs, Some(constraints), overrides, stage)).await
+    }
+
+    async fn park(
+        &self,
+        generator: &'m dyn TextGenerator,
+        inputs: Vec<String>,
+        constraints: Option<Vec<Vec<String>>>,
+        overrides: &GenerationOverrides,
+        stage: Stage,
+    ) -> Result<Generation> {
         if inputs.is_empty() {
             return Ok(Generation::default());
         }
@@ -125,11 +159,13 @@ impl<'m> Calls<'m> {
             generator,
             overrides: overrides.clone(),
             stage,
+            constrained: constraints.is_some(),
         };
         self.parked.borrow_mut().push(Parked {
             ticket,
             kind,
             inputs,
+            constraints: constraints.unwrap_or_default(),
         });
         poll_fn(|_| match self.answers.borrow_mut().remove(&ticket) {
             Some(answer) => Poll::Ready(answer),
@@ -171,12 +207,19 @@ fn pooled_call(kind: &Kind, calls: &[Parked], observer: &dyn Observer) -> Vec<Re
         .iter()
         .flat_map(|c| c.inputs.iter().cloned())
         .collect();
-    match engine_call(kind, &inputs, observer) {
+    let constraints: Vec<Vec<String>> = calls
+        .iter()
+        .flat_map(|c| c.constraints.iter().cloned())
+        .collect();
+    match engine_call(kind, &inputs, &constraints, observer) {
         Ok((outputs, seconds)) => split(calls, outputs, seconds),
         Err(err) if calls.len() == 1 => vec![Err(err)],
         Err(_) => calls
             .iter()
-            .map(|c| engine_call(kind, &c.inputs, observer).map(|(o, s)| Generation::of(o, s)))
+            .map(|c| {
+                let outputs = engine_call(kind, &c.inputs, &c.constraints, observer);
+                outputs.map(|(o, s)| Generation::of(o, s))
+            })
             .collect(),
     }
 }
@@ -199,14 +242,17 @@ fn split(calls: &[Parked], outputs: Vec<Generated>, seconds: f64) -> Vec<Result<
 fn engine_call(
     kind: &Kind,
     inputs: &[String],
+    constraints: &[Vec<String>],
     observer: &dyn Observer,
 ) -> Result<(Vec<Generated>, f64)> {
     let started = Instant::now();
     let (generator, stage) = (kind.generator, kind.stage);
     observer.stage(stage, 0, inputs.len());
-    let outputs = generator.generate(inputs, &kind.overrides, &|done, total| {
-        observer.stage(stage, done, total)
-    })?;
+    let progress = |done, total| observer.stage(stage, done, total);
+    let outputs = match kind.constrained {
+        true => generator.generate_constrained(inputs, constraints, &kind.overrides, &progress)?,
+        false => generator.generate(inputs, &kind.overrides, &progress)?,
+    };
     if outputs.len() != inputs.len() {
         return Err(Error::Generation(format!(
             "{} returned {} outputs for {} inputs",

@@ -64,7 +64,10 @@ impl<'a> Pipeline<'a> {
 
     /// Translates prepared sentences, guarded: sentences whose translation is degenerate
     /// (a loop, far too long, still Russian) are translated again with stricter settings, and
-    /// marked whatever the second try gives.
+    /// marked whatever the second try gives. With a glossary, a sentence whose translation
+    /// lacks one of its terms is translated again with the English side of its terms as
+    /// constraints (the constrained beam search), and so is its guard's retry; sentences
+    /// without terms are translated exactly as without a glossary.
     async fn translate_sentences(
         &self,
         translator: &'a dyn TextGenerator,
@@ -74,9 +77,22 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Vec<Translated>> {
         let overrides = &self.options.translation;
         let texts = self
-            .translate_once(translator, sentences, overrides, calls, spent)
+            .translate_once(translator, sentences, overrides, false, calls, spent)
             .await?;
         let mut translated: Vec<Translated> = texts.into_iter().map(Translated::plain).collect();
+        let constrain = !self.options.glossary.is_empty();
+        let lacking: Vec<usize> = (0..sentences.len())
+            .filter(|&i| constrain && self.lacks_terms(sentences[i], &translated[i].text))
+            .collect();
+        if !lacking.is_empty() {
+            let again: Vec<&Sentence> = lacking.iter().map(|&i| sentences[i]).collect();
+            let texts = self
+                .translate_once(translator, &again, overrides, true, calls, spent)
+                .await?;
+            for (&i, text) in lacking.iter().zip(texts) {
+                translated[i].text = text;
+            }
+        }
         let suspects: Vec<usize> = (0..sentences.len())
             .filter(|&i| {
                 self.degenerate_translation(sentences[i], &translated[i].text)
@@ -89,7 +105,7 @@ impl<'a> Pipeline<'a> {
         let retry: Vec<&Sentence> = suspects.iter().map(|&i| sentences[i]).collect();
         let stricter = guard::stricter(overrides);
         let second = self
-            .translate_once(translator, &retry, &stricter, calls, spent)
+            .translate_once(translator, &retry, &stricter, constrain, calls, spent)
             .await?;
         for (&i, text) in suspects.iter().zip(second) {
             let first = self.degenerate_translation(sentences[i], &translated[i].text);
@@ -112,13 +128,36 @@ impl<'a> Pipeline<'a> {
         guard::check_output(&sentence.original, english, Some(Script::Latin), guard)
     }
 
+    /// Whether `english` lacks the translation of a glossary term of `sentence`.
+    fn lacks_terms(&self, sentence: &Sentence, english: &str) -> bool {
+        let glossary = &self.options.glossary;
+        (glossary.find(&sentence.original).iter())
+            .any(|found| !text::glossary::holds(english, &glossary.entries()[found.entry].en))
+    }
+
+    /// The English side of the glossary terms of one piece of a sentence: its constraints.
+    fn piece_terms(&self, piece: &str) -> Vec<String> {
+        let glossary = &self.options.glossary;
+        let mut terms: Vec<String> = Vec::new();
+        for found in glossary.find(piece) {
+            let en = &glossary.entries()[found.entry].en;
+            if !terms.contains(en) {
+                terms.push(en.clone());
+            }
+        }
+        terms
+    }
+
     /// Translates prepared sentences in one call: every piece of every sentence goes to the
-    /// model, and each sentence's pieces are joined back.
+    /// model, and each sentence's pieces are joined back. `constrain`: each piece with the
+    /// glossary terms found in it as constraints (pieces without any are translated as
+    /// without a glossary).
     async fn translate_once(
         &self,
         translator: &'a dyn TextGenerator,
         sentences: &[&Sentence],
         overrides: &GenerationOverrides,
+        constrain: bool,
         calls: &Calls<'a>,
         spent: &mut Spent,
     ) -> Result<Vec<String>> {
@@ -126,9 +165,14 @@ impl<'a> Pipeline<'a> {
             .iter()
             .flat_map(|s| s.pieces.iter().map(|p| p.text.clone()))
             .collect();
-        let generation = calls
-            .generate(translator, pieces, overrides, Stage::Translate)
-            .await?;
+        let generation = match constrain {
+            true => {
+                let terms = pieces.iter().map(|p| self.piece_terms(p)).collect();
+                let stage = Stage::Translate;
+                (calls.generate_constrained(translator, pieces, terms, overrides, stage)).await?
+            }
+            false => (calls.generate(translator, pieces, overrides, Stage::Translate)).await?,
+        };
         *spent += generation.spent;
         let mut translated = generation.texts.as_slice();
         let joined = sentences

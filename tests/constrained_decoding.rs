@@ -1,0 +1,247 @@
+//! Lexically constrained decoding (issue 13) on the tiny Marian fixtures, random and trained:
+//! every constraint (a glossary term's English side as the target tokenizer encodes it) is in
+//! the output under greedy and beam settings; inputs without constraints get exactly the ids
+//! of a run without any, alone and in padded batches; constraints that cannot fit within the
+//! length limit fall back to the unconstrained output and say so.
+
+mod batch_support;
+
+use batch_support::{model_reference, repo_path};
+use candle_core::{DType, Device};
+use mtsum::generate::{GenerationOverrides, Runner};
+use mtsum::hub::ResolvedModel;
+use mtsum::loader::{self, Role};
+use mtsum::models::AnyModel;
+use mtsum::progress::Silent;
+
+fn load(name: &str, batch_tokens: Option<usize>) -> Runner<AnyModel> {
+    let resolved = ResolvedModel {
+        dir: repo_path("tests/fixtures/models").join(name),
+        repo: name.to_string(),
+        revision: None,
+        commit: None,
+        preset: None,
+    };
+    let role = Role::Generate;
+    loader::load(
+        &resolved,
+        &Device::Cpu,
+        DType::F32,
+        batch_tokens,
+        role,
+        &Silent,
+    )
+    .unwrap()
+}
+
+fn texts() -> Vec<String> {
+    let reference = model_reference("marian_tiny");
+    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+    texts.into_iter().filter(|t| !t.trim().is_empty()).collect()
+}
+
+/// English terms whose pieces the tiny vocabularies hold (no unknown token).
+const TERMS: [&str; 4] = ["Ministry", "criminal police", "the Ministry of", "police"];
+
+/// Per input: none for every third input, else one or two of [`TERMS`].
+fn terms_for(count: usize) -> Vec<Vec<String>> {
+    (0..count)
+        .map(|i| match i % 3 {
+            0 => vec![],
+            1 => vec![TERMS[i % 4].to_string()],
+            _ => vec![TERMS[i % 4].to_string(), TERMS[(i + 1) % 4].to_string()],
+        })
+        .collect()
+}
+
+fn contains(haystack: &[u32], needle: &[u32]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn overrides(beams: usize, max_new_tokens: Option<usize>) -> GenerationOverrides {
+    GenerationOverrides {
+        num_beams: Some(beams),
+        max_new_tokens,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_constraint_is_placed_and_inputs_without_any_keep_their_ids() {
+    let texts = texts();
+    let terms = terms_for(texts.len());
+    for name in ["marian_tiny", "marian_deep"] {
+        // One input per batch, and everything in one padded batch.
+        let (narrow, wide) = (load(name, Some(1)), load(name, None));
+        let unk = wide.tokenizer().unk_id();
+        let sources = wide.encode_all(&texts).unwrap();
+        let constraints: Vec<Vec<Vec<u32>>> = (terms.iter())
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| wide.encode_constraint(t).unwrap())
+                    .collect()
+            })
+            .collect();
+        for c in constraints.iter().flatten() {
+            assert!(!c.is_empty() && !c.contains(&unk), "{name}: {c:?}");
+        }
+        for beams in [1, 4] {
+            let settings = wide.resolve(&overrides(beams, None)).unwrap();
+            let plain = wide.generate_ids(&sources, &settings, &|_, _| {}).unwrap();
+            let out =
+                (wide.generate_ids_constrained(&sources, &constraints, &settings, &|_, _| {}))
+                    .unwrap();
+            let alone =
+                (narrow.generate_ids_constrained(&sources, &constraints, &settings, &|_, _| {}))
+                    .unwrap();
+            assert_eq!(out, alone, "{name}, {beams} beams: batches change nothing");
+            let mut changed = 0;
+            for (i, ((ids, placed), cs)) in out.iter().zip(&constraints).enumerate() {
+                if cs.is_empty() {
+                    assert!(!placed);
+                    assert_eq!(ids, &plain[i], "{name}, {beams} beams: input {i} untouched");
+                    continue;
+                }
+                assert!(placed, "{name}, {beams} beams: input {i} placed {cs:?}");
+                for c in cs {
+                    assert!(contains(ids, c), "{name}, {beams} beams: {c:?} in {ids:?}");
+                }
+                let text = wide.tokenizer().decode(ids).unwrap();
+                for term in &terms[i] {
+                    let whole = mtsum::text::glossary::holds(&text, term);
+                    assert!(whole, "{name}: {term:?} in {text:?}");
+                }
+                changed += usize::from(ids != &plain[i]);
+            }
+            assert!(
+                changed > 0,
+                "{name}, {beams} beams: the constraints changed outputs"
+            );
+            // Texts: the same through the text interface.
+            let generated = (wide.generate_texts_constrained(
+                &texts,
+                &terms,
+                &overrides(beams, None),
+                &|_, _| {},
+            ))
+            .unwrap();
+            for (g, (ids, _)) in generated.iter().zip(&out) {
+                assert_eq!(g.text, wide.tokenizer().decode(ids).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn constraints_that_cannot_fit_keep_the_unconstrained_output() {
+    let texts = texts();
+    let runner = load("marian_tiny", None);
+    let sources = runner.encode_all(&texts[..3]).unwrap();
+    let long = runner
+        .encode_constraint("the Ministry of criminal police")
+        .unwrap();
+    assert!(long.len() > 3, "{long:?}");
+    let constraints = vec![vec![long.clone()], vec![], vec![long]];
+    for beams in [1, 4] {
+        let settings = runner.resolve(&overrides(beams, Some(3))).unwrap();
+        let plain = runner
+            .generate_ids(&sources, &settings, &|_, _| {})
+            .unwrap();
+        let out = (runner.generate_ids_constrained(&sources, &constraints, &settings, &|_, _| {}))
+            .unwrap();
+        let expected: Vec<(Vec<u32>, bool)> = plain.into_iter().map(|ids| (ids, false)).collect();
+        assert_eq!(out, expected, "{beams} beams");
+    }
+}
+
+const TERMS_TSV: &str = "Министерство внутренних дел\tthe Ministry of\nполиция\tcriminal police\n";
+
+const WITH_TERMS: &str = "Итоги\n\nМинистерство внутренних дел сообщило о задержании. \
+Сотрудники полиции задержали подозреваемого. Суд вынес приговор.\n";
+
+const WITHOUT_TERMS: &str = "Новости\n\nСуд вынес приговор. Расследование продолжается.\n";
+
+/// `mtsum run --no-summary` with the tiny Marian over both releases, with or without the
+/// glossary; `--beams` when given.
+fn run_cli(
+    input: &std::path::Path,
+    glossary: Option<&std::path::Path>,
+    beams: Option<&str>,
+) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
+    cmd.arg("--translator")
+        .arg(repo_path("tests/fixtures/models/marian_tiny"));
+    cmd.args(["--device", "cpu", "--max-length", "24"]);
+    if let Some(beams) = beams {
+        cmd.args(["--beams", beams]);
+    }
+    cmd.args(["run", "--no-summary", "--out"])
+        .arg(out.path())
+        .arg(input);
+    if let Some(glossary) = glossary {
+        cmd.arg("--glossary").arg(glossary);
+    }
+    cmd.assert().code(0);
+    out
+}
+
+fn sentences(out: &std::path::Path, id: &str) -> Vec<mtsum::io::Bilingual> {
+    let output = batch_support::read_output(out, id);
+    output
+        .paragraphs
+        .into_iter()
+        .flat_map(|p| p.sentences)
+        .collect()
+}
+
+#[test]
+fn run_with_a_glossary_enforces_its_terms_and_leaves_other_sentences_alone() {
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(input.path().join("terms.txt"), WITH_TERMS).unwrap();
+    std::fs::write(input.path().join("plain.txt"), WITHOUT_TERMS).unwrap();
+    let glossary = input.path().join("glossary.tsv");
+    std::fs::write(&glossary, TERMS_TSV).unwrap();
+    let docs = input.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    for file in ["terms.txt", "plain.txt"] {
+        std::fs::rename(input.path().join(file), docs.join(file)).unwrap();
+    }
+    for beams in [None, Some("3")] {
+        let without = run_cli(&docs, None, beams);
+        let with = run_cli(&docs, Some(&glossary), beams);
+        let (plain_before, plain_after) = (
+            sentences(without.path(), "plain"),
+            sentences(with.path(), "plain"),
+        );
+        let en = |s: &[mtsum::io::Bilingual]| s.iter().map(|s| s.en.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            en(&plain_after),
+            en(&plain_before),
+            "{beams:?}: no terms, same text"
+        );
+        let (before, after) = (
+            sentences(without.path(), "terms"),
+            sentences(with.path(), "terms"),
+        );
+        assert_eq!(after.len(), 3);
+        for (i, sentence) in after.iter().enumerate() {
+            if sentence.terms.is_empty() {
+                assert_eq!(
+                    sentence.en, before[i].en,
+                    "{beams:?}: sentence {i} untouched"
+                );
+            }
+            for term in &sentence.terms {
+                assert!(term.met, "{beams:?}: {term:?} in {:?}", sentence.en);
+                assert!(sentence.en.contains(&term.en), "{:?}", sentence.en);
+            }
+        }
+        assert_eq!(after[0].terms.len(), 1);
+        assert_eq!(after[1].terms.len(), 1);
+        assert!(after[2].terms.is_empty());
+        let report = batch_support::read_report(with.path());
+        assert_eq!(report["terms"]["misses"], 0, "{report}");
+        assert_eq!(report["terms"]["hits"], 2, "{report}");
+    }
+}
