@@ -245,3 +245,161 @@ fn run_with_a_glossary_enforces_its_terms_and_leaves_other_sentences_alone() {
         assert_eq!(report["terms"]["hits"], 2, "{report}");
     }
 }
+
+/// A translator that enforces constraints by appending each one its stand-in output lacks,
+/// and records every constrained call's inputs with their constraints.
+struct Enforcing {
+    inner: batch_support::standin::StandIn,
+    constrained: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl mtsum::pipeline::TextGenerator for Enforcing {
+    fn info(&self) -> &mtsum::generate::ModelInfo {
+        self.inner.info()
+    }
+    fn count_tokens(&self, text: &str) -> mtsum::Result<usize> {
+        self.inner.count_tokens(text)
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.inner.max_input_tokens()
+    }
+    fn settings(&self, overrides: &GenerationOverrides) -> serde_json::Value {
+        self.inner.settings(overrides)
+    }
+    fn generate(
+        &self,
+        inputs: &[String],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> mtsum::Result<Vec<mtsum::generate::Generated>> {
+        self.inner.generate(inputs, overrides, progress)
+    }
+    fn generate_constrained(
+        &self,
+        inputs: &[String],
+        constraints: &[Vec<String>],
+        overrides: &GenerationOverrides,
+        progress: &dyn Fn(usize, usize),
+    ) -> mtsum::Result<Vec<mtsum::generate::Generated>> {
+        let mut outputs = self.inner.generate(inputs, overrides, progress)?;
+        let mut seen = self.constrained.lock().unwrap();
+        for ((output, input), terms) in outputs.iter_mut().zip(inputs).zip(constraints) {
+            seen.push((input.clone(), terms.clone()));
+            for term in terms {
+                if !mtsum::text::glossary::holds(&output.text, term) {
+                    output.text = format!("{} {term}", output.text);
+                }
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+#[test]
+fn the_pipeline_constrains_only_sentences_that_lack_a_term_and_the_summary_too() {
+    use batch_support::standin::StandIn;
+    use mtsum::pipeline::TextGenerator;
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("terms.txt"),
+        "Итоги\n\nИнтерпол и Министерство внутренних дел подписали соглашение. \
+         Расследование продолжается. Интерпол доволен.\n",
+    )
+    .unwrap();
+    let glossary =
+        "Интерпол\tInterpol\nМинистерство внутренних дел\tMinistry of Internal Affairs\n";
+    let translator = Enforcing {
+        inner: StandIn::translator(),
+        constrained: Default::default(),
+    };
+    let summarizer = StandIn::summarizer();
+    let mut options = batch_support::run_options(false);
+    options.glossary = mtsum::text::glossary::Glossary::parse("terms.tsv", glossary).unwrap();
+    let pipeline =
+        mtsum::pipeline::Pipeline::new(Some(&translator), Some(&summarizer), options).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = mtsum::io::OutputDir::create(out.path()).unwrap();
+    let items = batch_support::read_items(&[input.path().to_path_buf()]);
+    let options = mtsum::pipeline::batch::BatchOptions::default();
+    let report = mtsum::pipeline::batch::run(&pipeline, items, &dir, &options, &Silent).unwrap();
+    let expected = mtsum::pipeline::batch::TermCounts { hits: 3, misses: 0 };
+    assert_eq!(report.terms, Some(expected));
+
+    let output = batch_support::read_output(out.path(), "terms");
+    let sentences: Vec<_> = output
+        .paragraphs
+        .iter()
+        .flat_map(|p| &p.sentences)
+        .collect();
+    assert!(sentences.iter().flat_map(|s| &s.terms).all(|t| t.met));
+    // Only the first sentence lacked a term (the stand-in writes "Interpol" itself): it was
+    // constrained with both of its terms, once in the body and once as the summary (the
+    // stand-in's lead sentence). The sentence without terms is the stand-in's own.
+    let seen = translator.constrained.lock().unwrap().clone();
+    let first = "Интерпол и Министерство внутренних дел подписали соглашение.";
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (input, terms) in &seen {
+        assert_eq!(input, first);
+        assert_eq!(terms, &["Interpol", "Ministry of Internal Affairs"]);
+    }
+    let plain = StandIn::translator()
+        .generate(
+            &["Расследование продолжается.".to_string()],
+            &Default::default(),
+            &|_, _| {},
+        )
+        .unwrap();
+    assert_eq!(sentences[1].en, plain[0].text.trim());
+    // The summary (the stand-in's lead sentence) holds the ministry, and so does its English.
+    let summary = output.summary.expect("a summary");
+    assert!(
+        summary.ru.contains("Министерство внутренних дел"),
+        "{}",
+        summary.ru
+    );
+    assert!(
+        mtsum::text::glossary::holds(&summary.en, "Ministry of Internal Affairs"),
+        "{}",
+        summary.en
+    );
+}
+
+#[test]
+fn translate_lines_enforces_the_glossary_without_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let glossary = dir.path().join("glossary.tsv");
+    std::fs::write(&glossary, TERMS_TSV).unwrap();
+    let lines = "Сотрудники полиции задержали подозреваемого.\nСуд вынес приговор.\n";
+    let translate = |glossary: Option<&std::path::Path>| {
+        let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
+        cmd.arg("--translator")
+            .arg(repo_path("tests/fixtures/models/marian_tiny"));
+        cmd.args([
+            "--device",
+            "cpu",
+            "--max-length",
+            "24",
+            "translate",
+            "--lines",
+        ]);
+        if let Some(glossary) = glossary {
+            cmd.arg("--glossary").arg(glossary);
+        }
+        let output = cmd
+            .write_stdin(lines)
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        let text = String::from_utf8(output).unwrap();
+        text.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let (without, with) = (translate(None), translate(Some(&glossary)));
+    assert_eq!(with.len(), 2);
+    assert!(
+        mtsum::text::glossary::holds(&with[0], "criminal police"),
+        "{with:?}"
+    );
+    assert_eq!(with[1], without[1], "a line without terms is unchanged");
+}
