@@ -403,3 +403,105 @@ fn translate_lines_enforces_the_glossary_without_out() {
     );
     assert_eq!(with[1], without[1], "a line without terms is unchanged");
 }
+
+#[test]
+fn a_missing_number_is_constrained_and_the_warning_says_so() {
+    let input = tempfile::tempdir().unwrap();
+    let docs = input.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(
+        docs.join("numbers.txt"),
+        "Итоги\n\nЗадержаны 15 человек. Изъято 30 единиц оружия. Суд вынес приговор.\n",
+    )
+    .unwrap();
+    let out = run_cli(&docs, None, None);
+    let sentences = sentences(out.path(), "numbers");
+    // Each number is in the translation, or the warning says the constrained search could
+    // not give it (the random fixture may loop inside a word around it, and the guard refuses
+    // such a translation).
+    let mut constrained = 0;
+    for (sentence, number) in sentences.iter().zip(["15", "30"]) {
+        let held = mtsum::text::numbers::contains_form(&sentence.en, number);
+        let missing = format!("number \"{number}\" was missing from the translation; ");
+        let expected = match held {
+            true => format!("{missing}constrained to \"{number}\""),
+            false => format!("{missing}still missing when constrained to \"{number}\""),
+        };
+        match sentence.warnings.as_slice() {
+            [] => assert!(held, "{number} in {:?}", sentence.en),
+            [warning] => assert_eq!(warning, &expected, "{:?}", sentence.en),
+            more => panic!("{more:?}"),
+        }
+        constrained += usize::from(held && !sentence.warnings.is_empty());
+    }
+    assert!(
+        constrained > 0,
+        "the random fixture drops a number: {sentences:?}"
+    );
+    assert!(sentences[2].warnings.is_empty());
+    let report = batch_support::read_report(out.path());
+    assert_eq!(
+        report["counts"]["needs_review"], 1,
+        "a warning is for review"
+    );
+}
+
+#[test]
+fn names_transliterate_constrains_names_the_translation_does_not_transliterate() {
+    use batch_support::standin::StandIn;
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("names.txt"),
+        "Итоги\n\nОб этом сообщила Ирина Волк. Соглашение подписано И. П. Карташовым. \
+         Письмо получил Ю. Шток.\n",
+    )
+    .unwrap();
+    let run = |transliterate: bool| {
+        let translator = Enforcing {
+            inner: StandIn::translator(),
+            constrained: Default::default(),
+        };
+        let summarizer = StandIn::summarizer();
+        let mut options = batch_support::run_options(false);
+        options.summarize = false;
+        options.transliterate_names = transliterate;
+        // A glossary says how to write a foreign name: it is not transliterated.
+        options.glossary =
+            mtsum::text::glossary::Glossary::parse("g.tsv", "=Ю. Шток\tJ. Stock\n").unwrap();
+        let pipeline =
+            mtsum::pipeline::Pipeline::new(Some(&translator), Some(&summarizer), options).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dir = mtsum::io::OutputDir::create(out.path()).unwrap();
+        let items = batch_support::read_items(&[input.path().to_path_buf()]);
+        let options = mtsum::pipeline::batch::BatchOptions::default();
+        mtsum::pipeline::batch::run(&pipeline, items, &dir, &options, &Silent).unwrap();
+        let seen = translator.constrained.lock().unwrap().clone();
+        (sentences(out.path(), "names"), seen)
+    };
+    let (reported, seen) = run(false);
+    // Without the option only the glossary's foreign name is constrained.
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].1, ["J. Stock"]);
+    assert!(!mtsum::text::glossary::holds(
+        &reported[1].en,
+        "I. P. Kartashov"
+    ));
+
+    let (transliterated, seen) = run(true);
+    // The stand-in writes "Irina Volk" itself, and "I. P. Kartashovym": only the second is
+    // constrained, to the nominative's transliteration; Ю. Шток is left to the glossary.
+    let constrained: Vec<&Vec<String>> = seen.iter().map(|(_, c)| c).collect();
+    assert_eq!(
+        constrained,
+        [
+            &vec!["I. P. Kartashov".to_string()],
+            &vec!["J. Stock".to_string()]
+        ]
+    );
+    assert_eq!(transliterated[0].en, reported[0].en);
+    assert!(mtsum::text::glossary::holds(
+        &transliterated[1].en,
+        "I. P. Kartashov"
+    ));
+    assert!(transliterated[2].terms.iter().all(|t| t.met));
+}

@@ -300,9 +300,11 @@ fn stdout_outputs_are_pooled_and_in_input_order() {
     let out = tempfile::tempdir().unwrap();
     let (t, s) = (StandIn::translator(), StandIn::summarizer());
     let report = run_batch(&t, &s, &[samples()], out.path(), BatchOptions::default());
-    // As many model calls as `mtsum run` makes for the whole group: a couple per model.
+    // As many model calls as `mtsum run` makes for the whole group: a couple per model, and
+    // one for the constrained retries of the translations that lack a number (the stand-in
+    // keeps decimal commas).
     assert_eq!(stdout_calls, (calls(&t), calls(&s)));
-    assert!(stdout_calls.0 + stdout_calls.1 <= 4, "{stdout_calls:?}");
+    assert!(stdout_calls.0 + stdout_calls.1 <= 5, "{stdout_calls:?}");
     for output in &emitted {
         let entry = (report.releases.iter())
             .find(|e| e.id.as_deref() == Some(output.id.as_str()))

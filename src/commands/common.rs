@@ -294,3 +294,14 @@ pub fn print_stats(global: &GlobalArgs, stats: &serde_json::Value) {
         eprintln!("{stats}");
     }
 }
+
+/// What `--names` does with the person names of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NamesMode {
+    /// Report each name and how the translation rendered it.
+    #[default]
+    Report,
+    /// Also translate again, with each name's ICAO transliteration as a constraint, a
+    /// sentence whose translation lacks it (names a glossary term covers are left to it).
+    Transliterate,
+}

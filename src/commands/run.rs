@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// has their English; a term the search could not place is a warning.
     #[arg(long, value_name = "FILE")]
     pub glossary: Vec<PathBuf>,
+    /// Person names: `report` each with how the translation rendered it (in <id>.json), or
+    /// `transliterate`: also make the translation write each as its ICAO transliteration
+    /// (`И. П. Карташовым` -> `I. P. Kartashov`) where it does not, by a constrained retry.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = common::NamesMode::Report)]
+    pub names: common::NamesMode,
     /// Process only shard K of N (1-based) of the batch, by a stable hash of each release's
     /// name; `auto` reads JOB_COMPLETION_INDEX + MTSUM_SHARDS (Kubernetes Indexed Job),
     /// SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) or CI_NODE_INDEX/_TOTAL (GitLab).
@@ -113,6 +118,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         summaries: args.summaries.options(),
         output_settings: json!({ "side_by_side": args.side_by_side }),
         glossary,
+        transliterate_names: args.names == common::NamesMode::Transliterate,
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
     let items = read::read_all(&inputs, read_options);

@@ -52,6 +52,11 @@ pub struct TranslateArgs {
     /// <id>.json lists its terms and whether the translation has their English.
     #[arg(long, value_name = "FILE")]
     pub glossary: Vec<PathBuf>,
+    /// Person names: `report` each with how the translation rendered it (in <id>.json), or
+    /// `transliterate`: also make the translation write each as its ICAO transliteration
+    /// (`И. П. Карташовым` -> `I. P. Kartashov`) where it does not, by a constrained retry.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = common::NamesMode::Report)]
+    pub names: common::NamesMode,
 }
 
 pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
@@ -66,6 +71,7 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
         translation: common::overrides(global),
         output_settings: json!({ "side_by_side": args.side_by_side }),
         glossary,
+        transliterate_names: args.names == common::NamesMode::Transliterate,
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::new(models.translator(), None, options)?;

@@ -289,7 +289,8 @@ impl<M: Seq2Seq> Runner<M> {
 
     /// One output per input text, as [`Runner::generate_texts`], each holding its
     /// `constraints` (texts) where the constrained search can place them; see
-    /// [`Runner::generate_ids_constrained`].
+    /// [`Runner::generate_ids_constrained`]. A constraint with a piece the target vocabulary
+    /// lacks is left out.
     pub fn generate_texts_constrained(
         &self,
         inputs: &[String],
@@ -299,8 +300,15 @@ impl<M: Seq2Seq> Runner<M> {
     ) -> Result<Vec<Generated>> {
         let settings = self.resolve(overrides)?;
         let sources = self.encode_all(inputs)?;
+        // A constraint the target vocabulary cannot spell (an unknown piece) is dropped: the
+        // search would place the unknown token, which decodes to nothing.
+        let unk = self.tokenizer.unk_id();
+        let spelled = |c: &String| -> Result<Option<Vec<u32>>> {
+            let ids = self.encode_constraint(c)?;
+            Ok((!ids.contains(&unk)).then_some(ids))
+        };
         let ids = (constraints.iter())
-            .map(|cs| cs.iter().map(|c| self.encode_constraint(c)).collect())
+            .map(|cs| cs.iter().filter_map(|c| spelled(c).transpose()).collect())
             .collect::<Result<Vec<Vec<Vec<u32>>>>>()?;
         let outputs = self.generate_ids_constrained(&sources, &ids, &settings, progress)?;
         (sources.iter().zip(outputs))

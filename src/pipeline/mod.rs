@@ -85,6 +85,10 @@ pub struct PipelineOptions {
     pub output_settings: serde_json::Value,
     /// Terms whose translation each sentence is checked for (`--glossary`); empty for none.
     pub glossary: Glossary,
+    /// `--names transliterate`: a sentence whose translation lacks the ICAO transliteration
+    /// of one of its person names (one no glossary term covers) is translated again with it
+    /// as a constraint.
+    pub transliterate_names: bool,
 }
 
 /// The models and options of a run.
@@ -146,6 +150,10 @@ impl<'a> Pipeline<'a> {
                 "entries": glossary.entries().len(),
                 "sha256": crate::io::read::sha256_hex(glossary.canonical().as_bytes()),
             });
+        }
+        // Only when set, as the glossary.
+        if self.options.transliterate_names {
+            settings["names"] = json!("transliterate");
         }
         settings
     }

@@ -13,8 +13,14 @@ pub(super) const STILL_DEGENERATE: &str = "even with stricter settings";
 
 /// What a reviewer needs of one translated sentence: the person names of the source with
 /// their rendering in the translation, and a warning for every number of the source that the
-/// translation lacks (see `text::numbers` for the accepted English forms).
-pub(super) fn review(russian: &str, english: &str) -> (Vec<NameOut>, Vec<String>) {
+/// first translation lacked (see `text::numbers` for the accepted English forms). `constrained`:
+/// the numbers (as written, form) given to a second, constrained translation; their warnings say
+/// whether it placed them.
+pub(super) fn review(
+    russian: &str,
+    english: &str,
+    constrained: &[(String, String)],
+) -> (Vec<NameOut>, Vec<String>) {
     let names = text::names::find_names(russian)
         .into_iter()
         .map(|name| {
@@ -28,10 +34,16 @@ pub(super) fn review(russian: &str, english: &str) -> (Vec<NameOut>, Vec<String>
             }
         })
         .collect();
-    let warnings = text::numbers::missing_numbers(russian, english)
+    let missing = text::numbers::missing_numbers(russian, english);
+    let mut warnings = Vec::new();
+    for (written, form) in constrained {
+        let still = missing.iter().any(|n| &n.text == written);
+        warnings.push(text::numbers::constrained_warning(written, form, !still));
+    }
+    let unconstrained = missing
         .iter()
-        .map(text::numbers::SourceNumber::missing_warning)
-        .collect();
+        .filter(|n| !constrained.iter().any(|(written, _)| written == &n.text));
+    warnings.extend(unconstrained.map(text::numbers::SourceNumber::missing_warning));
     (names, warnings)
 }
 

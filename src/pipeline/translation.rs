@@ -2,6 +2,10 @@
 //! through the translator, guarded: a degenerate translation (a loop, far too long, still
 //! Russian) is retried with stricter settings and marked.
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+
 use super::pool::{Calls, Pool, Spent};
 use super::review::{glossary_terms, review, STILL_DEGENERATE};
 use super::{prepare_blocks, prepare_unit, Pipeline, TextGenerator};
@@ -9,6 +13,7 @@ use crate::generate::GenerationOverrides;
 use crate::guard::{self, Degenerate, Script};
 use crate::io::{Bilingual, ParagraphOut, Release};
 use crate::progress::{Observer, Stage};
+use crate::text::numbers::SourceNumber;
 use crate::text::{self, collapse_spaces, Sentence};
 use crate::Result;
 
@@ -37,7 +42,8 @@ impl<'a> Pipeline<'a> {
         let mut english = english.into_iter();
         let mut pair = |sentence: &Sentence| {
             let translated = english.next().unwrap_or_default();
-            let (names, warnings) = review(&sentence.original, &translated.text);
+            let numbers = &translated.constrained_numbers;
+            let (names, warnings) = review(&sentence.original, &translated.text, numbers);
             let glossary = &self.options.glossary;
             let terms = glossary_terms(glossary, &sentence.original, &translated.text);
             Bilingual {
@@ -64,10 +70,12 @@ impl<'a> Pipeline<'a> {
 
     /// Translates prepared sentences, guarded: sentences whose translation is degenerate
     /// (a loop, far too long, still Russian) are translated again with stricter settings, and
-    /// marked whatever the second try gives. With a glossary, a sentence whose translation
-    /// lacks one of its terms is translated again with the English side of its terms as
-    /// constraints (the constrained beam search), and so is its guard's retry; sentences
-    /// without terms are translated exactly as without a glossary.
+    /// marked whatever the second try gives. A sentence whose translation lacks one of its
+    /// numbers, or (with a glossary) the English of one of its terms, is translated again with
+    /// constraints (the constrained beam search): the English of every term of the sentence
+    /// and the first accepted English form of every missing number; the guard's retry of such
+    /// a sentence keeps them. Sentences that lack nothing are translated exactly as without a
+    /// glossary.
     async fn translate_sentences(
         &self,
         translator: &'a dyn TextGenerator,
@@ -77,37 +85,90 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Vec<Translated>> {
         let overrides = &self.options.translation;
         let texts = self
-            .translate_once(translator, sentences, overrides, false, calls, spent)
+            .translate_once(translator, sentences, overrides, None, calls, spent)
             .await?;
         let mut translated: Vec<Translated> = texts.into_iter().map(Translated::plain).collect();
-        let constrain = !self.options.glossary.is_empty();
-        let lacking: Vec<usize> = (0..sentences.len())
-            .filter(|&i| constrain && self.lacks_terms(sentences[i], &translated[i].text))
-            .collect();
-        if !lacking.is_empty() {
-            let again: Vec<&Sentence> = lacking.iter().map(|&i| sentences[i]).collect();
-            let texts = self
-                .translate_once(translator, &again, overrides, true, calls, spent)
-                .await?;
-            for (&i, text) in lacking.iter().zip(texts) {
-                translated[i].text = text;
+        // Per sentence: the constraints of each piece, and the missing numbers constrained.
+        let mut constraints: Vec<Vec<Vec<String>>> = vec![Vec::new(); sentences.len()];
+        let mut lacking = Vec::new();
+        for (i, sentence) in sentences.iter().enumerate() {
+            let missing = text::numbers::missing_numbers(&sentence.original, &translated[i].text);
+            let english = &translated[i].text;
+            let names = self.names_to_transliterate(&sentence.original);
+            let lacks_name = names
+                .iter()
+                .any(|n| !text::glossary::holds(english, &n.latin));
+            if missing.is_empty() && !lacks_name && !self.lacks_terms(sentence, english) {
+                continue;
             }
+            lacking.push(i);
+            constraints[i] = (sentence.pieces.iter())
+                .map(|piece| self.piece_constraints(&piece.text, &missing))
+                .collect();
+            // A number found in no piece (cut in two by a split) cannot be constrained.
+            let in_pieces: Vec<String> = (sentence.pieces.iter())
+                .flat_map(|p| text::numbers::source_numbers(&p.text))
+                .map(|n| n.text)
+                .collect();
+            translated[i].constrained_numbers = (missing.into_iter())
+                .filter(|n| in_pieces.contains(&n.text))
+                .map(|n| (n.text, n.accepted[0].clone()))
+                .collect();
         }
+        // One more round, its two calls parked together so that every release's pool with
+        // the others': degenerate translations again with stricter settings (and their
+        // constraints, if any), the others that lack something with their constraints.
         let suspects: Vec<usize> = (0..sentences.len())
             .filter(|&i| {
                 self.degenerate_translation(sentences[i], &translated[i].text)
                     .is_some()
             })
             .collect();
-        if suspects.is_empty() {
-            return Ok(translated);
-        }
+        let lacking: Vec<usize> = lacking
+            .into_iter()
+            .filter(|i| !suspects.contains(i))
+            .collect();
+        let pieces_of = |indices: &[usize]| -> Vec<Vec<String>> {
+            (indices.iter())
+                .flat_map(|&i| match constraints[i].is_empty() {
+                    true => vec![Vec::new(); sentences[i].pieces.len()],
+                    false => constraints[i].clone(),
+                })
+                .collect()
+        };
+        let again: Vec<&Sentence> = lacking.iter().map(|&i| sentences[i]).collect();
         let retry: Vec<&Sentence> = suspects.iter().map(|&i| sentences[i]).collect();
         let stricter = guard::stricter(overrides);
-        let second = self
-            .translate_once(translator, &retry, &stricter, constrain, calls, spent)
-            .await?;
-        for (&i, text) in suspects.iter().zip(second) {
+        let (mut spent_again, mut spent_retry) = (Spent::default(), Spent::default());
+        let (constrained, second) = both(
+            self.translate_once(
+                translator,
+                &again,
+                overrides,
+                Some(pieces_of(&lacking)),
+                calls,
+                &mut spent_again,
+            ),
+            self.translate_once(
+                translator,
+                &retry,
+                &stricter,
+                Some(pieces_of(&suspects)),
+                calls,
+                &mut spent_retry,
+            ),
+        )
+        .await;
+        *spent += spent_again;
+        *spent += spent_retry;
+        for (&i, text) in lacking.iter().zip(constrained?) {
+            // A constrained translation that is degenerate is not kept (nor retried): the
+            // sentence keeps its first translation, and its misses are reported.
+            if self.degenerate_translation(sentences[i], &text).is_none() {
+                translated[i].text = text;
+            }
+        }
+        for (&i, text) in suspects.iter().zip(second?) {
             let first = self.degenerate_translation(sentences[i], &translated[i].text);
             let again = self.degenerate_translation(sentences[i], &text);
             let guard = match (first, again) {
@@ -115,10 +176,8 @@ impl<'a> Pipeline<'a> {
                 (_, Some(again)) => format!("{again} {STILL_DEGENERATE}"),
                 (None, None) => continue,
             };
-            translated[i] = Translated {
-                text,
-                guard: Some(guard),
-            };
+            translated[i].text = text;
+            translated[i].guard = Some(guard);
         }
         Ok(translated)
     }
@@ -135,29 +194,55 @@ impl<'a> Pipeline<'a> {
             .any(|found| !text::glossary::holds(english, &glossary.entries()[found.entry].en))
     }
 
-    /// The English side of the glossary terms of one piece of a sentence: its constraints.
-    fn piece_terms(&self, piece: &str) -> Vec<String> {
+    /// With `--names transliterate`, the person names of `text` that no glossary term covers
+    /// (a glossary says how to write a name, e.g. a foreign one in Cyrillic); else none.
+    fn names_to_transliterate(&self, text: &str) -> Vec<text::names::PersonName> {
+        if !self.options.transliterate_names {
+            return Vec::new();
+        }
+        let terms = self.options.glossary.find(text);
+        let covered = |span: &std::ops::Range<usize>| {
+            (terms.iter()).any(|t| t.span.start < span.end && span.start < t.span.end)
+        };
+        (text::names::find_names(text).into_iter())
+            .filter(|name| !covered(&name.span) && !name.latin.is_empty())
+            .collect()
+    }
+
+    /// The constraints of one piece of a sentence: the English side of the glossary terms
+    /// found in it, the transliteration of its names (with `--names transliterate`), and the
+    /// first accepted English form of each of its numbers that is `missing` from the
+    /// sentence's translation.
+    fn piece_constraints(&self, piece: &str, missing: &[SourceNumber]) -> Vec<String> {
         let glossary = &self.options.glossary;
-        let mut terms: Vec<String> = Vec::new();
-        for found in glossary.find(piece) {
-            let en = &glossary.entries()[found.entry].en;
-            if !terms.contains(en) {
-                terms.push(en.clone());
+        let mut constraints: Vec<String> = Vec::new();
+        let terms = glossary.find(piece).into_iter();
+        let terms = terms.map(|found| glossary.entries()[found.entry].en.clone());
+        let names = self
+            .names_to_transliterate(piece)
+            .into_iter()
+            .map(|n| n.latin);
+        let numbers = (text::numbers::source_numbers(piece).into_iter())
+            .filter(|n| missing.iter().any(|m| m.text == n.text))
+            .map(|n| n.accepted[0].clone());
+        for constraint in terms.chain(names).chain(numbers) {
+            if !constraints.contains(&constraint) {
+                constraints.push(constraint);
             }
         }
-        terms
+        constraints
     }
 
     /// Translates prepared sentences in one call: every piece of every sentence goes to the
-    /// model, and each sentence's pieces are joined back. `constrain`: each piece with the
-    /// glossary terms found in it as constraints (pieces without any are translated as
-    /// without a glossary).
+    /// model, and each sentence's pieces are joined back. `constraints`: per piece, in order,
+    /// the texts its translation must hold (a piece without any is translated as in a call
+    /// without constraints).
     async fn translate_once(
         &self,
         translator: &'a dyn TextGenerator,
         sentences: &[&Sentence],
         overrides: &GenerationOverrides,
-        constrain: bool,
+        constraints: Option<Vec<Vec<String>>>,
         calls: &Calls<'a>,
         spent: &mut Spent,
     ) -> Result<Vec<String>> {
@@ -165,13 +250,14 @@ impl<'a> Pipeline<'a> {
             .iter()
             .flat_map(|s| s.pieces.iter().map(|p| p.text.clone()))
             .collect();
-        let generation = match constrain {
-            true => {
-                let terms = pieces.iter().map(|p| self.piece_terms(p)).collect();
-                let stage = Stage::Translate;
-                (calls.generate_constrained(translator, pieces, terms, overrides, stage)).await?
+        let stage = Stage::Translate;
+        let generation = match constraints {
+            Some(constraints) => {
+                let call =
+                    calls.generate_constrained(translator, pieces, constraints, overrides, stage);
+                call.await?
             }
-            false => (calls.generate(translator, pieces, overrides, Stage::Translate)).await?,
+            None => calls.generate(translator, pieces, overrides, stage).await?,
         };
         *spent += generation.spent;
         let mut translated = generation.texts.as_slice();
@@ -284,15 +370,45 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// One sentence's translation and what the guard made of it.
+/// One sentence's translation, what the guard made of it, and the numbers its first
+/// translation lacked that were then given as constraints: (as written in the source, the
+/// English form constrained to).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Translated {
     pub(super) text: String,
     pub(super) guard: Option<String>,
+    pub(super) constrained_numbers: Vec<(String, String)>,
 }
 
 impl Translated {
     fn plain(text: String) -> Self {
-        Translated { text, guard: None }
+        Translated {
+            text,
+            ..Translated::default()
+        }
     }
+}
+
+/// Runs two futures of one task together: both park their model calls at once, so that the
+/// group runs each kind once for all its tasks.
+async fn both<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> (A, B) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut first, mut second) = (None, None);
+    poll_fn(|cx| {
+        if first.is_none() {
+            if let Poll::Ready(out) = a.as_mut().poll(cx) {
+                first = Some(out);
+            }
+        }
+        if second.is_none() {
+            if let Poll::Ready(out) = b.as_mut().poll(cx) {
+                second = Some(out);
+            }
+        }
+        match (first.is_some(), second.is_some()) {
+            (true, true) => Poll::Ready((first.take().unwrap(), second.take().unwrap())),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }

@@ -58,6 +58,17 @@ impl SourceNumber {
     }
 }
 
+/// The warning for a number that a translation lacked and that was then given, in its English
+/// `form`, as a constraint to a second translation: `placed` says whether that one holds it.
+pub fn constrained_warning(written: &str, form: &str, placed: bool) -> String {
+    match placed {
+        true => format!("number \"{written}\" was missing from the translation; constrained to \"{form}\""),
+        false => format!(
+            "number \"{written}\" was missing from the translation; still missing when constrained to \"{form}\""
+        ),
+    }
+}
+
 const MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -532,5 +543,18 @@ mod tests {
     #[test]
     fn numbers_inside_words_are_left_out_but_after_a_hyphen_are_kept() {
         assert_eq!(texts("Модель A320 и COVID-19"), vec!["19"]);
+    }
+
+    #[test]
+    fn warnings_after_a_constrained_retry_quote_the_source_and_the_form() {
+        assert_eq!(
+            constrained_warning("12,5", "12.5", true),
+            "number \"12,5\" was missing from the translation; constrained to \"12.5\""
+        );
+        assert_eq!(
+            constrained_warning("17,3%", "17.3%", false),
+            "number \"17,3%\" was missing from the translation; still missing when constrained \
+             to \"17.3%\""
+        );
     }
 }
