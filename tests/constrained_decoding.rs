@@ -505,3 +505,45 @@ fn names_transliterate_constrains_names_the_translation_does_not_transliterate()
     ));
     assert!(transliterated[2].terms.iter().all(|t| t.met));
 }
+
+#[test]
+fn summarize_enforces_the_glossary_in_english_summaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let glossary = dir.path().join("glossary.tsv");
+    std::fs::write(&glossary, TERMS_TSV).unwrap();
+    let document = "Сотрудники полиции задержали подозреваемого. Расследование продолжается.\n";
+    let summarize = |glossary: Option<&std::path::Path>| {
+        let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
+        cmd.arg("--translator")
+            .arg(repo_path("tests/fixtures/models/marian_tiny"));
+        cmd.args([
+            "--device",
+            "cpu",
+            "--max-length",
+            "24",
+            "summarize",
+            "--lines",
+        ]);
+        cmd.args(["--lang", "en", "--extractive"]);
+        if let Some(glossary) = glossary {
+            cmd.arg("--glossary").arg(glossary);
+        }
+        let output = cmd
+            .write_stdin(document)
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(output).unwrap()
+    };
+    let (without, with) = (summarize(None), summarize(Some(&glossary)));
+    assert!(
+        !mtsum::text::glossary::holds(&without, "criminal police"),
+        "{without}"
+    );
+    assert!(
+        mtsum::text::glossary::holds(&with, "criminal police"),
+        "{with}"
+    );
+}

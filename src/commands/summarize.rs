@@ -50,6 +50,11 @@ pub struct SummarizeArgs {
     /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
+    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`), repeatable:
+    /// an English summary whose translation lacks the English of one of its terms is
+    /// translated again with the terms as constraints (constrained beam search).
+    #[arg(long, value_name = "FILE")]
+    pub glossary: Vec<PathBuf>,
     #[command(flatten)]
     pub summaries: SummaryFlags,
 }
@@ -57,6 +62,7 @@ pub struct SummarizeArgs {
 pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
+    let glossary = common::glossary(&args.glossary)?;
     let translator = args.lang != Lang::Ru || args.summaries.side() == SummarySide::En;
     let summarizer = args
         .summaries
@@ -68,6 +74,7 @@ pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
         summary: args.summaries.overrides(global),
         summaries: args.summaries.options(),
         translation: common::overrides(global),
+        glossary,
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
