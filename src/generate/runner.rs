@@ -49,14 +49,20 @@ pub struct RunnerParts<M> {
 /// positions have none; its attention cost grows with the square of the length).
 const UNBOUNDED_INPUT_TOKENS: usize = 4096;
 
+/// Most source tokens a runner accepts: the preset's limit and the model's own
+/// (max_position_embeddings), the lower of the two, else [`UNBOUNDED_INPUT_TOKENS`].
+pub fn input_limit(preset: Option<usize>, own: Option<usize>) -> usize {
+    match (preset, own) {
+        (Some(preset), Some(own)) => preset.min(own),
+        (Some(limit), None) | (None, Some(limit)) => limit,
+        (None, None) => UNBOUNDED_INPUT_TOKENS,
+    }
+}
+
 impl<M: Seq2Seq> Runner<M> {
     pub fn new(parts: RunnerParts<M>) -> Self {
-        let own_limit = parts.model.max_source_positions();
-        let max_input_tokens = match (parts.max_input_tokens, own_limit) {
-            (Some(preset), Some(own)) => preset.min(own),
-            (Some(limit), None) | (None, Some(limit)) => limit,
-            (None, None) => UNBOUNDED_INPUT_TOKENS,
-        };
+        let max_input_tokens =
+            input_limit(parts.max_input_tokens, parts.model.max_source_positions());
         let batch_tokens =
             (parts.batch_tokens).unwrap_or_else(|| schedule::default_batch_tokens(&parts.device));
         Self {
@@ -256,16 +262,7 @@ pub fn load_as(
 ) -> Result<Runner<crate::models::AnyModel>> {
     let dir = &resolved.dir;
     let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
-    let mut config = GenerationConfig::from_dir(dir)?;
-    let mut prefix = None;
-    if role == Role::Summarizer {
-        let task = TaskDefaults::summarization(dir)?;
-        config.update(&task.generation);
-        prefix = task.prefix.filter(|p| !p.is_empty());
-    }
-    if let Some(preset) = &resolved.preset {
-        config.update(&preset_defaults(preset));
-    }
+    let (config, prefix) = generation_config(dir, resolved.preset.as_ref(), role)?;
     if !config.unsupported.is_empty() && crate::progress::is_verbose_enough(1) {
         eprintln!(
             "warning: {} sets {}, which mtsum does not implement; outputs may differ from transformers'",
@@ -300,6 +297,27 @@ pub fn load_as(
     runner.dir = Some(dir.clone());
     runner.prefix = prefix;
     Ok(runner)
+}
+
+/// The generation settings of the model in `dir` for `role`, layered as [`load_as`] layers them
+/// (the flags go over them at each call), and the text put before every input (the summarizer's
+/// `prefix`). Reads only config files: `mtsum models inspect` explains them without the weights.
+pub fn generation_config(
+    dir: &std::path::Path,
+    preset: Option<&crate::hub::Preset>,
+    role: Role,
+) -> Result<(GenerationConfig, Option<String>)> {
+    let mut config = GenerationConfig::from_dir(dir)?;
+    let mut prefix = None;
+    if role == Role::Summarizer {
+        let task = TaskDefaults::summarization(dir)?;
+        config.update(&task.generation);
+        prefix = task.prefix.filter(|p| !p.is_empty());
+    }
+    if let Some(preset) = preset {
+        config.update(&preset_defaults(preset));
+    }
+    Ok((config, prefix))
 }
 
 /// The generation settings a preset's manifest adds to the repo's own config (the model card's
