@@ -12,6 +12,8 @@ use crate::device::{DTypeArg, DeviceSpec};
 const EXAMPLES: &str = "\
 Examples:
   mtsum run releases/ --out out/            translate and summarize a folder of releases
+  mtsum run releases/ --out out/ --shard 2/3   the second of three shards (or --shard auto)
+  mtsum merge out/ --out digest/            put the shards back together
   mtsum translate release.txt               English translation to stdout
   mtsum translate --lines < sentences.txt   one translated line per input line
   mtsum summarize --lines < docs.txt        one summary line per input line
@@ -78,6 +80,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Translate and summarize every release; write Markdown, JSON, a digest and a report.
     Run(commands::run::RunArgs),
+    /// Put the output folders of a sharded run (`run --shard K/N`) back together.
+    Merge(commands::merge::MergeArgs),
     /// Translate releases (or, with --lines, each input line) to English.
     Translate(commands::translate::TranslateArgs),
     /// Summarize releases (or, with --lines, each input line) in Russian and English.

@@ -13,6 +13,8 @@ pub enum Error {
     Model(#[from] crate::models::ModelError),
     #[error(transparent)]
     Input(#[from] crate::io::InputError),
+    #[error(transparent)]
+    Merge(#[from] crate::pipeline::merge::MergeError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

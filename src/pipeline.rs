@@ -8,7 +8,9 @@
 //! can batch and length-sort the segments of many releases together.
 
 pub mod batch;
+pub mod merge;
 pub mod pool;
+pub mod shard;
 
 use std::cell::RefCell;
 
@@ -183,6 +185,7 @@ impl<'a> Pipeline<'a> {
             mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
             id: release.id.clone(),
             file: file.to_string(),
+            position: None,
             source: release.source.clone(),
             date: release.date.clone(),
             url: release.url.clone(),

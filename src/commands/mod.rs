@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod common;
 pub mod generate;
+pub mod merge;
 pub mod models;
 pub mod run;
 pub mod segment;
+pub mod shard;
 pub mod summarize;
 pub mod tokenize;
 pub mod translate;
@@ -22,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
     }
     match cli.command {
         Command::Run(args) => run::execute(args, &global),
+        Command::Merge(args) => merge::execute(args, &global),
         Command::Translate(args) => translate::execute(args, &global),
         Command::Summarize(args) => summarize::execute(args, &global),
         Command::Models(cmd) => models::execute(cmd, &global),

@@ -6,6 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{self, Models, SummaryFlags};
+use super::shard::ShardArg;
 use crate::cli::{GlobalArgs, Outcome};
 use crate::io::read;
 use crate::io::OutputDir;
@@ -25,8 +26,12 @@ Examples:
   mtsum run samples/ --out out/ --extractive    fast summaries without a summarizer model
   mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
   mtsum run samples/ --out out/ --digest-order date
+  mtsum run samples/ --out out/ --shard 2/3     the second of three shards (CI matrix)
+  mtsum run samples/ --out out/ --shard auto    Kubernetes Indexed Job or Slurm array
 
 Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report.json.
+A shard writes report.shard-K-of-N.json and digest.shard-K-of-N.md/.jsonl instead, so shards
+may share one folder; `mtsum merge` puts them together.
 A rerun skips releases whose outputs are up to date (same input, models and settings).
 Exit codes: 0 all done, 1 some releases failed (the others are written), 2 fatal.
 ";
@@ -61,15 +66,22 @@ pub struct RunArgs {
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Process only shard K of N (1-based) of the batch, by a stable hash of each release's
+    /// name; `auto` reads JOB_COMPLETION_INDEX + MTSUM_SHARDS (Kubernetes Indexed Job),
+    /// SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) or CI_NODE_INDEX/_TOTAL (GitLab).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardArg>,
 }
 
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
+    let shard = args.shard.map(ShardArg::resolve).transpose()?;
     let out = OutputDir::create(&args.out)?;
     if args.dry_run {
         let items = read::read_all(&inputs, read_options);
-        return Ok(batch::check(items, &out, observer_for(global).as_ref())?.outcome());
+        let observer = observer_for(global);
+        return Ok(batch::check(items, &out, shard, observer.as_ref())?.outcome());
     }
     let summarizer = (!args.no_summary && args.summaries.needs_summarizer())
         .then(|| args.summaries.default_summarizer());
@@ -90,6 +102,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         force: args.force,
         load_seconds: models.load_seconds,
         digest_order: args.digest_order,
+        shard,
         ..BatchOptions::default()
     };
     let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;

@@ -107,6 +107,11 @@ pub struct ReleaseOutput {
     pub id: String,
     /// File stem of this release's outputs in the output folder.
     pub file: String,
+    /// Place of the release in the whole batch's input order (0-based, every input counted,
+    /// readable or not): the same in a sharded run as in one run, so `merge` can put the
+    /// shards' releases back in order. Absent for a release processed outside a batch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<usize>,
     pub source: SourceInfo,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub date: Option<String>,

@@ -19,6 +19,9 @@ const TEMP_PREFIX: &str = ".mtsum-tmp-";
 #[derive(Debug, Clone)]
 pub struct OutputDir {
     root: PathBuf,
+    /// `shard-2-of-3` in a sharded run: the digest and report are then
+    /// `digest.shard-2-of-3.md` and so on, so shards can share one folder.
+    batch_tag: Option<String>,
 }
 
 impl OutputDir {
@@ -35,7 +38,25 @@ impl OutputDir {
         remove_leftovers(root);
         Ok(OutputDir {
             root: root.to_path_buf(),
+            batch_tag: None,
         })
+    }
+
+    /// The same folder, with the digest and report named `<stem>.<tag>.<ext>` (a shard's
+    /// `shard-2-of-3`), or plainly for `None`.
+    pub fn with_batch_tag(&self, tag: Option<String>) -> OutputDir {
+        OutputDir {
+            root: self.root.clone(),
+            batch_tag: tag,
+        }
+    }
+
+    /// `DIR/<stem>.<ext>` for the batch's own files, or `DIR/<stem>.shard-K-of-N.<ext>`.
+    pub fn batch_file(&self, stem: &str, ext: &str) -> PathBuf {
+        match &self.batch_tag {
+            Some(tag) => self.root.join(format!("{stem}.{tag}.{ext}")),
+            None => self.root.join(format!("{stem}.{ext}")),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -52,6 +73,12 @@ impl OutputDir {
     pub fn write_release(&self, output: &ReleaseOutput, side_by_side: bool) -> Result<()> {
         let markdown = render_markdown(output, side_by_side);
         write_atomic(&self.path(&output.file, "md"), markdown.as_bytes())?;
+        self.write_release_json(output)
+    }
+
+    /// Writes only the release's JSON (the Markdown does not change, e.g. when only its
+    /// position in the batch moved).
+    pub fn write_release_json(&self, output: &ReleaseOutput) -> Result<()> {
         write_json(&self.path(&output.file, "json"), output)
     }
 
@@ -67,7 +94,7 @@ impl OutputDir {
     /// `digest.md` and `digest.jsonl` for the releases, in the order given.
     pub fn write_digest(&self, outputs: &[&ReleaseOutput], date: &str) -> Result<()> {
         write_atomic(
-            &self.root.join("digest.md"),
+            &self.batch_file("digest", "md"),
             render_digest_markdown(outputs, date).as_bytes(),
         )?;
         let mut lines = String::new();
@@ -76,12 +103,12 @@ impl OutputDir {
             lines.push_str(&entry);
             lines.push('\n');
         }
-        write_atomic(&self.root.join("digest.jsonl"), lines.as_bytes())
+        write_atomic(&self.batch_file("digest", "jsonl"), lines.as_bytes())
     }
 
     /// `report.json`.
     pub fn write_report(&self, report: &impl Serialize) -> Result<()> {
-        write_json(&self.root.join("report.json"), report)
+        write_json(&self.batch_file("report", "json"), report)
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::pool::{Calls, Group};
+use super::shard::{Plan, Shard, ShardInfo};
 use super::Pipeline;
 use crate::cli::Outcome;
-use crate::io::names::NameAllocator;
 use crate::io::output::{ModelsUsed, TokenCounts};
 use crate::io::{OutputDir, ReadFailure, ReadItem, Release, ReleaseOutput};
 use crate::progress::{chain, Finished, Observer};
@@ -42,6 +42,8 @@ pub struct BatchOptions {
     /// Segments a group of releases gathers before it is processed ([`POOL_SEGMENTS`]); 1
     /// processes each release alone.
     pub pool_segments: usize,
+    /// `--shard K/N`: process only the releases this shard owns (see `shard`).
+    pub shard: Option<Shard>,
 }
 
 impl Default for BatchOptions {
@@ -52,6 +54,7 @@ impl Default for BatchOptions {
             load_seconds: 0.0,
             digest_order: DigestOrder::default(),
             pool_segments: POOL_SEGMENTS,
+            shard: None,
         }
     }
 }
@@ -62,6 +65,9 @@ pub struct Report {
     pub mtsum_version: String,
     pub started_at: String,
     pub finished_at: String,
+    /// A sharded run's shard, batch and owned inputs (absent when unsharded).
+    #[serde(flatten)]
+    pub sharding: Option<ShardInfo>,
     pub counts: Counts,
     /// Every release (or unreadable input) in input order.
     pub releases: Vec<ReportEntry>,
@@ -70,6 +76,9 @@ pub struct Report {
     pub throughput: Throughput,
     pub models: ModelsUsed,
     pub settings: serde_json::Value,
+    /// `merge`: the shards this report was built from.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub merged_from: Vec<super::merge::MergedShard>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +102,10 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportEntry {
     pub id: Option<String>,
+    /// Place in the whole batch's input order (0-based, every input counted), the same in a
+    /// sharded run as in one run.
+    #[serde(default)]
+    pub position: usize,
     /// `path` or `path:line`.
     pub source: String,
     /// File stem of the outputs (`<file>.md`, `<file>.json`), when written.
@@ -130,7 +143,7 @@ pub struct Throughput {
 
 impl Counts {
     /// The counts of the report's entries (`--dry-run`'s checked ones count only in `total`).
-    fn of(entries: &[ReportEntry]) -> Counts {
+    pub(crate) fn of(entries: &[ReportEntry]) -> Counts {
         let count = |status| entries.iter().filter(|e| e.status == status).count();
         Counts {
             total: entries.len(),
@@ -197,20 +210,25 @@ pub fn run(
 ) -> Result<Report> {
     let started_at = SystemTime::now();
     let started = Instant::now();
+    let plan = Plan::new(&items, options.shard);
+    let out = &out.with_batch_tag(options.shard.map(|s| s.file_tag()));
     let mut batch = Batch {
         pipeline,
         out,
         options,
         observer,
-        names: NameAllocator::default(),
+        plan: &plan,
         records: Vec::new(),
         tokens: TokenCounts::default(),
         generation_seconds: 0.0,
     };
-    observer.batch_started(items.len());
+    observer.batch_started(plan.owned_count());
     let calls = Calls::default();
     let mut group = Group::new(&calls);
     for (index, item) in items.into_iter().enumerate() {
+        if !plan.owns(index) {
+            continue;
+        }
         let Some(job) = batch.admit(index, item) else {
             continue;
         };
@@ -242,7 +260,7 @@ pub enum DigestOrder {
 
 /// The outputs in digest order. Dates are compared as given (ISO dates sort as text), and
 /// the sort is stable, so equal or missing dates keep the input order.
-fn digest_order<'o>(
+pub(crate) fn digest_order<'o>(
     outputs: impl Iterator<Item = &'o ReleaseOutput>,
     order: DigestOrder,
 ) -> Vec<&'o ReleaseOutput> {
@@ -255,27 +273,39 @@ fn digest_order<'o>(
 
 /// `run --dry-run`: reads every input and writes a report of what would be processed (and
 /// under which file name) and what cannot be read. Loads no model, writes no release.
-pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> Result<Report> {
+/// With `shard`, only the inputs that shard owns are checked.
+pub fn check(
+    items: Vec<ReadItem>,
+    out: &OutputDir,
+    shard: Option<Shard>,
+    observer: &dyn Observer,
+) -> Result<Report> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let mut names = NameAllocator::default();
+    let plan = Plan::new(&items, shard);
+    let out = &out.with_batch_tag(shard.map(|s| s.file_tag()));
     let (mut releases, mut failures) = (Vec::new(), Vec::new());
-    observer.batch_started(items.len());
-    for item in items {
+    observer.batch_started(plan.owned_count());
+    for (position, item) in items.into_iter().enumerate() {
+        if !plan.owns(position) {
+            continue;
+        }
         match item {
             Ok(release) => {
                 let what = describe(&release);
                 observer.release_finished(&release.id, &Finished::Checked { what });
                 releases.push(ReportEntry {
                     id: Some(release.id.clone()),
+                    position,
                     source: location(&release),
-                    file: Some(names.allocate(&release.id)),
+                    file: plan.file(position).map(str::to_string),
                     status: Status::Checked,
                     warnings: warnings(&release),
                 });
             }
             Err(failure) => {
-                let entry = failed_entry(&failure);
+                let mut entry = failed_entry(&failure);
+                entry.0.position = position;
                 observer.release_finished(
                     &entry.1.release,
                     &Finished::Failed {
@@ -292,6 +322,10 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
         mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: iso_time(started_at),
         finished_at: iso_time(SystemTime::now()),
+        sharding: plan.info(
+            &ModelsUsed::default(),
+            &serde_json::json!({ "dry_run": true }),
+        ),
         counts: Counts::of(&releases),
         releases,
         failures,
@@ -302,6 +336,7 @@ pub fn check(items: Vec<ReadItem>, out: &OutputDir, observer: &dyn Observer) -> 
         throughput: Throughput::default(),
         models: ModelsUsed::default(),
         settings: serde_json::json!({ "dry_run": true }),
+        merged_from: Vec::new(),
     };
     out.write_report(&report)?;
     Ok(report)
@@ -350,6 +385,7 @@ fn failed_entry(failure: &ReadFailure) -> (ReportEntry, Failure) {
     (
         ReportEntry {
             id: failure.id.clone(),
+            position: 0,
             source: failure.location.clone(),
             file: None,
             status: Status::Failed,
@@ -369,7 +405,8 @@ struct Batch<'a> {
     out: &'a OutputDir,
     options: &'a BatchOptions,
     observer: &'a dyn Observer,
-    names: NameAllocator,
+    /// Every input's name and owner.
+    plan: &'a Plan,
     /// What became of every input, in the order they were recorded: a group's releases are
     /// recorded after the inputs read while the group filled.
     records: Vec<Record>,
@@ -415,28 +452,46 @@ impl Batch<'_> {
         let release = match item {
             Ok(release) => release,
             Err(failure) => {
-                let (entry, failure) = failed_entry(&failure);
+                let (mut entry, failure) = failed_entry(&failure);
+                entry.position = index;
                 self.observer.release_started(index, &failure.release);
                 self.record_failure(index, entry, failure);
                 return None;
             }
         };
         self.observer.release_started(index, &release.id);
-        let file = self.names.allocate(&release.id);
-        let Some(previous) = self.up_to_date(&release, &file) else {
+        let file = self.plan.file(index).unwrap_or_default().to_string();
+        let Some(mut previous) = self.up_to_date(&release, &file) else {
             return Some(Job {
                 index,
                 release,
                 file,
             });
         };
-        let entry = ReportEntry {
+        let mut entry = ReportEntry {
             id: Some(release.id.clone()),
+            position: index,
             source: location(&release),
             file: Some(file),
             status: Status::Skipped,
             warnings: warnings(&release),
         };
+        // The release's place in the batch may have moved (inputs added or removed): its JSON
+        // says where it is now, the only part of it that does not come from the fingerprint.
+        if previous.position != Some(index) {
+            previous.position = Some(index);
+            if let Err(err) = self.out.write_release_json(&previous) {
+                let failure = Failure {
+                    release: release.id.clone(),
+                    source: entry.source.clone(),
+                    reason: chain(&err),
+                    hint: "check that the output folder is writable".into(),
+                };
+                (entry.file, entry.status) = (None, Status::Failed);
+                self.record_failure(index, entry, failure);
+                return None;
+            }
+        }
         self.record(index, entry, None, Some(previous));
         self.observer
             .release_finished(&release.id, &Finished::Skipped);
@@ -452,7 +507,8 @@ impl Batch<'_> {
 
     /// Writes a processed release (Markdown, then JSON) and records it, or records its failure.
     fn write(&mut self, job: Job, done: Result<ReleaseOutput>) {
-        let done = done.and_then(|output| {
+        let done = done.and_then(|mut output| {
+            output.position = Some(job.index);
             self.out.write_release(&output, self.options.side_by_side)?;
             Ok(output)
         });
@@ -463,6 +519,7 @@ impl Batch<'_> {
         } = job;
         let mut entry = ReportEntry {
             id: Some(release.id.clone()),
+            position: index,
             source: location(&release),
             file: None,
             status: Status::Failed,
@@ -532,10 +589,12 @@ impl Batch<'_> {
             .into_iter()
             .map(|record| (record.entry, record.failure))
             .unzip();
+        let (models, settings) = (self.pipeline.models(), self.pipeline.settings());
         Report {
             mtsum_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: iso_time(started_at),
             finished_at: iso_time(SystemTime::now()),
+            sharding: self.plan.info(&models, &settings),
             counts: Counts::of(&entries),
             releases: entries,
             failures: failures.into_iter().flatten().collect(),
@@ -545,8 +604,9 @@ impl Batch<'_> {
                 total_seconds: started.elapsed().as_secs_f64(),
             },
             throughput: Throughput::new(self.tokens, self.generation_seconds),
-            models: self.pipeline.models(),
-            settings: self.pipeline.settings(),
+            models,
+            settings,
+            merged_from: Vec::new(),
         }
     }
 }
