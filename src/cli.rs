@@ -1,13 +1,21 @@
-//! The command line: clap structs for the global flags and the subcommands, and the mapping of
-//! outcomes to exit codes (0 all done, 1 some items failed, 2 fatal). Each subcommand's own
-//! flags live beside its implementation in `commands/`.
+//! The command line: clap structs for the global flags and the subcommands, the value enums
+//! the flags take, and their mapping into the library's plain option structs (load options,
+//! verbosity, hub options, summary options). Only this module and `commands/` know clap; the
+//! library below them sees plain values. Each subcommand's own flags live beside its
+//! implementation in `commands/`; exit codes are [`crate::outcome`]'s.
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use candle_core::DType;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
-use crate::device::{DTypeArg, DeviceSpec};
+use crate::device::DeviceSpec;
+use crate::hub::HubOptions;
+use crate::loader::LoadOptions;
+use crate::pipeline::batch::DigestOrder;
+use crate::progress::Verbosity;
+use crate::summary::{SummaryLength, SummarySide};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -45,7 +53,7 @@ pub struct GlobalArgs {
     pub device: DeviceSpec,
     /// Floating-point type (default: f32 on the CPU, f16 on a GPU).
     #[arg(long, global = true, value_enum)]
-    pub dtype: Option<DTypeArg>,
+    pub dtype: Option<DTypeFlag>,
     /// CPU threads to use (default: all cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
@@ -76,6 +84,111 @@ pub struct GlobalArgs {
     pub stats: bool,
 }
 
+impl GlobalArgs {
+    /// `--quiet` / `--verbose`.
+    pub fn verbosity(&self) -> Verbosity {
+        if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        }
+    }
+
+    /// `--offline`, and download progress bars unless `--quiet`.
+    pub fn hub_options(&self) -> HubOptions {
+        HubOptions {
+            offline: self.offline,
+            progress: !self.quiet,
+            ..HubOptions::default()
+        }
+    }
+
+    /// Where and how models are loaded: hub options, `--device`, `--dtype`, `--batch-tokens`.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            hub: self.hub_options(),
+            device: self.device,
+            dtype: self.dtype.map(DType::from),
+            batch_tokens: self.batch_tokens,
+        }
+    }
+}
+
+/// `--dtype`: the floating-point type of the weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeFlag {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<DTypeFlag> for DType {
+    fn from(flag: DTypeFlag) -> DType {
+        match flag {
+            DTypeFlag::F32 => DType::F32,
+            DTypeFlag::F16 => DType::F16,
+            DTypeFlag::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// `--summary-length`: mapped to the generated-token bounds of the summarizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryLengthFlag {
+    Short,
+    Medium,
+    Long,
+}
+
+impl From<SummaryLengthFlag> for SummaryLength {
+    fn from(flag: SummaryLengthFlag) -> SummaryLength {
+        match flag {
+            SummaryLengthFlag::Short => SummaryLength::Short,
+            SummaryLengthFlag::Medium => SummaryLength::Medium,
+            SummaryLengthFlag::Long => SummaryLength::Long,
+        }
+    }
+}
+
+/// `--summarize-from`: which side the summarizer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummarySideFlag {
+    /// Summarize the Russian original, then translate the summary (errors of the translation
+    /// are not summarized).
+    Ru,
+    /// Summarize the English translation with an English summarizer.
+    En,
+}
+
+impl From<SummarySideFlag> for SummarySide {
+    fn from(flag: SummarySideFlag) -> SummarySide {
+        match flag {
+            SummarySideFlag::Ru => SummarySide::Ru,
+            SummarySideFlag::En => SummarySide::En,
+        }
+    }
+}
+
+/// `--digest-order`: the order of releases in the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DigestOrderFlag {
+    /// As the inputs were read.
+    Input,
+    /// By date, oldest first; releases without a date follow in input order.
+    Date,
+}
+
+impl From<DigestOrderFlag> for DigestOrder {
+    fn from(flag: DigestOrderFlag) -> DigestOrder {
+        match flag {
+            DigestOrderFlag::Input => DigestOrder::Input,
+            DigestOrderFlag::Date => DigestOrder::Date,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Translate and summarize every release; write Markdown, JSON, a digest and a report.
@@ -99,24 +212,14 @@ pub enum Command {
     Bench(commands::bench::BenchArgs),
 }
 
-/// How a command ended when it did not fail outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything processed.
-    Done,
-    /// Some items failed; the others were written.
-    SomeFailed,
-}
-
 /// Parses the command line, runs the command and maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::dispatch(cli) {
-        Ok(Outcome::Done) => ExitCode::from(0),
-        Ok(Outcome::SomeFailed) => ExitCode::from(1),
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(err) => {
             eprintln!("error: {}", crate::progress::chain(&err));
-            ExitCode::from(2)
+            ExitCode::from(crate::outcome::FATAL)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `--device` and `--dtype`: parsing the user's choice and turning it into candle's types.
+//! Where models run: the user's choice of device (parsed from its name) opened as candle's
+//! device, and the floating-point type chosen for it.
 
 use std::str::FromStr;
 
@@ -70,28 +71,10 @@ impl DeviceSpec {
     }
 }
 
-/// The floating-point type of the weights and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DTypeArg {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl DTypeArg {
-    pub fn to_dtype(self) -> DType {
-        match self {
-            Self::F32 => DType::F32,
-            Self::F16 => DType::F16,
-            Self::Bf16 => DType::BF16,
-        }
-    }
-}
-
 /// f32 on the CPU (exact parity with transformers), f16 on a GPU, unless the user chose.
-pub fn choose_dtype(device: &Device, chosen: Option<DTypeArg>) -> DType {
+pub fn choose_dtype(device: &Device, chosen: Option<DType>) -> DType {
     match chosen {
-        Some(d) => d.to_dtype(),
+        Some(d) => d,
         None if device.is_cpu() => DType::F32,
         None => DType::F16,
     }

@@ -1,5 +1,7 @@
-//! One error type for the library. Each area keeps its own enum (so messages stay next to the
-//! code that knows the cause); this one wraps them and keeps the source chain.
+//! The crate-wide error. Each layer keeps its own enum (`HubError`, `TokenizeError`,
+//! `ModelError`, `GenerateError`, `InputError`, `OutputError`), so messages stay next to the
+//! code that knows the cause and no layer looks up to this one; this one wraps them, keeps the
+//! source chain, and adds what only the pipeline and the command line can say.
 
 use std::path::PathBuf;
 
@@ -12,9 +14,15 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] crate::models::ModelError),
     #[error(transparent)]
+    Generate(#[from] crate::generate::GenerateError),
+    #[error(transparent)]
     Input(#[from] crate::io::InputError),
     #[error(transparent)]
-    Merge(#[from] crate::pipeline::merge::MergeError),
+    Output(#[from] crate::io::OutputError),
+    /// Shards that cannot be merged (`pipeline::merge::MergeError`, which converts itself into
+    /// this variant so that this module need not look up to the pipeline).
+    #[error(transparent)]
+    Merge(Box<dyn std::error::Error + Send + Sync>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -25,12 +33,6 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Usage(String),
-    #[error("output folder {path} is not writable: {source}")]
-    OutputNotWritable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A generation step failed for one release (the batch goes on with the others).
     #[error("{0}")]
     Generation(String),

@@ -1,37 +1,28 @@
 //! Progress and messages: indicatif bars on a terminal, plain log lines otherwise.
 //!
-//! The pipeline reports to an `Observer`; the binary picks how that looks: bars (a batch bar
-//! with ETA and a stage bar with tokens per second) when stderr is a terminal, one plain line
-//! per release when it is not (CI logs), only errors with `--quiet`. Messages go through the
-//! bars' own printer, so they never tear a bar.
+//! The pipeline and the loader report to an `Observer`; the binary picks how that looks, from a
+//! plain [`Verbosity`]: bars (a batch bar with ETA and a stage bar with tokens per second) when
+//! stderr is a terminal, one plain line per release when it is not (CI logs), only errors when
+//! quiet. Messages go through the bars' own printer, so they never tear a bar.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::GlobalArgs;
-use crate::io::output::TokenCounts;
+use crate::generate::TokenCounts;
 
-static LEVEL: AtomicU8 = AtomicU8::new(1);
-
-/// Sets the verbosity from `--quiet` / `--verbose`.
-pub fn init(global: &GlobalArgs) {
-    let level = if global.quiet {
-        0
-    } else if global.verbose {
-        2
-    } else {
-        1
-    };
-    LEVEL.store(level, Ordering::Relaxed);
-}
-
-/// Whether ordinary progress messages are shown (not `--quiet`).
-pub fn is_verbose_enough(level: u8) -> bool {
-    LEVEL.load(Ordering::Relaxed) >= level
+/// How much the user wants to hear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Only errors.
+    Quiet,
+    /// Progress and warnings.
+    #[default]
+    Normal,
+    /// Also one line per model call.
+    Verbose,
 }
 
 /// Formats an error with its whole source chain: `outer: inner: root`.
@@ -100,22 +91,13 @@ pub trait Observer: Send + Sync {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// The observer the command line asks for: bars on a terminal, log lines otherwise, errors
-/// only with `--quiet`.
-pub fn observer_for(global: &GlobalArgs) -> Box<dyn Observer> {
-    let verbose = global.verbose;
-    if global.quiet {
-        Box::new(LogLines {
-            quiet: true,
-            verbose,
-        })
-    } else if std::io::stderr().is_terminal() {
+/// The observer for `verbosity`: bars on a terminal, log lines otherwise, errors only when
+/// quiet.
+pub fn observer_for(verbosity: Verbosity) -> Box<dyn Observer> {
+    if verbosity != Verbosity::Quiet && std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(LogLines {
-            quiet: false,
-            verbose,
-        })
+        Box::new(LogLines::new(verbosity))
     }
 }
 
@@ -124,6 +106,17 @@ pub fn observer_for(global: &GlobalArgs) -> Box<dyn Observer> {
 pub struct LogLines {
     quiet: bool,
     verbose: bool,
+}
+
+impl LogLines {
+    /// Plain lines at `verbosity`; also what shows messages while no bar is drawn yet (model
+    /// loading).
+    pub fn new(verbosity: Verbosity) -> Self {
+        LogLines {
+            quiet: verbosity == Verbosity::Quiet,
+            verbose: verbosity == Verbosity::Verbose,
+        }
+    }
 }
 
 impl Observer for LogLines {

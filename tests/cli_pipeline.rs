@@ -6,11 +6,11 @@ mod batch_support;
 
 use batch_support::standin::{transliterate, Role, StandIn};
 use batch_support::*;
-use mtsum::cli::Outcome;
 use mtsum::io::BlockKind;
-use mtsum::pipeline::batch::BatchOptions;
+use mtsum::pipeline::batch::{BatchOptions, POOL_SEGMENTS};
 use mtsum::pipeline::Pipeline;
 use mtsum::progress::Silent;
+use mtsum::Outcome;
 
 const SAMPLE_FILES: [&str; 9] = [
     "01-interpol-data-exchange",
@@ -397,10 +397,11 @@ fn translate_lines_gives_one_line_per_input_line() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut tokens = Default::default();
-    let out = pipeline
-        .translate_lines(&lines, &Silent, &mut tokens)
-        .unwrap();
+    let mut out = Vec::new();
+    pipeline.translate_lines(&lines, POOL_SEGMENTS, &Silent, |line, _| {
+        out.push(line.unwrap());
+        true
+    });
     assert_eq!(out.len(), lines.len());
     assert_eq!(out[0], "Pervaya stroka.");
     assert_eq!((out[1].as_str(), out[2].as_str()), ("", ""));
@@ -412,6 +413,70 @@ fn translate_lines_gives_one_line_per_input_line() {
     );
     // Blank lines cost nothing; 100 words against a 40-token limit go in four halves-of-halves.
     assert_eq!(t.inputs_seen().len(), 2 + 4);
+}
+
+/// `--lines` modes report per line and go on: a line the model fails on gets its error, the
+/// others their outputs, in input order; a pooled call that fails is run again call by call.
+#[test]
+fn a_failing_line_fails_alone_in_the_lines_modes() {
+    let mut t = StandIn::translator();
+    t.fail_on = Some("bad".into());
+    let pipeline = Pipeline::new(Some(&t), None, run_options(false).without_summary()).unwrap();
+    let lines: Vec<String> = ["Первая строка.", "Строка bad.", "", "Третья строка."]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut out = Vec::new();
+    pipeline.translate_lines(&lines, POOL_SEGMENTS, &Silent, |line, _| {
+        out.push(line.map_err(|e| e.to_string()));
+        true
+    });
+    assert_eq!(out.len(), lines.len());
+    assert_eq!(out[0].as_deref(), Ok("Pervaya stroka."));
+    assert!(
+        out[1].as_ref().is_err_and(|e| e.contains("cannot handle")),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2].as_deref(), Ok(""));
+    assert_eq!(out[3].as_deref(), Ok("Tretya stroka."));
+
+    let s = {
+        let mut s = StandIn::summarizer();
+        s.fail_on = Some("bad".into());
+        s
+    };
+    let t = StandIn::translator();
+    let pipeline = Pipeline::new(Some(&t), Some(&s), run_options(false)).unwrap();
+    let mut summaries = Vec::new();
+    pipeline.summarize_lines(&lines, POOL_SEGMENTS, &Silent, |summary, _| {
+        summaries.push(summary.map(|s| s.map(|s| s.ru)));
+        true
+    });
+    assert_eq!(summaries.len(), lines.len());
+    assert!(matches!(&summaries[0], Ok(Some(ru)) if !ru.is_empty()));
+    assert!(summaries[1].is_err());
+    assert!(
+        matches!(summaries[2], Ok(None)),
+        "a blank line has no summary"
+    );
+    assert!(matches!(&summaries[3], Ok(Some(ru)) if !ru.is_empty()));
+}
+
+/// `emit` returning false (stdout closed) starts no more lines.
+#[test]
+fn the_lines_modes_stop_when_nobody_reads() {
+    let t = StandIn::translator();
+    let pipeline = Pipeline::new(Some(&t), None, run_options(false).without_summary()).unwrap();
+    let lines: Vec<String> = (0..10).map(|i| format!("Строка {i}.")).collect();
+    let mut emitted = 0;
+    // Groups of one line: the pool hands over each line as soon as it waits.
+    pipeline.translate_lines(&lines, 1, &Silent, |_, _| {
+        emitted += 1;
+        emitted < 3
+    });
+    assert_eq!(emitted, 3);
+    assert!(t.inputs_seen().len() < lines.len(), "{:?}", t.inputs_seen());
 }
 
 trait WithoutSummary {

@@ -5,8 +5,11 @@ mod batch_support;
 
 use batch_support::{model_reference, repo_path};
 use candle_core::{DType, Device};
-use mtsum::generate::{runner, GenerationOverrides, TextGenerator};
+use mtsum::generate::GenerationOverrides;
 use mtsum::hub::{Preset, ResolvedModel};
+use mtsum::loader::{self, Role};
+use mtsum::pipeline::TextGenerator;
+use mtsum::progress::Silent;
 
 fn resolved(name: &str, preset_limit: Option<usize>) -> ResolvedModel {
     ResolvedModel {
@@ -27,11 +30,13 @@ fn load(
     preset_limit: Option<usize>,
     batch_tokens: Option<usize>,
 ) -> impl TextGenerator {
-    runner::load(
+    loader::load(
         &resolved(name, preset_limit),
         &Device::Cpu,
         DType::F32,
         batch_tokens,
+        Role::Generate,
+        &Silent,
     )
     .unwrap()
 }

@@ -12,10 +12,12 @@ use assert_cmd::Command;
 use batch_support::{read_json, repo_path};
 use candle_core::{DType, Device};
 use mtsum::generate::{
-    generate_batch, runner, GenerationConfig, GenerationOverrides, Origin, Role, Seq2Seq,
-    TaskDefaults, TextGenerator,
+    generate_batch, GenerationConfig, GenerationOverrides, Origin, Seq2Seq, TaskDefaults,
 };
 use mtsum::hub::ResolvedModel;
+use mtsum::loader::{self, Role};
+use mtsum::pipeline::TextGenerator;
+use mtsum::progress::Silent;
 use mtsum::tokenize::Seq2SeqTokenizer;
 use serde_json::Value;
 
@@ -125,12 +127,13 @@ fn resolved() -> ResolvedModel {
 fn as_summarizer_task_specific_params_and_prefix_apply_below_the_flags() {
     let reference = reference();
     let tokenizer = Seq2SeqTokenizer::from_dir(&repo_path(DIR)).unwrap();
-    let summarizer = runner::load_as(
+    let summarizer = loader::load(
         &resolved(),
         &Device::Cpu,
         DType::F32,
         None,
         Role::Summarizer,
+        &Silent,
     )
     .unwrap();
     assert_eq!(summarizer.prefix(), Some(" "));
@@ -188,8 +191,15 @@ fn as_summarizer_task_specific_params_and_prefix_apply_below_the_flags() {
 
 #[test]
 fn plain_generate_ignores_task_specific_params_and_prefix() {
-    let plain =
-        runner::load_as(&resolved(), &Device::Cpu, DType::F32, None, Role::Generate).unwrap();
+    let plain = loader::load(
+        &resolved(),
+        &Device::Cpu,
+        DType::F32,
+        None,
+        Role::Generate,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(plain.prefix(), None);
     let origins = plain
         .setting_origins(&GenerationOverrides::default())

@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 use batch_support::standin::{Loop, StandIn};
 use batch_support::*;
 use candle_core::{DType, Device};
-use mtsum::commands::common::each_release;
-use mtsum::generate::{runner, TextGenerator};
 use mtsum::hub::ResolvedModel;
 use mtsum::io::OutputDir;
-use mtsum::pipeline::batch::{self, BatchOptions, Report};
-use mtsum::pipeline::Pipeline;
+use mtsum::loader::{self, Role};
+use mtsum::pipeline::batch::{self, BatchOptions, Report, POOL_SEGMENTS};
+use mtsum::pipeline::TextGenerator;
+use mtsum::pipeline::{each_release, Pipeline};
 use mtsum::progress::Silent;
 use serde_json::Value;
 
@@ -244,7 +244,15 @@ fn tiny_model(name: &str) -> impl TextGenerator {
         commit: None,
         preset: None,
     };
-    runner::load(&resolved, &Device::Cpu, DType::F32, None).unwrap()
+    loader::load(
+        &resolved,
+        &Device::Cpu,
+        DType::F32,
+        None,
+        Role::Generate,
+        &Silent,
+    )
+    .unwrap()
 }
 
 fn run_models(pipeline: &Pipeline, paths: &[PathBuf], out: &Path, pool_segments: usize) -> Report {
@@ -279,8 +287,11 @@ fn stdout_outputs_are_pooled_and_in_input_order() {
         .map(|item| item.as_ref().unwrap().id.clone())
         .collect();
     let mut emitted = Vec::new();
-    let outcome = each_release(&pipeline, items, &Silent, |o| emitted.push(o.clone()));
-    assert!(matches!(outcome, mtsum::cli::Outcome::Done));
+    let outcome = each_release(&pipeline, items, &Silent, |o| {
+        emitted.push(o.clone());
+        true
+    });
+    assert!(matches!(outcome, mtsum::Outcome::Done));
     assert_eq!(
         emitted.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
         ids
@@ -318,15 +329,19 @@ fn documents_summarized_together_get_their_own_summaries() {
                 .to_string()
         })
         .collect();
-    let documents: Vec<&str> = documents.iter().map(String::as_str).collect();
     assert!(documents.len() >= 2);
     let (t, s) = (StandIn::translator(), StandIn::summarizer());
     let pipeline = Pipeline::new(Some(&t), Some(&s), run_options(false)).unwrap();
-    let mut tokens = Default::default();
-    let together = pipeline.summarize_all(&documents, &Silent, &mut tokens);
+    let mut together = Vec::new();
+    pipeline.summarize_lines(&documents, POOL_SEGMENTS, &Silent, |summary, _| {
+        together.push(summary.unwrap().expect("no blank document"));
+        true
+    });
     assert_eq!(calls(&s), 1);
+    assert_eq!(together.len(), documents.len());
+    let mut tokens = Default::default();
     for (document, summary) in documents.iter().zip(together) {
         let alone = pipeline.summarize(document, &Silent, &mut tokens).unwrap();
-        assert_eq!(summary.unwrap(), alone);
+        assert_eq!(summary, alone);
     }
 }

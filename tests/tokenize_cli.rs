@@ -164,3 +164,30 @@ fn inputs_are_read_as_segment_and_generate_read_them() {
         .code(2)
         .stderr(contains("cp1251.txt: not UTF-8").and(contains("iconv")));
 }
+
+/// A closed stdout (`mtsum tokenize ... | head -1`) ends the command quietly with exit 0: no
+/// error, no panic.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lines.txt");
+    std::fs::write(&input, "Первая строка пресс-релиза.\n".repeat(20_000)).unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mtsum"))
+        .args(["tokenize", "--model"])
+        .arg(repo_path("tests/fixtures/models/marian_tiny"))
+        .arg(&input)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `head -1` does.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with('['), "{first}");
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -7,8 +7,11 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{runner, GenerationOverrides};
+use super::stdout::Stdout;
+use crate::cli::GlobalArgs;
+use crate::commands::common::open_runner;
+use crate::generate::{GenerationOverrides, Runner};
+use crate::Outcome;
 use crate::{Error, Result};
 
 const EXAMPLES: &str = "\
@@ -75,7 +78,7 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
             "--sentences, --new-tokens and --repeat must be at least 1".into(),
         ));
     }
-    let runner = runner::open(spec, global)?;
+    let runner = open_runner(spec, global)?;
     let sources = sources(&args, &runner)?;
     let weights_mib = runner.dir().map_or(0, weights_size) as f64 / MIB;
     let modes = match global.beams {
@@ -95,7 +98,7 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
         // (--batch-tokens, default schedule::default_batch_tokens).
         let run = |batch: &[&[u32]]| -> Result<Vec<Vec<u32>>> {
             let owned: Vec<Vec<u32>> = batch.iter().map(|s| s.to_vec()).collect();
-            runner.generate_ids(&owned, &settings, &|_, _| {})
+            Ok(runner.generate_ids(&owned, &settings, &|_, _| {})?)
         };
         // Warm-up on a few inputs: page in the weights, size the allocator.
         run(&batch[..batch.len().min(4)])?;
@@ -122,19 +125,19 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
             peak_rss_mib: peak_rss_bytes() as f64 / MIB,
             weights_mib,
         };
-        report(&figures, args.json);
+        report(&figures, args.json)?;
     }
     Ok(Outcome::Done)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn report(f: &Figures, json: bool) {
+fn report(f: &Figures, json: bool) -> Result<()> {
+    let mut stdout = Stdout::lock();
     if json {
-        println!("{}", serde_json::to_string(f).expect("figures serialize"));
-        return;
+        return stdout.line(&serde_json::to_string(f).expect("figures serialize"));
     }
-    println!(
+    stdout.line(&format!(
         "{:<8} {:>4} segments x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
         f.mode,
         f.segments,
@@ -145,15 +148,12 @@ fn report(f: &Figures, json: bool) {
         f.peak_rss_mib,
         f.peak_rss_mib / f.weights_mib.max(1e-9),
         f.weights_mib,
-    );
+    ))
 }
 
 /// The batch: ids from --ids-file, or the lines of --input (or the built-in sentences)
 /// tokenized, repeated until there are `--sentences` of them.
-fn sources(
-    args: &BenchArgs,
-    runner: &runner::Runner<crate::models::AnyModel>,
-) -> Result<Vec<Vec<u32>>> {
+fn sources(args: &BenchArgs, runner: &Runner<crate::models::AnyModel>) -> Result<Vec<Vec<u32>>> {
     let base: Vec<Vec<u32>> = if let Some(path) = &args.ids_file {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         (text.lines().enumerate())
@@ -180,7 +180,7 @@ fn sources(
         };
         (lines.iter().enumerate())
             .map(|(i, l)| runner.encode(i, l))
-            .collect::<Result<_>>()?
+            .collect::<crate::generate::Result<_>>()?
     };
     if base.is_empty() {
         return Err(Error::Usage("mtsum bench: the input has no lines".into()));

@@ -1,6 +1,6 @@
 //! What the subcommands share: turning the global flags into models and generation settings,
 //! reading inputs (releases for `run`, `translate` and `summarize`; UTF-8 text for `segment`,
-//! `tokenize` and `generate`), and reporting outcomes.
+//! `tokenize` and `generate`), and reporting failed lines and `--stats`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -8,14 +8,16 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::cli::{GlobalArgs, Outcome};
-use crate::generate::{runner, GenerationOverrides, Role, TextGenerator};
-use crate::hub::{self, HubOptions};
+use super::allocator;
+use crate::cli::{GlobalArgs, SummaryLengthFlag, SummarySideFlag};
+use crate::generate::{GenerationOverrides, Runner, TokenCounts};
 use crate::io::read::{self, ReadOptions};
-use crate::io::{encoding, Input, ReadFailure, ReadItem, ReleaseOutput};
-use crate::pipeline::pool::{Calls, Group};
-use crate::pipeline::{batch, Pipeline, SummaryOptions};
-use crate::progress::{chain, Finished, Observer};
+use crate::io::{encoding, Input, ReadFailure};
+use crate::loader::{self, Role};
+use crate::models::AnyModel;
+use crate::pipeline::batch::{self, ReportTimings, Throughput};
+use crate::pipeline::{SummaryOptions, TextGenerator};
+use crate::progress::{chain, Finished, LogLines, Observer};
 use crate::summary::{SummaryLength, SummarySide};
 use crate::{Error, Result};
 
@@ -40,13 +42,14 @@ impl Models {
     /// failure is fatal (exit 2): the message names the model and the file at fault.
     pub fn load(global: &GlobalArgs, translator: bool, summarizer: Option<&str>) -> Result<Self> {
         let started = Instant::now();
-        let hub_options = HubOptions::from_global(global);
-        let device = global.device.open()?;
-        let dtype = crate::device::choose_dtype(&device, global.dtype);
+        let options = global.load_options();
+        let (device, dtype) = options.open_device()?;
+        let notes = LogLines::new(global.verbosity());
         let load = |spec: Option<&String>, default: &str, role| -> Result<Box<dyn TextGenerator>> {
             let spec = spec.map_or(default, String::as_str);
-            let resolved = hub::resolve(spec, &hub_options)?;
-            let runner = runner::load_as(&resolved, &device, dtype, global.batch_tokens, role)?;
+            let runner = allocator::loading(&device, || {
+                loader::open(spec, &options, &device, dtype, role, &notes)
+            })?;
             Ok(Box::new(runner))
         };
         let translator = match translator {
@@ -78,13 +81,24 @@ impl Models {
     }
 }
 
+/// The one model of `generate` and `bench`: `spec` resolved and loaded on the device and dtype
+/// the global flags choose.
+pub fn open_runner(spec: &str, global: &GlobalArgs) -> Result<Runner<AnyModel>> {
+    let options = global.load_options();
+    let (device, dtype) = options.open_device()?;
+    let notes = LogLines::new(global.verbosity());
+    allocator::loading(&device, || {
+        loader::open(spec, &options, &device, dtype, Role::Generate, &notes)
+    })
+}
+
 /// How summaries are made; shared by `run` and `summarize`.
 #[derive(Debug, Clone, Args)]
 pub struct SummaryFlags {
     /// Summary length: sets the summarizer's generated-token bounds (short 8-60, medium
     /// 24-120, long 48-200); without it --min-length/--max-length or the model's own apply.
     #[arg(long, value_enum, value_name = "LENGTH")]
-    pub summary_length: Option<SummaryLength>,
+    pub summary_length: Option<SummaryLengthFlag>,
     /// At most N sentences per summary (also the size of an --extractive summary; default 3).
     #[arg(long, value_name = "N")]
     pub summary_sentences: Option<usize>,
@@ -92,7 +106,7 @@ pub struct SummaryFlags {
     /// or `en`, the translation (with an English summarizer such as distilbart-cnn-12-6; the
     /// Russian summary is then the extract of source sentences that best covers it).
     #[arg(long, value_enum, default_value = "ru", value_name = "SIDE")]
-    pub summarize_from: SummarySide,
+    pub summarize_from: SummarySideFlag,
     /// Fast summaries with no summarizer model: the lead and key sentences, in both
     /// languages from the aligned translation.
     #[arg(long, conflicts_with_all = ["summary_length", "summarize_from"])]
@@ -108,15 +122,20 @@ impl SummaryFlags {
     /// The summarizer when none is named: the Russian default, or the English one for
     /// `--summarize-from en`.
     pub fn default_summarizer(&self) -> &'static str {
-        match self.summarize_from {
+        match self.side() {
             SummarySide::Ru => DEFAULT_SUMMARIZER,
             SummarySide::En => DEFAULT_ENGLISH_SUMMARIZER,
         }
     }
 
+    /// `--summarize-from`.
+    pub fn side(&self) -> SummarySide {
+        self.summarize_from.into()
+    }
+
     pub fn options(&self) -> SummaryOptions {
         SummaryOptions {
-            side: self.summarize_from,
+            side: self.side(),
             extractive: self.extractive,
             max_sentences: self.summary_sentences,
             ..SummaryOptions::default()
@@ -128,7 +147,7 @@ impl SummaryFlags {
     pub fn overrides(&self, global: &GlobalArgs) -> GenerationOverrides {
         let mut overrides = overrides(global);
         if let Some(length) = self.summary_length {
-            let (min, max) = length.token_bounds();
+            let (min, max) = SummaryLength::from(length).token_bounds();
             overrides.min_new_tokens = Some(min);
             overrides.max_new_tokens = Some(max);
         }
@@ -225,67 +244,9 @@ pub fn read_lines(
     (lines, failed)
 }
 
-/// Processes every release without an output folder, handing each output to `emit` (the
-/// stdout forms of `translate` and `summarize`) in input order. The model calls of a group of
-/// releases are pooled as in `mtsum run` (see `pipeline::pool`). Failures are reported and the
-/// rest go on.
-pub fn each_release(
-    pipeline: &Pipeline,
-    items: Vec<ReadItem>,
-    observer: &dyn Observer,
-    mut emit: impl FnMut(&ReleaseOutput),
-) -> Outcome {
-    let mut failed = 0;
-    observer.batch_started(items.len());
-    let calls = Calls::default();
-    let mut group = Group::new(&calls);
-    for (index, item) in items.into_iter().enumerate() {
-        let release = match item {
-            Ok(release) => release,
-            Err(failure) => {
-                failed += 1;
-                observer
-                    .release_finished(&failure.location, &failed_with(&failure.error.to_string()));
-                continue;
-            }
-        };
-        observer.release_started(index, &release.id);
-        let calls = &calls;
-        group.start(async move {
-            let done = pipeline.process_with(&release, &release.id, calls).await;
-            (release.id, done)
-        });
-        if group.waiting_inputs() >= batch::POOL_SEGMENTS {
-            let full = std::mem::replace(&mut group, Group::new(calls));
-            failed += emit_group(full, observer, &mut emit);
-        }
-    }
-    failed += emit_group(group, observer, &mut emit);
-    observer.batch_finished();
-    outcome(failed)
-}
-
-/// Runs a group to its end and emits its outputs in input order; returns how many failed.
-fn emit_group(
-    group: Group<'_, '_, (String, Result<ReleaseOutput>)>,
-    observer: &dyn Observer,
-    emit: &mut impl FnMut(&ReleaseOutput),
-) -> usize {
-    let mut failed = 0;
-    for (id, done) in group.finish(observer) {
-        match done {
-            Ok(output) => {
-                emit(&output);
-                let seconds = output.timings.total_seconds;
-                observer.release_finished(&id, &Finished::Processed { seconds });
-            }
-            Err(err) => {
-                failed += 1;
-                observer.release_finished(&id, &failed_with(&chain(&err)));
-            }
-        }
-    }
-    failed
+/// `--lines`: reports the failure of input line `number` (counted from 1 over all inputs).
+pub fn line_failed(observer: &dyn Observer, number: usize, err: &Error) {
+    observer.release_finished(&format!("line {number}"), &failed_with(&chain(err)));
 }
 
 fn failed_with(reason: &str) -> Finished {
@@ -294,12 +255,24 @@ fn failed_with(reason: &str) -> Finished {
     }
 }
 
-/// Done when nothing failed.
-pub fn outcome(failed: usize) -> Outcome {
-    match failed {
-        0 => Outcome::Done,
-        _ => Outcome::SomeFailed,
-    }
+/// `--stats` of the commands that write to stdout: everything after loading counts as
+/// generation time.
+pub fn print_stdout_stats(
+    global: &GlobalArgs,
+    load_seconds: f64,
+    started: Instant,
+    tokens: TokenCounts,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    let timings = ReportTimings {
+        load_seconds,
+        generation_seconds: seconds,
+        total_seconds: seconds + load_seconds,
+    };
+    print_stats(
+        global,
+        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
+    );
 }
 
 /// `--stats`: one JSON object on stderr.

@@ -3,16 +3,18 @@
 //! output line per input line. No segmentation, no task prefix, no guard: the surface on which
 //! parity with transformers' `generate()` is checked.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 
-use crate::cli::{GlobalArgs, Outcome};
+use super::stdout::Stdout;
+use crate::cli::GlobalArgs;
+use crate::commands::common::open_runner;
 use crate::commands::common::read_utf8_inputs;
-use crate::generate::{runner, GenerationOverrides};
-use crate::{Error, Result};
+use crate::generate::GenerationOverrides;
+use crate::Outcome;
+use crate::Result;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -66,24 +68,22 @@ pub fn execute(args: GenerateArgs, global: &GlobalArgs) -> Result<Outcome> {
         .iter()
         .flat_map(|(_, text)| text.lines().map(str::to_string))
         .collect();
-    let runner = runner::open(&args.model, global)?;
+    let runner = open_runner(&args.model, global)?;
     let settings = runner.resolve(&args.overrides(global))?;
     let started = Instant::now();
-    let sources = (lines.iter().enumerate())
-        .map(|(i, line)| match line.trim().is_empty() {
-            true => Ok(Vec::new()),
-            false => runner.encode(i, line),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let sources = runner.encode_all(&lines)?;
     let outputs = runner.generate_ids(&sources, &settings, &|_, _| {})?;
-    let mut out = std::io::stdout().lock();
+    let mut stdout = Stdout::lock();
     for ids in &outputs {
         let line = if args.ids {
             serde_json::to_string(ids).expect("ids serialize")
         } else {
             one_line(&runner.tokenizer().decode(ids)?)
         };
-        writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+        stdout.line(&line)?;
+        if stdout.closed() {
+            break;
+        }
     }
     if global.stats {
         let stats = serde_json::json!({

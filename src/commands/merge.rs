@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::{GlobalArgs, Outcome};
+use crate::cli::{DigestOrderFlag, GlobalArgs};
 use crate::io::OutputDir;
-use crate::pipeline::batch::DigestOrder;
 use crate::pipeline::merge::{self, MergeOptions};
-use crate::Result;
+use crate::{Outcome, Result};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -33,13 +32,13 @@ pub struct MergeArgs {
     pub out: PathBuf,
     /// Order of the merged digest, as `run --digest-order`: `input` or `date`.
     #[arg(long, value_enum, default_value = "input", value_name = "ORDER")]
-    pub digest_order: DigestOrder,
+    pub digest_order: DigestOrderFlag,
 }
 
 pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let out = OutputDir::create(&args.out)?;
     let options = MergeOptions {
-        digest_order: args.digest_order,
+        digest_order: args.digest_order.into(),
     };
     let report = merge::merge(&args.dirs, &out, &options)?;
     for failure in &report.failures {

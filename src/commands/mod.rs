@@ -1,5 +1,8 @@
-//! One module per subcommand: its flags and what it does with them.
+//! One module per subcommand: its flags and what it does with them, by turning them into the
+//! library's plain options. Also the binary's side of things the library must not decide:
+//! the allocator tuning (`allocator`) and stdout and its errors (`stdout`).
 
+pub mod allocator;
 pub mod bench;
 pub mod common;
 pub mod generate;
@@ -8,18 +11,22 @@ pub mod models;
 pub mod run;
 pub mod segment;
 pub mod shard;
+pub mod stdout;
 pub mod summarize;
 pub mod tokenize;
 pub mod translate;
 
-use crate::cli::{Cli, Command, Outcome};
-use crate::Result;
+use crate::cli::{Cli, Command};
+use crate::Outcome;
+use crate::{Error, Result};
 
 /// Applies the global flags that affect the whole process, then runs the subcommand.
 pub fn dispatch(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
-    crate::progress::init(&global);
     if let Some(n) = global.threads {
+        if n == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
         crate::models::set_threads(n)?;
     }
     match cli.command {

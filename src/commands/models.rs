@@ -2,8 +2,10 @@
 
 use clap::Subcommand;
 
-use crate::cli::{GlobalArgs, Outcome};
+use super::stdout::Stdout;
+use crate::cli::GlobalArgs;
 use crate::hub::{self, FileState, HubOptions, VerifyReport};
+use crate::Outcome;
 use crate::Result;
 
 #[derive(Debug, Subcommand)]
@@ -30,11 +32,11 @@ pub enum ModelsCommand {
 }
 
 pub fn execute(cmd: ModelsCommand, global: &GlobalArgs) -> Result<Outcome> {
-    let opts = HubOptions::from_global(global);
+    let opts = global.hub_options();
     match cmd {
         ModelsCommand::Fetch { models } => fetch(&models, global, &opts),
         ModelsCommand::List => {
-            print!("{}", list_table(&opts));
+            Stdout::lock().write(&list_table(&opts))?;
             Ok(Outcome::Done)
         }
         ModelsCommand::Verify { models, repair } => {
@@ -42,8 +44,9 @@ pub fn execute(cmd: ModelsCommand, global: &GlobalArgs) -> Result<Outcome> {
             if reports.is_empty() {
                 eprintln!("no cached models in {}", opts.cache_dir().display());
             }
+            let mut stdout = Stdout::lock();
             for report in &reports {
-                print!("{}", describe_report(report));
+                stdout.write(&describe_report(report))?;
             }
             Ok(if reports.iter().all(VerifyReport::is_good) {
                 Outcome::Done
@@ -61,15 +64,16 @@ fn fetch(models: &[String], global: &GlobalArgs, opts: &HubOptions) -> Result<Ou
     } else {
         models.to_vec()
     };
+    let mut stdout = Stdout::lock();
     for spec in &specs {
         let model = hub::resolve(spec, opts)?;
-        println!(
+        stdout.line(&format!(
             "{}@{} {} {}",
             model.repo,
             model.revision.as_deref().unwrap_or("-"),
             model.commit.as_deref().unwrap_or("-"),
             model.dir.display()
-        );
+        ))?;
     }
     Ok(Outcome::Done)
 }

@@ -7,12 +7,13 @@ use serde_json::json;
 
 use super::common::{self, Models, SummaryFlags};
 use super::shard::ShardArg;
-use crate::cli::{GlobalArgs, Outcome};
+use crate::cli::{DigestOrderFlag, GlobalArgs};
 use crate::io::read;
 use crate::io::OutputDir;
-use crate::pipeline::batch::{self, BatchOptions, DigestOrder};
+use crate::pipeline::batch::{self, BatchOptions};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::progress::observer_for;
+use crate::Outcome;
 use crate::Result;
 
 const EXAMPLES: &str = "\
@@ -62,7 +63,7 @@ pub struct RunArgs {
     /// Order of the digest: `input` (as read) or `date` (by the releases' dates, oldest
     /// first; releases without a date keep their place after the dated ones).
     #[arg(long, value_enum, default_value = "input", value_name = "ORDER")]
-    pub digest_order: DigestOrder,
+    pub digest_order: DigestOrderFlag,
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -80,13 +81,13 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     let out = OutputDir::create(&args.out)?;
     if args.dry_run {
         let items = read::read_all(&inputs, read_options);
-        let observer = observer_for(global);
+        let observer = observer_for(global.verbosity());
         return Ok(batch::check(items, &out, shard, observer.as_ref())?.outcome());
     }
     let summarizer = (!args.no_summary && args.summaries.needs_summarizer())
         .then(|| args.summaries.default_summarizer());
     let models = Models::load(global, true, summarizer)?;
-    let observer = observer_for(global);
+    let observer = observer_for(global.verbosity());
     let options = PipelineOptions {
         translate_body: true,
         summarize: !args.no_summary,
@@ -101,7 +102,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         side_by_side: args.side_by_side,
         force: args.force,
         load_seconds: models.load_seconds,
-        digest_order: args.digest_order,
+        digest_order: args.digest_order.into(),
         shard,
         ..BatchOptions::default()
     };

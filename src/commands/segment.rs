@@ -7,10 +7,11 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{GlobalArgs, Outcome};
+use crate::cli::GlobalArgs;
 use crate::commands::common::read_utf8_inputs;
 use crate::io::{read, Input};
 use crate::text::{self, Block, BlockKind};
+use crate::Outcome;
 use crate::{Error, Result};
 
 const EXAMPLES: &str = "\

@@ -1,20 +1,21 @@
 //! `mtsum summarize`: summaries only, on stdout.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
 use super::common::{self, Models, SummaryFlags};
-use crate::cli::{GlobalArgs, Outcome};
-use crate::io::output::TokenCounts;
+use super::stdout::Stdout;
+use crate::cli::GlobalArgs;
+use crate::generate::TokenCounts;
 use crate::io::{read, ReleaseOutput};
-use crate::pipeline::batch::{self, ReportTimings, Throughput};
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::batch;
+use crate::pipeline::{each_release, Pipeline, PipelineOptions};
 use crate::progress::{observer_for, Silent};
 use crate::summary::SummarySide;
-use crate::{Error, Result};
+use crate::Outcome;
+use crate::Result;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -56,7 +57,7 @@ pub struct SummarizeArgs {
 pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
-    let translator = args.lang != Lang::Ru || args.summaries.summarize_from == SummarySide::En;
+    let translator = args.lang != Lang::Ru || args.summaries.side() == SummarySide::En;
     let summarizer = args
         .summaries
         .needs_summarizer()
@@ -70,49 +71,42 @@ pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
-    let observer = observer_for(global);
+    let observer = observer_for(global.verbosity());
     let started = Instant::now();
     let mut tokens = TokenCounts::default();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = Stdout::lock();
+    let mut written = Ok(());
     let outcome = if args.lines {
-        let (lines, failed) = common::read_lines(&inputs, read_options, observer.as_ref());
-        // Lines in groups whose model calls are pooled; an empty line gives an empty line.
-        for group in lines.chunks(batch::POOL_SEGMENTS) {
-            let documents: Vec<&str> = (group.iter())
-                .map(|l| l.as_str())
-                .filter(|l| !l.trim().is_empty())
-                .collect();
-            let mut summaries =
-                (pipeline.summarize_all(&documents, &Silent, &mut tokens)).into_iter();
-            for line in group {
-                let summary = match line.trim().is_empty() {
-                    true => String::new(),
-                    false => {
-                        let s = summaries.next().expect("one summary per document")?;
-                        pick(args.lang, &s.ru, &s.en, "\t")
-                    }
-                };
-                writeln!(stdout, "{summary}").map_err(|e| Error::io("stdout", e))?;
-            }
-        }
-        common::outcome(failed)
+        let (lines, mut failed) = common::read_lines(&inputs, read_options, observer.as_ref());
+        let mut number = 0;
+        // One output line per input line: a blank line gives an empty line, and a failed one
+        // is reported and left empty.
+        pipeline.summarize_lines(&lines, batch::POOL_SEGMENTS, &Silent, |summary, spent| {
+            number += 1;
+            tokens += spent.counts;
+            let line = match summary {
+                Ok(Some(s)) => pick(args.lang, &s.ru, &s.en, "\t"),
+                Ok(None) => String::new(),
+                Err(err) => {
+                    failed += 1;
+                    common::line_failed(observer.as_ref(), number, &err);
+                    String::new()
+                }
+            };
+            written = stdout.line(&line);
+            written.is_ok() && !stdout.closed()
+        });
+        Outcome::of_failures(failed)
     } else {
         let items = read::read_all(&inputs, read_options);
-        common::each_release(&pipeline, items, observer.as_ref(), |output| {
+        each_release(&pipeline, items, observer.as_ref(), |output| {
             tokens += output.tokens;
-            let _ = write!(stdout, "{}", summary_block(args.lang, output));
+            written = stdout.write(&summary_block(args.lang, output));
+            written.is_ok() && !stdout.closed()
         })
     };
-    let seconds = started.elapsed().as_secs_f64();
-    let timings = ReportTimings {
-        load_seconds: models.load_seconds,
-        generation_seconds: seconds,
-        total_seconds: seconds + models.load_seconds,
-    };
-    common::print_stats(
-        global,
-        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
-    );
+    written?;
+    common::print_stdout_stats(global, models.load_seconds, started, tokens);
     Ok(outcome)
 }
 

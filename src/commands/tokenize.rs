@@ -3,15 +3,16 @@
 //! works on a folder holding just config.json and the tokenizer; this is how users debug a model
 //! and how we check parity with transformers.
 
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::{GlobalArgs, Outcome};
+use super::stdout::Stdout;
+use crate::cli::GlobalArgs;
 use crate::commands::common::{input_name, read_utf8_inputs};
 use crate::hub::{self, HubOptions};
 use crate::tokenize::Seq2SeqTokenizer;
+use crate::Outcome;
 use crate::{Error, Result};
 
 const EXAMPLES: &str = "\
@@ -45,20 +46,21 @@ pub fn execute(args: TokenizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     // Tokenizing needs the tokenizer files and config.json, never the weights.
     let options = HubOptions {
         tokenizer_only: true,
-        ..HubOptions::from_global(global)
+        ..global.hub_options()
     };
     let model = hub::resolve(&args.model, &options)?;
     let tokenizer = Seq2SeqTokenizer::from_dir(&model.dir)?;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut stdout = Stdout::lock();
     for (input, text) in read_utf8_inputs(&args.inputs)? {
         for (number, line) in text.lines().enumerate() {
             let written = render(&tokenizer, &args, line)
                 .map_err(|e| Error::Usage(format!("{}:{}: {e}", input_name(&input), number + 1)))?;
-            writeln!(out, "{written}").map_err(|e| Error::io("<stdout>", e))?;
+            stdout.line(&written)?;
+            if stdout.closed() {
+                return Ok(Outcome::Done);
+            }
         }
     }
-    out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(Outcome::Done)
 }
 

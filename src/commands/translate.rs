@@ -1,6 +1,5 @@
 //! `mtsum translate`: English translations only, to stdout or an output folder.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -8,13 +7,15 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{self, Models};
-use crate::cli::{GlobalArgs, Outcome};
-use crate::io::output::TokenCounts;
+use super::stdout::Stdout;
+use crate::cli::GlobalArgs;
+use crate::generate::TokenCounts;
 use crate::io::{read, BlockKind, OutputDir, ReleaseOutput};
-use crate::pipeline::batch::{self, BatchOptions, ReportTimings, Throughput};
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::batch::{self, BatchOptions, POOL_SEGMENTS};
+use crate::pipeline::{each_release, Pipeline, PipelineOptions};
 use crate::progress::observer_for;
-use crate::{Error, Result};
+use crate::Outcome;
+use crate::Result;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -60,18 +61,29 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::new(models.translator(), None, options)?;
-    let observer = observer_for(global);
+    let observer = observer_for(global.verbosity());
     let started = Instant::now();
     if args.lines {
-        let (lines, failed) = common::read_lines(&inputs, read_options, observer.as_ref());
+        let (lines, mut failed) = common::read_lines(&inputs, read_options, observer.as_ref());
         let mut tokens = TokenCounts::default();
-        let translated = pipeline.translate_lines(&lines, observer.as_ref(), &mut tokens)?;
-        let mut stdout = std::io::stdout().lock();
-        for line in translated {
-            writeln!(stdout, "{line}").map_err(|e| Error::io("stdout", e))?;
-        }
-        print_stats(global, models.load_seconds, started, tokens);
-        return Ok(common::outcome(failed));
+        let mut stdout = Stdout::lock();
+        let mut written = Ok(());
+        let mut number = 0;
+        // One output line per input line: a failed line is reported and left empty.
+        pipeline.translate_lines(&lines, POOL_SEGMENTS, observer.as_ref(), |line, spent| {
+            number += 1;
+            tokens += spent.counts;
+            let line = line.unwrap_or_else(|err| {
+                failed += 1;
+                common::line_failed(observer.as_ref(), number, &err);
+                String::new()
+            });
+            written = stdout.line(&line);
+            written.is_ok() && !stdout.closed()
+        });
+        written?;
+        common::print_stdout_stats(global, models.load_seconds, started, tokens);
+        return Ok(Outcome::of_failures(failed));
     }
     let items = read::read_all(&inputs, read_options);
     if let Some(out) = out {
@@ -86,12 +98,15 @@ pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
         return Ok(report.outcome());
     }
     let mut tokens = TokenCounts::default();
-    let mut stdout = std::io::stdout().lock();
-    let outcome = common::each_release(&pipeline, items, observer.as_ref(), |output| {
+    let mut stdout = Stdout::lock();
+    let mut written = Ok(());
+    let outcome = each_release(&pipeline, items, observer.as_ref(), |output| {
         tokens += output.tokens;
-        let _ = write!(stdout, "{}", plain_translation(output));
+        written = stdout.write(&plain_translation(output));
+        written.is_ok() && !stdout.closed()
     });
-    print_stats(global, models.load_seconds, started, tokens);
+    written?;
+    common::print_stdout_stats(global, models.load_seconds, started, tokens);
     Ok(outcome)
 }
 
@@ -110,17 +125,4 @@ fn plain_translation(output: &ReleaseOutput) -> String {
         }
     }
     text
-}
-
-fn print_stats(global: &GlobalArgs, load_seconds: f64, started: Instant, tokens: TokenCounts) {
-    let seconds = started.elapsed().as_secs_f64();
-    let timings = ReportTimings {
-        load_seconds,
-        generation_seconds: seconds,
-        total_seconds: seconds + load_seconds,
-    };
-    common::print_stats(
-        global,
-        &batch::stats_json(&timings, &Throughput::new(tokens, seconds)),
-    );
 }

@@ -26,8 +26,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::error::{GenerateError, Result};
 use super::{GenerationOverrides, SpecialTokens};
-use crate::{Error, Result};
 
 /// transformers' `max_length` when no file sets one (it then adds the decoder start token).
 const DEFAULT_MAX_NEW_TOKENS: usize = 20;
@@ -299,14 +299,14 @@ impl GenerationConfig {
             .unwrap_or_else(|| vec![special.eos]);
         let max_new_tokens = self.max_new_tokens(overrides, max_positions);
         if max_new_tokens == 0 {
-            return Err(Error::Usage(format!(
+            return Err(GenerateError::Config(format!(
                 "the maximum length leaves no token to generate ({}; use --max-length N with N >= 1)",
                 self.source
             )));
         }
         let num_beams = overrides.num_beams.or(self.num_beams).unwrap_or(1);
         if num_beams == 0 {
-            return Err(Error::Usage(match overrides.num_beams {
+            return Err(GenerateError::Config(match overrides.num_beams {
                 Some(_) => "--beams must be at least 1".into(),
                 None => format!(
                     "{}: `num_beams` is 0; it must be at least 1 (fix the file or pass --beams N)",
@@ -502,7 +502,7 @@ impl TaskDefaults {
             match value.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(Error::Usage(format!(
+                Some(other) => Err(GenerateError::Config(format!(
                     "{at}: `{key}` should be a string, found {other}; fix the file"
                 ))),
             }
@@ -520,7 +520,7 @@ impl TaskDefaults {
                 GenerationConfig::from_json_as(task, &source, Origin::TaskSpecificParams)?
             }
             Some(other) => {
-                return Err(Error::Usage(format!(
+                return Err(GenerateError::Config(format!(
                 "{source}: should be an object of generation settings, found {other}; fix the file"
             )))
             }
@@ -530,9 +530,9 @@ impl TaskDefaults {
 }
 
 fn read_json_file(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| GenerateError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| {
-        Error::Usage(format!(
+        GenerateError::Config(format!(
             "{}: not valid JSON ({e}); re-download the model",
             path.display()
         ))
@@ -550,8 +550,8 @@ impl Field<'_> {
         self.value.get(key).filter(|v| !v.is_null())
     }
 
-    fn bad(&self, key: &str, expected: &str) -> Error {
-        Error::Usage(format!(
+    fn bad(&self, key: &str, expected: &str) -> GenerateError {
+        GenerateError::Config(format!(
             "{}: `{key}` should be {expected}, found {}",
             self.source, self.value[key]
         ))

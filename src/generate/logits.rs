@@ -215,6 +215,9 @@ pub fn log_sum_exp(row: &[f32]) -> (f32, f32) {
     log_sum_exp_lanes(row)
 }
 
+/// # Safety
+///
+/// The CPU must support AVX2 (the code itself is safe; only its instructions need it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn log_sum_exp_avx2(row: &[f32]) -> (f32, f32) {

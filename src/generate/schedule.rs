@@ -3,7 +3,7 @@
 //! padding small (a batch's rows are all about as long as its longest); the budget bounds the
 //! memory of one batch whatever the lengths and beams. Results come back in input order.
 
-use crate::Result;
+use super::Result;
 
 /// Default token budget of one batch on the CPU: inputs times the longest source, and at most
 /// 2048 / 32 = 64 hypotheses (inputs times beams). Measured with `mtsum bench` (real-size

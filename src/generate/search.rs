@@ -16,8 +16,8 @@ use rayon::prelude::*;
 
 use super::config::{EarlyStopping, Settings};
 use super::logits::{greedy_choice, LogProbs, RowRule};
+use super::Result;
 use super::Seq2Seq;
-use crate::Result;
 
 /// transformers' stand-in for "impossible" in beam scores.
 const MASKED: f32 = -1.0e9;

@@ -37,13 +37,14 @@ use lock::BlobLock;
 use needs::{select, shards, CONFIG};
 use remote::{Listing, Remote, Sibling};
 
-/// How the hub is reached; built from the global flags and the HF_* environment variables.
+/// How the hub is reached; built by the command line from its flags, completed from the HF_*
+/// environment variables.
 /// The `None` fields fall back to the environment, as huggingface_hub reads it.
 #[derive(Clone, Default)]
 pub struct HubOptions {
     /// `--offline` or `HF_HUB_OFFLINE=1`: no network call at all.
     pub offline: bool,
-    /// Show download progress bars.
+    /// Show download progress bars and notes (unless `--quiet`).
     pub progress: bool,
     /// Hub URL (else `HF_ENDPOINT`, else https://huggingface.co).
     pub endpoint: Option<String>,
@@ -69,15 +70,6 @@ impl std::fmt::Debug for HubOptions {
 }
 
 impl HubOptions {
-    /// From the global flags: `--offline`, and progress bars unless `--quiet`.
-    pub fn from_global(global: &crate::cli::GlobalArgs) -> HubOptions {
-        HubOptions {
-            offline: global.offline,
-            progress: !global.quiet,
-            ..HubOptions::default()
-        }
-    }
-
     /// The cache folder these options use.
     pub fn cache_dir(&self) -> PathBuf {
         HubConfig::new(self).cache_dir
@@ -241,7 +233,7 @@ impl HubModel<'_> {
                 // Like huggingface_hub: with the hub out of reach, a complete cached snapshot
                 // of the revision is used as it is.
                 let commit = self.cached_commit().map_err(|_| err)?;
-                if crate::progress::is_verbose_enough(1) {
+                if self.config.progress {
                     eprintln!(
                         "warning: the hub is unreachable; using the cached {}@{} ({commit})",
                         self.cached.repo_id, self.revision

@@ -25,12 +25,12 @@ pub enum Family {
 impl Family {
     /// From config.json's `model_type` (or a preset's `family`).
     pub fn from_model_type(model_type: &str) -> Option<Family> {
-        match model_type {
-            "marian" => Some(Family::Marian),
-            "bart" | "mbart" => Some(Family::Bart),
-            "t5" | "mt5" => Some(Family::T5),
-            _ => None,
-        }
+        use crate::seq2seq::ModelType;
+        ModelType::parse(model_type).map(|t| match t {
+            ModelType::Marian => Family::Marian,
+            ModelType::Bart | ModelType::MBart => Family::Bart,
+            ModelType::T5 | ModelType::MT5 => Family::T5,
+        })
     }
 
     /// Reads config.json's `model_type`.

@@ -1,5 +1,6 @@
-//! Readers (txt, md, html, jsonl, stdin; encoding detection) and writers (md, json, digest,
-//! report).
+//! Files in and out: readers (txt, md, html, jsonl, stdin; encoding detection) that make
+//! releases, the output records, and writers (md, json, digest, report) with their own
+//! errors ([`InputError`], [`OutputError`]).
 
 use std::path::PathBuf;
 
@@ -15,6 +16,36 @@ pub use output::{Bilingual, ParagraphOut, ReleaseOutput, SummaryOut};
 pub use read::{Input, ReadFailure, ReadItem, ReadOptions};
 pub use release::{Block, BlockKind, Format, Release, SourceInfo};
 pub use write::OutputDir;
+
+/// Why an output could not be written; the message names the file or folder at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("output folder {path} is not writable: {source}")]
+    OutputNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OutputError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        OutputError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The result of a writer.
+pub type OutputResult<T> = std::result::Result<T, OutputError>;
 
 /// Why an input gave no release. The location (file, JSONL line) is added by `ReadFailure`.
 #[derive(Debug, thiserror::Error)]

@@ -84,21 +84,8 @@ pub struct Timings {
     pub total_seconds: f64,
 }
 
-/// Token counts for throughput figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenCounts {
-    pub segments: usize,
-    pub input_tokens: usize,
-    pub generated_tokens: usize,
-}
-
-impl std::ops::AddAssign for TokenCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.segments += other.segments;
-        self.input_tokens += other.input_tokens;
-        self.generated_tokens += other.generated_tokens;
-    }
-}
+/// What model calls cost, as every output records it.
+pub use crate::generate::TokenCounts;
 
 /// Everything known about one processed release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

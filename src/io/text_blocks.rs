@@ -10,7 +10,7 @@ use scraper::node::Node;
 use scraper::{ElementRef, Html, Selector};
 
 use super::release::{Block, BlockKind};
-use crate::text;
+use crate::text::{self, collapse_spaces};
 
 /// Elements whose content is never part of the release: page chrome and code.
 const DROPPED: &[&str] = &[
@@ -327,11 +327,6 @@ fn is_inline(name: &str) -> bool {
             | "font"
             | "nobr"
     )
-}
-
-/// Runs of whitespace (non-breaking spaces included) become one space; ends trimmed.
-pub fn collapse_spaces(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

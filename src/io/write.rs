@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::output::{Bilingual, ReleaseOutput};
 use super::release::BlockKind;
-use crate::{Error, Result};
+use super::{OutputError as Error, OutputResult as Result};
 
 /// Prefix of our temporary files; leftovers of a killed run are removed on the next start.
 const TEMP_PREFIX: &str = ".mtsum-tmp-";

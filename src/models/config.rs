@@ -10,40 +10,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::ModelError;
-use crate::generate::SpecialTokens;
-
-/// The families this crate runs, named by config.json's `model_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelType {
-    Marian,
-    Bart,
-    MBart,
-    T5,
-    MT5,
-}
+pub use crate::seq2seq::ModelType;
+use crate::seq2seq::SpecialTokens;
 
 impl ModelType {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "marian" => Some(Self::Marian),
-            "bart" => Some(Self::Bart),
-            "mbart" => Some(Self::MBart),
-            "t5" => Some(Self::T5),
-            "mt5" => Some(Self::MT5),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Marian => "marian",
-            Self::Bart => "bart",
-            Self::MBart => "mbart",
-            Self::T5 => "t5",
-            Self::MT5 => "mt5",
-        }
-    }
-
     /// The config class defaults of transformers for the fields this crate reads.
     fn defaults(self) -> Value {
         let bart_like = json!({
@@ -352,27 +322,6 @@ mod tests {
         assert_eq!(special.eos, 3);
         assert_eq!(special.pad, 7);
         assert_eq!(special.forced_eos, Some(3));
-    }
-
-    /// The real rut5_base_sum_gazeta config.json (when the shared assets are present): no
-    /// generation_config.json, decoder start 2, and no banned ids.
-    #[test]
-    fn real_rut5_config_gives_its_special_tokens() {
-        let dir =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/assets/rut5_base_sum_gazeta");
-        if !dir.join("config.json").is_file() {
-            eprintln!("skipped: {} is absent", dir.display());
-            return;
-        }
-        let cfg = ModelConfig::read(&dir).unwrap();
-        assert_eq!(cfg.model_type, ModelType::T5);
-        let special = cfg.special_tokens().unwrap();
-        assert_eq!((special.decoder_start, special.eos, special.pad), (2, 1, 0));
-        assert!(special.banned.is_empty());
-        assert_eq!(
-            cfg.config.opt_bool("tie_word_embeddings").unwrap(),
-            Some(false)
-        );
     }
 
     #[test]

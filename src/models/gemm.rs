@@ -1,6 +1,13 @@
 //! f32 products `x Wᵀ (+ b)` for the linear layers on x86-64 CPUs, with each weight matrix
 //! packed once, when the model loads, into the order the kernels read it.
 //!
+//! Safety: the SIMD kernels exist only on x86-64 (`cfg(target_arch)`), and only
+//! [`Kernel::detect`] and [`Kernel::available`] hand out a [`Kernel`] naming one, after asking
+//! the CPU; a [`Kernel`] cannot be built otherwise. So the safe [`PackedMatrix::pack`] and
+//! [`PackedMatrix::matmul_t`] can never run an instruction the CPU lacks. The portable kernel,
+//! compiled everywhere, computes the same chain in scalar code: tests and `gemm_bench` run it on
+//! every CPU, and it is what keeps every output written on a CPU with no SIMD kernel.
+//!
 //! Why our own kernels: the linear layers are nearly all of a decoder step's arithmetic (the
 //! 512 x 62,518 output layer of opus-mt alone is 59%), and the general-purpose GEMM behind
 //! candle's CPU matmul re-packs the weight at every call. `cargo run --release --example
@@ -25,28 +32,103 @@ const PANEL: usize = 32;
 /// Values of `x` multiplied by a run of panels before the next rows (512 KiB: half an L2).
 const ROW_BLOCK_VALUES: usize = 128 * 1024;
 
-/// The instruction set of the kernels, chosen at run time.
+/// A kernel this CPU runs: a token that only run-time detection creates (its field is
+/// private), so holding one proves the CPU has the instructions it uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Kernel {
+    isa: Isa,
+}
+
+/// The instruction sets with a kernel; the SIMD ones exist only where they can be compiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
     Avx512,
+    #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// Scalar fused multiply-adds: the same values, on any CPU, slowly.
+    Portable,
 }
 
 impl Kernel {
-    /// The best kernel this CPU runs; `None` where only candle's own matmul applies.
+    /// The best SIMD kernel this CPU runs; `None` where only candle's own matmul is worth
+    /// using (the portable kernel is too slow for models).
     pub fn detect() -> Option<Kernel> {
+        Self::available()
+            .into_iter()
+            .find(|k| k.isa != Isa::Portable)
+    }
+
+    /// Every kernel this CPU runs, best first; the portable one always comes last. Tests and
+    /// benchmarks compare them.
+    pub fn available() -> Vec<Kernel> {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Some(Kernel::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Some(Kernel::Avx2);
-            }
+        let simd = [
+            (std::arch::is_x86_feature_detected!("avx512f"), Isa::Avx512),
+            (
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma"),
+                Isa::Avx2,
+            ),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd: [(bool, Isa); 0] = [];
+        let detected = simd.into_iter().filter(|&(has, _)| has).map(|(_, isa)| isa);
+        detected
+            .chain([Isa::Portable])
+            .map(|isa| Kernel { isa })
+            .collect()
+    }
+
+    /// "Avx512", "Avx2" or "Portable".
+    pub fn name(self) -> &'static str {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "Avx512",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "Avx2",
+            Isa::Portable => "Portable",
         }
-        None
+    }
+
+    /// Input rows one kernel call takes.
+    fn tall(self) -> usize {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => 12,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => 6,
+            Isa::Portable => 12,
+        }
+    }
+
+    /// Runs the kernel on one tile of `rows` rows.
+    ///
+    /// # Safety
+    ///
+    /// `t` must point to valid memory as [`Tile`] describes it for `rows` rows (`1..=tall()`):
+    /// `rows` input rows of `k` values `lda` apart, a panel of `k * PANEL` values on 64-byte
+    /// boundaries, `bias` (when set) with `cols` values, and `rows` output rows of `cols`
+    /// values `ldc` apart that nothing else reads or writes meanwhile. The instruction set is
+    /// guaranteed by `self`, which only detection creates.
+    unsafe fn run(self, t: Tile, rows: usize) {
+        match self.isa {
+            // SAFETY: the caller guarantees the memory; `Isa::Avx512` exists only after
+            // `avx512f` was detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::avx512_tile(t, rows) },
+            // SAFETY: as above, after `avx2` and `fma` were detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::avx2_tile(t, rows) },
+            // SAFETY: the caller guarantees the memory; plain scalar code.
+            Isa::Portable => unsafe { portable_tile(t, rows) },
+        }
+    }
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -150,15 +232,24 @@ impl PackedMatrix {
             .for_each(|first| {
                 let last = (first + per_task).min(panels);
                 // SAFETY: this task alone writes the columns of panels first..last, `out` holds
-                // m x n values and outlives the tasks; x and the panels are read in bounds.
+                // m x n values and outlives the tasks; x (m x cols, checked above), the bias
+                // (n values, checked above) and the panels are read in bounds.
                 unsafe { self.panels(x, m, first..last, bias, shared) }
             });
-        // SAFETY: the tasks above wrote all m x n values (each tile writes its valid columns).
+        // SAFETY: the tasks above wrote all m x n values: the panels cover all n columns, the
+        // row blocks all m rows, and every kernel (the portable one included, so on every
+        // target) writes each valid column of each of its rows.
         unsafe { out.set_len(m * n) };
         out
     }
 
     /// Output columns of `panels` for every row of `x`.
+    ///
+    /// # Safety
+    ///
+    /// `x` must hold `m * cols` values, `bias` (when set) `rows` values, `panels` must lie
+    /// within the matrix's panels, and `out` must point to `m * rows` writable values whose
+    /// columns of these panels no one else touches during the call.
     unsafe fn panels(
         &self,
         x: &[f32],
@@ -173,40 +264,47 @@ impl PackedMatrix {
             let block_end = (block + row_block).min(m);
             for p in panels.clone() {
                 let col = p * PANEL;
-                let tile = Tile {
-                    a: x.as_ptr().add(block * k),
-                    lda: k,
-                    b: self.values().as_ptr().add(p * k * PANEL),
-                    k,
-                    c: out.0.add(block * n + col),
-                    ldc: n,
-                    cols: (n - col).min(PANEL),
-                    bias: bias.map(|b| b.as_ptr().add(col)),
+                // SAFETY: block < m, p < panels and col < n, so every offset stays inside
+                // x, the packed values, out and the bias (the caller's sizes).
+                let tile = unsafe {
+                    Tile {
+                        a: x.as_ptr().add(block * k),
+                        lda: k,
+                        b: self.values().as_ptr().add(p * k * PANEL),
+                        k,
+                        c: out.0.add(block * n + col),
+                        ldc: n,
+                        cols: (n - col).min(PANEL),
+                        bias: bias.map(|b| b.as_ptr().add(col)),
+                    }
                 };
-                self.kernel_rows(tile, block_end - block);
+                // SAFETY: the tile lies in bounds as above and its rows block..block_end and
+                // columns are this call's own (the caller's guarantee).
+                unsafe { self.kernel_rows(tile, block_end - block) };
             }
         }
     }
 
     /// Runs the kernel over `rows` rows of one panel, a tile of rows at a time.
+    ///
+    /// # Safety
+    ///
+    /// `tile` must describe valid memory for `rows` rows, as [`Kernel::run`] requires.
     unsafe fn kernel_rows(&self, tile: Tile, rows: usize) {
-        let tall = match self.kernel {
-            Kernel::Avx512 => 12,
-            Kernel::Avx2 => 6,
-        };
+        let tall = self.kernel.tall();
         let mut done = 0;
         while done < rows {
             let now = (rows - done).min(tall);
-            let t = Tile {
-                a: tile.a.add(done * tile.lda),
-                c: tile.c.add(done * tile.ldc),
-                ..tile
+            // SAFETY: done < rows, so the offsets stay within the tile's rows.
+            let t = unsafe {
+                Tile {
+                    a: tile.a.add(done * tile.lda),
+                    c: tile.c.add(done * tile.ldc),
+                    ..tile
+                }
             };
-            #[cfg(target_arch = "x86_64")]
-            match self.kernel {
-                Kernel::Avx512 => x86::avx512_tile(t, now),
-                Kernel::Avx2 => x86::avx2_tile(t, now),
-            }
+            // SAFETY: `now` rows from `done` lie within the caller's `rows` rows.
+            unsafe { self.kernel.run(t, now) };
             done += now;
         }
     }
@@ -233,11 +331,45 @@ struct Tile {
 impl Tile {
     /// Writes `values` (`width` columns from column `from` of tile row `r`) with the bias added,
     /// skipping columns past `cols`. Scalar adds round exactly as vector adds do.
+    ///
+    /// # Safety
+    ///
+    /// Row `r` must be one of the tile's rows, with its `cols` outputs (and bias values, when
+    /// set) valid for writing (reading).
+    #[cfg(target_arch = "x86_64")]
     unsafe fn store_partial(&self, r: usize, from: usize, values: &[f32]) {
         let valid = self.cols.saturating_sub(from).min(values.len());
         for (j, &v) in values[..valid].iter().enumerate() {
-            let b = self.bias.map_or(0.0, |b| *b.add(from + j));
-            *self.c.add(r * self.ldc + from + j) = v + b;
+            // SAFETY: from + j < cols: within the bias and the output row (the caller's).
+            unsafe {
+                let b = self.bias.map_or(0.0, |b| *b.add(from + j));
+                *self.c.add(r * self.ldc + from + j) = v + b;
+            }
+        }
+    }
+}
+
+/// The portable kernel: for each output, one fused multiply-add chain over the inputs in
+/// order, started from zero, the bias added last, exactly as the SIMD kernels compute it.
+///
+/// # Safety
+///
+/// As [`Kernel::run`]: `t` must describe valid memory for `rows` rows.
+unsafe fn portable_tile(t: Tile, rows: usize) {
+    for r in 0..rows {
+        for j in 0..t.cols {
+            let mut acc = 0f32;
+            for kk in 0..t.k {
+                // SAFETY: r < rows, kk < k and j < cols <= PANEL: inside the input row and
+                // the panel.
+                let (a, b) = unsafe { (*t.a.add(r * t.lda + kk), *t.b.add(kk * PANEL + j)) };
+                acc = a.mul_add(b, acc);
+            }
+            // SAFETY: as above, inside the bias and the output row.
+            unsafe {
+                let bias = t.bias.map_or(0.0, |b| *b.add(j));
+                *t.c.add(r * t.ldc + j) = acc + bias;
+            }
         }
     }
 }
@@ -274,82 +406,113 @@ mod x86 {
         };
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support `avx512f`, `rows` must be 1..=12, and `t` must describe valid
+    /// memory for `rows` rows (see `Kernel::run`).
     pub(super) unsafe fn avx512_tile(t: Tile, rows: usize) {
-        by_rows!(avx512, t, rows, [1 2 3 4 5 6 7 8 9 10 11 12])
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { by_rows!(avx512, t, rows, [1 2 3 4 5 6 7 8 9 10 11 12]) }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support `avx2` and `fma`, `rows` must be 1..=6, and `t` must describe
+    /// valid memory for `rows` rows (see `Kernel::run`).
     pub(super) unsafe fn avx2_tile(t: Tile, rows: usize) {
         for half in [0, 16] {
-            let t = Tile {
-                b: t.b.add(half),
-                c: t.c.add(half),
-                cols: t.cols.saturating_sub(half),
-                bias: t.bias.map(|b| b.add(half)),
-                ..t
+            // SAFETY: a panel row has PANEL = 32 values; the bias is only read below `cols`.
+            let t = unsafe {
+                Tile {
+                    b: t.b.add(half),
+                    c: t.c.add(half),
+                    cols: t.cols.saturating_sub(half),
+                    bias: t.bias.map(|b| b.add(half)),
+                    ..t
+                }
             };
             if t.cols > 0 {
-                by_rows!(avx2, t, rows, [1 2 3 4 5 6])
+                // SAFETY: the caller's guarantees, for the half panel.
+                unsafe { by_rows!(avx2, t, rows, [1 2 3 4 5 6]) }
             }
         }
     }
 
     /// R rows x 32 columns: 2R accumulators of 16 lanes.
+    ///
+    /// # Safety
+    ///
+    /// As `avx512_tile`, with R rows.
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512<const R: usize>(t: Tile) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for kk in 0..t.k {
-            let b0 = _mm512_load_ps(t.b.add(kk * PANEL));
-            let b1 = _mm512_load_ps(t.b.add(kk * PANEL + 16));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*t.a.add(r * t.lda + kk));
-                row[0] = _mm512_fmadd_ps(a, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(a, b1, row[1]);
+        // SAFETY: the caller guarantees the CPU features and that every pointer read or
+        // written below (R input rows, the panel, the bias below `cols`, R output rows) is
+        // valid; the panel loads are aligned (64-byte lines, offsets of 16 or 8 values).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for kk in 0..t.k {
+                let b0 = _mm512_load_ps(t.b.add(kk * PANEL));
+                let b1 = _mm512_load_ps(t.b.add(kk * PANEL + 16));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*t.a.add(r * t.lda + kk));
+                    row[0] = _mm512_fmadd_ps(a, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(a, b1, row[1]);
+                }
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &reg) in row.iter().enumerate() {
-                let from = v * 16;
-                if t.cols >= from + 16 {
-                    let sum = match t.bias {
-                        Some(b) => _mm512_add_ps(reg, _mm512_loadu_ps(b.add(from))),
-                        None => reg,
-                    };
-                    _mm512_storeu_ps(t.c.add(r * t.ldc + from), sum);
-                } else {
-                    let mut lanes = [0f32; 16];
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), reg);
-                    t.store_partial(r, from, &lanes);
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &reg) in row.iter().enumerate() {
+                    let from = v * 16;
+                    if t.cols >= from + 16 {
+                        let sum = match t.bias {
+                            Some(b) => _mm512_add_ps(reg, _mm512_loadu_ps(b.add(from))),
+                            None => reg,
+                        };
+                        _mm512_storeu_ps(t.c.add(r * t.ldc + from), sum);
+                    } else {
+                        let mut lanes = [0f32; 16];
+                        _mm512_storeu_ps(lanes.as_mut_ptr(), reg);
+                        t.store_partial(r, from, &lanes);
+                    }
                 }
             }
         }
     }
 
     /// R rows x 16 columns (half a panel): 2R accumulators of 8 lanes.
+    ///
+    /// # Safety
+    ///
+    /// As `avx2_tile`, with R rows.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2<const R: usize>(t: Tile) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        for kk in 0..t.k {
-            let b0 = _mm256_load_ps(t.b.add(kk * PANEL));
-            let b1 = _mm256_load_ps(t.b.add(kk * PANEL + 8));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let a = _mm256_set1_ps(*t.a.add(r * t.lda + kk));
-                row[0] = _mm256_fmadd_ps(a, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(a, b1, row[1]);
+        // SAFETY: the caller guarantees the CPU features and that every pointer read or
+        // written below (R input rows, the panel, the bias below `cols`, R output rows) is
+        // valid; the panel loads are aligned (64-byte lines, offsets of 16 or 8 values).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for kk in 0..t.k {
+                let b0 = _mm256_load_ps(t.b.add(kk * PANEL));
+                let b1 = _mm256_load_ps(t.b.add(kk * PANEL + 8));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a = _mm256_set1_ps(*t.a.add(r * t.lda + kk));
+                    row[0] = _mm256_fmadd_ps(a, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(a, b1, row[1]);
+                }
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &reg) in row.iter().enumerate() {
-                let from = v * 8;
-                if t.cols >= from + 8 {
-                    let sum = match t.bias {
-                        Some(b) => _mm256_add_ps(reg, _mm256_loadu_ps(b.add(from))),
-                        None => reg,
-                    };
-                    _mm256_storeu_ps(t.c.add(r * t.ldc + from), sum);
-                } else {
-                    let mut lanes = [0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), reg);
-                    t.store_partial(r, from, &lanes);
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &reg) in row.iter().enumerate() {
+                    let from = v * 8;
+                    if t.cols >= from + 8 {
+                        let sum = match t.bias {
+                            Some(b) => _mm256_add_ps(reg, _mm256_loadu_ps(b.add(from))),
+                            None => reg,
+                        };
+                        _mm256_storeu_ps(t.c.add(r * t.ldc + from), sum);
+                    } else {
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), reg);
+                        t.store_partial(r, from, &lanes);
+                    }
                 }
             }
         }
@@ -396,12 +559,23 @@ mod tests {
         out
     }
 
+    /// Every kernel of this CPU; never empty, since the portable kernel runs everywhere.
     fn kernels() -> Vec<Kernel> {
-        match Kernel::detect() {
-            Some(Kernel::Avx512) => vec![Kernel::Avx512, Kernel::Avx2],
-            Some(Kernel::Avx2) => vec![Kernel::Avx2],
-            None => vec![],
-        }
+        let kernels = Kernel::available();
+        assert_eq!(kernels.last().map(|k| k.name()), Some("Portable"));
+        kernels
+    }
+
+    #[test]
+    fn detection_never_offers_the_portable_kernel_for_models() {
+        assert!(Kernel::detect().is_none_or(|k| k.name() != "Portable"));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            Kernel::detect().is_some(),
+            std::arch::is_x86_feature_detected!("avx512f")
+                || (std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma"))
+        );
     }
 
     #[test]

@@ -227,6 +227,9 @@ impl<'a, K: Fn(usize) -> &'a [f32], V: Fn(usize) -> &'a [f32]> Query<'a, K, V> {
         self.attend_lanes(scores, out)
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (the code itself is safe; only its instructions need it).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn attend_avx2(&self, scores: &mut Vec<f32>, out: &mut [f32]) {

@@ -1,13 +1,15 @@
 //! Model families (one module each, following Hugging Face weight names), chosen from
-//! config.json's `model_type`: `marian` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
-//! the engine's [`Seq2Seq`] trait through [`AnyModel`]; [`load`] is the entry point.
+//! config.json's `model_type`: `bart` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
+//! the [`Seq2Seq`] trait of `crate::seq2seq` through [`AnyModel`]; [`load`] is the entry point.
+//! Also owned here: config.json as transformers reads it, weight files, and the CPU kernels of
+//! the linear layers (`gemm`).
 
+pub mod bart;
 pub mod common;
 pub mod config;
 pub mod gemm;
 mod host_attention;
 pub mod linear;
-pub mod marian;
 pub mod t5;
 pub mod weights;
 
@@ -18,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 pub use common::DecoderCache;
 pub use config::{ModelConfig, ModelType};
 
-use crate::generate::{Seq2Seq, SpecialTokens};
+use crate::seq2seq::{Seq2Seq, SpecialTokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -59,6 +61,9 @@ pub enum ModelError {
         tokens: usize,
         max: usize,
     },
+    /// A thread count of zero (the command line checks its flag before this).
+    #[error("the thread count must be at least 1")]
+    NoThreads,
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -99,9 +104,9 @@ impl std::fmt::Display for Side {
 /// The barrier pool's workers spin 25,000 times after each element-wise op before they sleep,
 /// competing with the matmul threads for the same cores; unless the user chose a limit, the
 /// spin is cut to 1,000 (on a loaded 2-core machine: about 15 % less CPU time per decode).
-pub fn set_threads(n: usize) -> crate::Result<()> {
+pub fn set_threads(n: usize) -> Result<(), ModelError> {
     if n == 0 {
-        return Err(crate::Error::Usage("--threads must be at least 1".into()));
+        return Err(ModelError::NoThreads);
     }
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
@@ -119,7 +124,7 @@ pub fn set_threads(n: usize) -> crate::Result<()> {
 /// A loaded model of any supported family.
 pub enum AnyModel {
     /// marian, bart, mbart
-    Bart(marian::BartModel),
+    Bart(bart::BartModel),
     /// t5, mt5
     T5(t5::T5Model),
 }
@@ -132,7 +137,7 @@ pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<AnyModel, Model
     let weights = weights::Weights::open(dir, dtype, device)?;
     Ok(match config.model_type {
         ModelType::Marian | ModelType::Bart | ModelType::MBart => {
-            AnyModel::Bart(marian::BartModel::load(&config, &weights)?)
+            AnyModel::Bart(bart::BartModel::load(&config, &weights)?)
         }
         ModelType::T5 | ModelType::MT5 => AnyModel::T5(t5::T5Model::load(&config, &weights)?),
     })

@@ -17,7 +17,7 @@ use super::config::{ModelConfig, ModelType};
 use super::linear::TokenTable;
 use super::weights::Weights;
 use super::ModelError;
-use crate::generate::SpecialTokens;
+use crate::seq2seq::SpecialTokens;
 
 const SELF_ATTENTION: AttentionNames = AttentionNames {
     q: "q",

@@ -7,13 +7,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::pool::{Calls, Group};
+use super::pool::{Calls, Pool};
 use super::shard::{Plan, Shard, ShardInfo};
 use super::Pipeline;
-use crate::cli::Outcome;
 use crate::io::output::{ModelsUsed, TokenCounts};
 use crate::io::{OutputDir, ReadFailure, ReadItem, Release, ReleaseOutput};
 use crate::progress::{chain, Finished, Observer};
+use crate::Outcome;
 use crate::Result;
 
 /// Segments (translator inputs, or whatever a release's first model call takes) that a group
@@ -157,10 +157,7 @@ impl Counts {
 impl Report {
     /// 0 when everything was processed or skipped, 1 when some releases failed.
     pub fn outcome(&self) -> Outcome {
-        match self.counts.failed {
-            0 => Outcome::Done,
-            _ => Outcome::SomeFailed,
-        }
+        Outcome::of_failures(self.counts.failed)
     }
 
     /// The `--stats` object.
@@ -224,7 +221,7 @@ pub fn run(
     };
     observer.batch_started(plan.owned_count());
     let calls = Calls::default();
-    let mut group = Group::new(&calls);
+    let mut pool = Pool::new(&calls, options.pool_segments);
     for (index, item) in items.into_iter().enumerate() {
         if !plan.owns(index) {
             continue;
@@ -232,12 +229,11 @@ pub fn run(
         let Some(job) = batch.admit(index, item) else {
             continue;
         };
-        group.start(job.processed(pipeline, &calls));
-        if group.waiting_inputs() >= options.pool_segments {
-            batch.write_group(std::mem::replace(&mut group, Group::new(&calls)));
+        if let Some(done) = pool.start(job.processed(pipeline, &calls), observer) {
+            batch.write_group(done);
         }
     }
-    batch.write_group(group);
+    batch.write_group(pool.finish(observer));
     observer.batch_finished();
     batch.records.sort_by_key(|record| record.index);
     let outputs = batch.records.iter().filter_map(|r| r.output.as_ref());
@@ -248,8 +244,8 @@ pub fn run(
     Ok(report)
 }
 
-/// `--digest-order`: the order of releases in the digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// The order of releases in the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DigestOrder {
     /// As the inputs were read.
     #[default]
@@ -498,9 +494,9 @@ impl Batch<'_> {
         None
     }
 
-    /// Runs a group to its end and writes its releases in input order.
-    fn write_group(&mut self, group: Group<'_, '_, (Job, Result<ReleaseOutput>)>) {
-        for (job, done) in group.finish(self.observer) {
+    /// Writes the releases of a finished group in input order.
+    fn write_group(&mut self, group: Vec<(Job, Result<ReleaseOutput>)>) {
+        for (job, done) in group {
             self.write(job, done);
         }
     }

@@ -87,6 +87,12 @@ pub enum MergeError {
     Inconsistent { path: PathBuf, reason: String },
 }
 
+impl From<MergeError> for crate::Error {
+    fn from(err: MergeError) -> Self {
+        crate::Error::Merge(Box::new(err))
+    }
+}
+
 /// `shard 2/3 is missing ...` or `shards 2/3 and 3/3 are missing ...`.
 fn missing_message(missing: &[Shard]) -> String {
     let names: Vec<String> = missing.iter().map(Shard::to_string).collect();

@@ -24,8 +24,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use crate::generate::{Generated, GenerationOverrides, TextGenerator};
-use crate::io::output::TokenCounts;
+use super::TextGenerator;
+use crate::generate::TokenCounts;
+use crate::generate::{Generated, GenerationOverrides};
 use crate::progress::{Observer, Stage};
 use crate::{Error, Result};
 
@@ -297,6 +298,48 @@ impl<'g, 'm, T> Group<'g, 'm, T> {
                 Task::Running(_) => unreachable!("the loop ends when every task is done"),
             })
             .collect()
+    }
+}
+
+/// Groups that fill up as tasks are started: the one pooling loop of the batch, of the stdout
+/// forms of `translate` and `summarize`, and of `summarize --lines`. A task is started in the
+/// current group; once the group's tasks wait to give the models `limit` inputs or more, that
+/// group is run to its end and its outputs come back, and a new group begins. Outputs never
+/// depend on where the groups are cut (see the module doc), only how soon they appear.
+pub struct Pool<'g, 'm, T> {
+    calls: &'g Calls<'m>,
+    group: Group<'g, 'm, T>,
+    limit: usize,
+}
+
+impl<'g, 'm, T> Pool<'g, 'm, T> {
+    /// Groups of about `limit` waiting inputs (1: every task alone) making their calls through
+    /// `calls`.
+    pub fn new(calls: &'g Calls<'m>, limit: usize) -> Self {
+        Pool {
+            calls,
+            group: Group::new(calls),
+            limit,
+        }
+    }
+
+    /// Starts `task`; when it filled the group, the group's outputs in start order.
+    pub fn start(
+        &mut self,
+        task: impl Future<Output = T> + 'g,
+        observer: &dyn Observer,
+    ) -> Option<Vec<T>> {
+        self.group.start(task);
+        if self.group.waiting_inputs() < self.limit {
+            return None;
+        }
+        let full = std::mem::replace(&mut self.group, Group::new(self.calls));
+        Some(full.finish(observer))
+    }
+
+    /// Runs the last group to its end; its outputs in start order.
+    pub fn finish(self, observer: &dyn Observer) -> Vec<T> {
+        self.group.finish(observer)
     }
 }
 

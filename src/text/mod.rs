@@ -37,7 +37,7 @@ mod sentences;
 mod split;
 
 pub use blocks::{paragraphs, Block, BlockKind};
-pub use normalize::normalize_for_model;
+pub use normalize::{collapse_spaces, normalize_for_model};
 pub use sentences::{sentence_spans, sentences};
 pub use split::{join_pieces, split_long, Piece};
 

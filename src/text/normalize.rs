@@ -32,6 +32,11 @@ fn is_stress_accent(c: char) -> bool {
     matches!(c, '\u{300}' | '\u{301}')
 }
 
+/// Runs of whitespace (non-breaking spaces included) become one space; ends trimmed.
+pub fn collapse_spaces(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,27 +6,28 @@
 //! - [`proto`]: the SentencePiece `ModelProto` reader (hand-written, never panics).
 //! - [`normalizer`]: SentencePiece's normalizer as a `tokenizers` normalizer.
 //! - [`spm`]: a SentencePiece unigram model as a `tokenizers` pipeline + SentencePiece decoding.
-//! - [`marian`]: transformers' `MarianTokenizer` rules; [`t5`]: tokenizer.json or spiece.model.
+//! - [`marian`]: transformers' `MarianTokenizer` rules; [`single`]: one tokenizer for both
+//!   sides (T5, mT5, BART, mBART), from tokenizer.json, spiece.model or [`bpe`]'s pipelines.
 //! - [`bpe`]: what transformers builds when a repo has no tokenizer.json: BART's byte-level BPE
 //!   from vocab.json + merges.txt, mBART's sentencepiece.bpe.model.
 //!
-//! SHARED CONTRACT used by the engine: `Seq2SeqTokenizer` with `from_dir`, `encode`,
-//! `encode_target`, `decode` (extend, do not change).
+//! What the engine uses: `Seq2SeqTokenizer` with `from_dir`, `encode`, `encode_target` and
+//! `decode`.
 
 pub mod bpe;
 pub mod marian;
 pub mod normalizer;
 pub mod proto;
+pub mod single;
 pub mod spm;
-pub mod t5;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 pub use marian::{MarianTokenizer, Side, Vocab};
+pub use single::SingleTokenizer;
 pub use spm::{SpmModel, SpmToken};
-pub use t5::T5Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {
@@ -138,7 +139,7 @@ pub struct Seq2SeqTokenizer {
 #[derive(Debug, Clone)]
 enum Kind {
     Marian(Box<MarianTokenizer>),
-    Single(T5Tokenizer),
+    Single(SingleTokenizer),
 }
 
 impl Seq2SeqTokenizer {
@@ -162,14 +163,14 @@ impl Seq2SeqTokenizer {
                     specials,
                 });
             }
-            TokenizerKind::TokenizerJson => T5Tokenizer::from_json(&file, config()?.is_t5())?,
-            TokenizerKind::SentencePiece => T5Tokenizer::from_spm(&file)?,
+            TokenizerKind::TokenizerJson => SingleTokenizer::from_json(&file, config()?.is_t5())?,
+            TokenizerKind::SentencePiece => SingleTokenizer::from_spm(&file)?,
             TokenizerKind::MbartSentencePiece => {
                 let (tokenizer, extras) = bpe::mbart_spm(&file)?;
-                T5Tokenizer::from_pipeline(tokenizer, extras.clean_up_spaces)
+                SingleTokenizer::from_pipeline(tokenizer, extras.clean_up_spaces)
             }
             TokenizerKind::ByteLevelBpe => {
-                T5Tokenizer::from_pipeline(bpe::byte_level_bpe(dir)?, false)
+                SingleTokenizer::from_pipeline(bpe::byte_level_bpe(dir)?, false)
             }
         };
         let specials = single.specials(&config()?, &file)?;

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod assets;
 pub mod standin;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mtsum::generate::{Generated, GenerationOverrides, ModelInfo, TextGenerator};
+use mtsum::generate::{Generated, GenerationOverrides, ModelInfo};
+use mtsum::pipeline::TextGenerator;
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! T5 / mT5 (and other single-tokenizer seq2seq repos): `tokenizer.json` when the folder has
-//! one, as transformers does, else `spiece.model` through our SentencePiece pipeline.
+//! One tokenizer for source and target (T5, mT5, BART, mBART: every family but Marian):
+//! `tokenizer.json` when the folder has one, as transformers does, else `spiece.model` through
+//! our SentencePiece pipeline.
 //!
 //! - `tokenizer.json` of a T5 model is used the way transformers 5.x's `T5Tokenizer` uses it: it
 //!   keeps the vocabulary, added tokens and the charsmap, and rebuilds the rest (Precompiled
@@ -22,7 +23,7 @@ use super::{SpecialIds, TokenizeError, TokenizerConfig};
 
 /// The tokenizer of a T5-style folder.
 #[derive(Debug, Clone)]
-pub enum T5Tokenizer {
+pub enum SingleTokenizer {
     /// From tokenizer.json; `post_process` says whether its post-processor adds the specials.
     Json {
         tokenizer: Box<Tokenizer>,
@@ -34,7 +35,7 @@ pub enum T5Tokenizer {
     Spm(Box<SpmModel>),
 }
 
-impl T5Tokenizer {
+impl SingleTokenizer {
     /// Reads `tokenizer.json` (T5 rules when `t5` is true).
     pub fn from_json(path: &Path, t5: bool) -> Result<Self, TokenizeError> {
         let bad = |reason: String| TokenizeError::BadFile {

@@ -20,7 +20,7 @@ use super::config::{ConfigFile, ModelConfig, ModelType};
 use super::linear::TokenTable;
 use super::weights::Weights;
 use super::{ModelError, Side};
-use crate::generate::SpecialTokens;
+use crate::seq2seq::SpecialTokens;
 
 /// transformers' nn.LayerNorm default.
 const LAYER_NORM_EPS: f64 = 1e-5;

@@ -1,0 +1,213 @@
+//! The guard against degenerate output: loops of repeated words, text far longer than its
+//! source, output still in the source language. The pipeline checks every translation and
+//! summary with it and retries what fails with [`stricter`] settings.
+
+use std::collections::HashMap;
+
+use crate::generate::GenerationOverrides;
+
+/// Why a generated text was judged degenerate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Degenerate {
+    /// Nothing but whitespace came out.
+    Empty,
+    /// One n-gram of words repeats many times: the loop users of every seq2seq tool report.
+    Repetition { ngram: String, times: usize },
+    /// Much longer than its source: a sign of hallucinated text.
+    TooLong { ratio: f64 },
+    /// The output is still mostly in the source language.
+    Untranslated { source_script_share: f64 },
+}
+
+impl std::fmt::Display for Degenerate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Empty => write!(f, "empty output"),
+            Self::Repetition { ngram, times } => write!(f, "\"{ngram}\" repeated {times} times"),
+            Self::TooLong { ratio } => write!(f, "{ratio:.1} times longer than its source"),
+            Self::Untranslated {
+                source_script_share,
+            } => write!(
+                f,
+                "{:.0}% of its letters in the source language",
+                source_script_share * 100.0
+            ),
+        }
+    }
+}
+
+/// The settings of a retry after a degenerate output: no repeated trigram and at least four
+/// beams, the usual cures for loops, keeping every other choice the user made.
+pub fn stricter(overrides: &GenerationOverrides) -> GenerationOverrides {
+    GenerationOverrides {
+        no_repeat_ngram_size: Some(overrides.no_repeat_ngram_size.map_or(3, |n| n.clamp(1, 3))),
+        num_beams: Some(overrides.num_beams.unwrap_or(4).max(4)),
+        ..overrides.clone()
+    }
+}
+
+/// The language the output must be in, for the untranslated check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Script {
+    Latin,
+    Cyrillic,
+}
+
+/// Limits of the guard; the defaults are loose enough that a normal summary or translation
+/// never trips them.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GuardLimits {
+    /// An n-gram of this many words...
+    pub ngram: usize,
+    /// ...seen this many times is a loop.
+    pub max_repeats: usize,
+    /// Output characters over source characters.
+    pub max_length_ratio: f64,
+    /// Share of letters in the wrong script above which the output counts as untranslated.
+    pub max_foreign_share: f64,
+}
+
+impl Default for GuardLimits {
+    fn default() -> Self {
+        Self {
+            ngram: 3,
+            max_repeats: 4,
+            max_length_ratio: 3.0,
+            max_foreign_share: 0.5,
+        }
+    }
+}
+
+/// Checks a generated text against its source. `expected` is the script the output must be
+/// written in; None skips the untranslated check (a summary in the source language).
+pub fn check_output(
+    source: &str,
+    output: &str,
+    expected: Option<Script>,
+    limits: &GuardLimits,
+) -> Option<Degenerate> {
+    if output.trim().is_empty() {
+        return Some(Degenerate::Empty);
+    }
+    if let Some((ngram, times)) = most_repeated_ngram(output, limits.ngram) {
+        // A source that repeats itself ("слово слово слово ...") may be translated so.
+        let in_source = most_repeated_ngram(source, limits.ngram).map_or(0, |(_, n)| n);
+        if times >= limits.max_repeats && times > in_source {
+            return Some(Degenerate::Repetition { ngram, times });
+        }
+    }
+    let ratio = output.chars().count() as f64 / source.chars().count().max(1) as f64;
+    // Very short sources ("Справочно:") legitimately translate to a few times their length.
+    if ratio > limits.max_length_ratio && output.chars().count() > 40 {
+        return Some(Degenerate::TooLong { ratio });
+    }
+    let foreign = expected.map(|script| foreign_script_share(output, script));
+    match foreign {
+        Some(share) if share > limits.max_foreign_share => Some(Degenerate::Untranslated {
+            source_script_share: share,
+        }),
+        _ => None,
+    }
+}
+
+/// The word n-gram seen most often, and how often (None for texts shorter than n words).
+fn most_repeated_ngram(text: &str, n: usize) -> Option<(String, usize)> {
+    let words: Vec<String> = words(text).collect();
+    if words.len() < n || n == 0 {
+        return None;
+    }
+    let mut counts: HashMap<&[String], usize> = HashMap::new();
+    for window in words.windows(n) {
+        *counts.entry(window).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(gram, times)| (gram.join(" "), times))
+}
+
+/// Lower-cased words (letters and digits), punctuation dropped; also what the extractive
+/// summaries count.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// Share of alphabetic characters not in the expected script.
+fn foreign_script_share(text: &str, expected: Script) -> f64 {
+    let (mut cyrillic, mut latin) = (0usize, 0usize);
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        if ('\u{0400}'..='\u{04FF}').contains(&c) {
+            cyrillic += 1;
+        } else if c.is_ascii_alphabetic() {
+            latin += 1;
+        }
+    }
+    let total = (cyrillic + latin).max(1) as f64;
+    match expected {
+        Script::Latin => cyrillic as f64 / total,
+        Script::Cyrillic => latin as f64 / total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetition_loops_are_caught() {
+        let looped =
+            "The police said that the police said that the police said that the police said that.";
+        let verdict = check_output(
+            "Полиция заявила.",
+            looped,
+            Some(Script::Latin),
+            &GuardLimits::default(),
+        );
+        assert!(matches!(verdict, Some(Degenerate::Repetition { times, .. }) if times >= 4));
+    }
+
+    #[test]
+    fn a_repetitive_source_may_give_a_repetitive_output() {
+        let source = "слово ".repeat(20);
+        let output = "word ".repeat(20);
+        assert_eq!(
+            check_output(
+                &source,
+                &output,
+                Some(Script::Latin),
+                &GuardLimits::default()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn normal_translation_passes() {
+        let source = "Сотрудники полиции задержали подозреваемого в краже.";
+        let output = "Police officers detained a suspect in the theft.";
+        assert_eq!(
+            check_output(source, output, Some(Script::Latin), &GuardLimits::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn untranslated_and_overlong_outputs_are_caught() {
+        let source = "Сотрудники полиции задержали подозреваемого.";
+        let copy = check_output(source, source, Some(Script::Latin), &GuardLimits::default());
+        assert!(matches!(copy, Some(Degenerate::Untranslated { .. })));
+        let long: String = (0..60).map(|i| format!("word{i} ")).collect();
+        let verdict = check_output(source, &long, None, &GuardLimits::default());
+        assert!(
+            matches!(verdict, Some(Degenerate::TooLong { .. })),
+            "{verdict:?}"
+        );
+        assert_eq!(
+            check_output(source, "  ", None, &GuardLimits::default()),
+            Some(Degenerate::Empty)
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The loader: the one place that knows every layer a model passes through on its way in.
+//! It resolves a model spec through `hub`, reads the tokenizer (`tokenize`) and generation
+//! config (`generate`), loads the weights (`models`) and puts them together into a
+//! [`Runner`]. It sits above those modules so that none of them has to look up to another.
+//!
+//! What to load and where comes in as plain values ([`LoadOptions`]); the command line builds
+//! them from its flags. Notes for the user go to the caller's [`Observer`].
+
+use candle_core::{DType, Device};
+
+use crate::device::DeviceSpec;
+use crate::generate::{
+    runner::device_name, GenerationConfig, ModelInfo, Origin, Runner, RunnerParts, TaskDefaults,
+};
+use crate::hub::{HubOptions, Preset, ResolvedModel};
+use crate::models::AnyModel;
+use crate::progress::Observer;
+use crate::tokenize::Seq2SeqTokenizer;
+use crate::Result;
+
+/// Where and how models are loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// How the hub is reached.
+    pub hub: HubOptions,
+    /// Where the models run.
+    pub device: DeviceSpec,
+    /// The floating-point type; None takes f32 on the CPU and f16 on a GPU.
+    pub dtype: Option<DType>,
+    /// Token budget of one batch; None takes the device's default.
+    pub batch_tokens: Option<usize>,
+}
+
+impl LoadOptions {
+    /// Opens the device and picks the dtype for it.
+    pub fn open_device(&self) -> Result<(Device, DType)> {
+        let device = self.device.open()?;
+        let dtype = crate::device::choose_dtype(&device, self.dtype);
+        Ok((device, dtype))
+    }
+}
+
+/// What a model is loaded for: plain `generate()` (`mtsum generate`, `bench`, the translator), or
+/// the summarizer of the pipeline, which also takes config.json's
+/// `task_specific_params.summarization` and `prefix` as transformers' summarization pipeline did
+/// (see [`TaskDefaults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Generate,
+    Summarizer,
+}
+
+/// Loads the runner of a resolved model: its tokenizer, generation config and weights, on
+/// `device` in `dtype`. The input limit is the model's own, lowered by the preset's when the
+/// model was named by a preset. The generation settings are layered, weakest first: the repo's
+/// file (generation_config.json, else config.json), the summarizer's task_specific_params, the
+/// preset's, then (at each call) the flags. A generation config key mtsum does not implement is
+/// reported to `observer` as a warning.
+pub fn load(
+    resolved: &ResolvedModel,
+    device: &Device,
+    dtype: DType,
+    batch_tokens: Option<usize>,
+    role: Role,
+    observer: &dyn Observer,
+) -> Result<Runner<AnyModel>> {
+    let dir = &resolved.dir;
+    let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
+    let (config, prefix) = generation_config(dir, resolved.preset.as_ref(), role)?;
+    if !config.unsupported.is_empty() {
+        observer.message(&format!(
+            "warning: {} sets {}, which mtsum does not implement; outputs may differ from transformers'",
+            config.source,
+            config.unsupported.join(", ")
+        ));
+    }
+    let model = crate::models::load(dir, device, dtype)?;
+    let info = ModelInfo {
+        repo: resolved.repo.clone(),
+        revision: resolved.revision.clone(),
+        commit: resolved.commit.clone(),
+        family: model.model_type().name().to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        device: device_name(device),
+    };
+    let runner = Runner::new(RunnerParts {
+        model,
+        tokenizer,
+        config,
+        info,
+        device: device.clone(),
+        max_input_tokens: resolved.preset.as_ref().and_then(|p| p.max_input_tokens),
+        batch_tokens,
+    });
+    Ok(runner.with_dir(dir.clone()).with_prefix(prefix))
+}
+
+/// Resolves `spec` (hub id[@revision], preset or folder) and loads its runner for `role` on
+/// `device` in `dtype`, with the batch budget of `options`.
+pub fn open(
+    spec: &str,
+    options: &LoadOptions,
+    device: &Device,
+    dtype: DType,
+    role: Role,
+    observer: &dyn Observer,
+) -> Result<Runner<AnyModel>> {
+    let resolved = crate::hub::resolve(spec, &options.hub)?;
+    load(
+        &resolved,
+        device,
+        dtype,
+        options.batch_tokens,
+        role,
+        observer,
+    )
+}
+
+/// The generation settings of the model in `dir` for `role`, layered as [`load`] layers them
+/// (the flags go over them at each call), and the summarizer's `prefix`. Reads only config
+/// files: `mtsum models inspect` explains the settings without loading the weights.
+pub fn generation_config(
+    dir: &std::path::Path,
+    preset: Option<&Preset>,
+    role: Role,
+) -> Result<(GenerationConfig, Option<String>)> {
+    let mut config = GenerationConfig::from_dir(dir)?;
+    let mut prefix = None;
+    if role == Role::Summarizer {
+        let task = TaskDefaults::summarization(dir)?;
+        config.update(&task.generation);
+        prefix = task.prefix;
+    }
+    if let Some(preset) = preset {
+        config.update(&preset_defaults(preset));
+    }
+    Ok((config, prefix))
+}
+
+/// The generation settings a preset's manifest adds to the repo's own config (the model card's
+/// settings that the repo's files do not carry, e.g. rut5's no_repeat_ngram_size 4). They sit
+/// between the files and the command line, as keyword arguments to `generate()` would.
+fn preset_defaults(preset: &Preset) -> GenerationConfig {
+    let set = [
+        ("num_beams", preset.num_beams.is_some()),
+        (
+            "no_repeat_ngram_size",
+            preset.no_repeat_ngram_size.is_some(),
+        ),
+        ("max_length", preset.max_length.is_some()),
+    ];
+    GenerationConfig {
+        source: format!("preset {}", preset.name),
+        origins: (set.into_iter())
+            .filter(|(_, is_set)| *is_set)
+            .map(|(key, _)| (key, Origin::Preset))
+            .collect(),
+        num_beams: preset.num_beams,
+        no_repeat_ngram_size: preset.no_repeat_ngram_size,
+        max_length: preset.max_length,
+        ..GenerationConfig::default()
+    }
+}
