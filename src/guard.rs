@@ -97,6 +97,14 @@ pub fn check_output(
             return Some(Degenerate::Repetition { ngram, times });
         }
     }
+    // A loop inside a word ("idenidenideniden") that word n-grams cannot see.
+    if let Some(found) = crate::text::loops::longest_word_loop(output) {
+        let in_source = crate::text::loops::max_word_loop_repeats(source);
+        if found.times >= limits.max_repeats && found.times > in_source {
+            let (ngram, times) = (found.unit, found.times);
+            return Some(Degenerate::Repetition { ngram, times });
+        }
+    }
     let ratio = output.chars().count() as f64 / source.chars().count().max(1) as f64;
     // Very short sources ("Справочно:") legitimately translate to a few times their length.
     if ratio > limits.max_length_ratio && output.chars().count() > 40 {
@@ -167,6 +175,29 @@ mod tests {
             &GuardLimits::default(),
         );
         assert!(matches!(verdict, Some(Degenerate::Repetition { times, .. }) if times >= 4));
+    }
+
+    #[test]
+    fn loops_inside_words_are_caught_unless_the_source_has_them() {
+        let limits = GuardLimits::default();
+        let looped = "The idenidenideniden of the suspect was established.";
+        let verdict = check_output(
+            "Личность установлена.",
+            looped,
+            Some(Script::Latin),
+            &limits,
+        );
+        assert_eq!(
+            verdict.map(|d| d.to_string()),
+            Some("\"iden\" repeated 4 times".to_string())
+        );
+        let laugh = check_output(
+            "Хахахаха, — сказал он.",
+            "Hahahaha, he said.",
+            None,
+            &limits,
+        );
+        assert_eq!(laugh, None);
     }
 
     #[test]

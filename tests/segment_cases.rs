@@ -123,3 +123,27 @@ fn cases_cover_every_trap_named_in_the_issue() {
         assert!(all.contains(trap), "no case contains {trap:?}");
     }
 }
+
+/// The two errors razdel's own tests show (issue 13, item 6): a bracket that opens on a
+/// lower-case word after `проц.` goes on with the sentence, and a full stop after a number's
+/// ending (`1990-е.`) ends it.
+#[test]
+fn razdel_reported_errors_are_fixed() {
+    assert_eq!(
+        text::sentences("Налог решено уменьшить с 20 до 18 проц. (при сохранении льгот)."),
+        vec!["Налог решено уменьшить с 20 до 18 проц. (при сохранении льгот)."]
+    );
+    assert_eq!(
+        text::sentences("Такое я ощущал в 1990-е. Славное было время."),
+        vec!["Такое я ощущал в 1990-е.", "Славное было время."]
+    );
+    // A bracket that opens on a capital after a full stop still starts a new sentence.
+    assert_eq!(
+        text::sentences("Число краж снизилось на 12 проц. (Данные МВД.) Рост продолжился."),
+        vec![
+            "Число краж снизилось на 12 проц.",
+            "(Данные МВД.)",
+            "Рост продолжился."
+        ]
+    );
+}

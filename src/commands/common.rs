@@ -28,6 +28,19 @@ pub const DEFAULT_SUMMARIZER: &str = "rut5-base-sum-gazeta";
 /// The summarizer of `--summarize-from en` when `--summarizer` is not given.
 pub const DEFAULT_ENGLISH_SUMMARIZER: &str = "distilbart-cnn-12-6";
 
+/// The glossaries of `--glossary FILE` (repeatable), read and checked before any model loads:
+/// a bad line is a fatal error (exit 2) that names the file and the line.
+pub fn glossary(files: &[PathBuf]) -> Result<crate::text::glossary::Glossary> {
+    let mut glossary = crate::text::glossary::Glossary::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        glossary
+            .add(&file.display().to_string(), &text)
+            .map_err(|err| Error::Usage(format!("glossary {err}")))?;
+    }
+    Ok(glossary)
+}
+
 /// The loaded models of a command and how long loading took.
 #[derive(Default)]
 pub struct Models {

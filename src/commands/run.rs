@@ -27,6 +27,8 @@ Examples:
   mtsum run samples/ --out out/ --extractive    fast summaries without a summarizer model
   mtsum run samples/ --out out/ --summarize-from en --summarizer distilbart-cnn-12-6
   mtsum run samples/ --out out/ --digest-order date
+  mtsum run samples/ --out out/ --strict        exit 1 if a number went missing (CI review)
+  mtsum run samples/ --out out/ --glossary terms.tsv   check each sentence's glossary terms
   mtsum run samples/ --out out/ --shard 2/3     the second of three shards (CI matrix)
   mtsum run samples/ --out out/ --shard auto    Kubernetes Indexed Job or Slurm array
 
@@ -34,7 +36,8 @@ Outputs: out/<id>.md, out/<id>.json, out/digest.md, out/digest.jsonl, out/report
 A shard writes report.shard-K-of-N.json and digest.shard-K-of-N.md/.jsonl instead, so shards
 may share one folder; `mtsum merge` puts them together.
 A rerun skips releases whose outputs are up to date (same input, models and settings).
-Exit codes: 0 all done, 1 some releases failed (the others are written), 2 fatal.
+Exit codes: 0 all done, 1 some releases failed (the others are written) or, with --strict,
+need review, 2 fatal.
 ";
 
 #[derive(Debug, Args)]
@@ -67,6 +70,17 @@ pub struct RunArgs {
     /// Read and check every input, write report.json, load no model, translate nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Exit 1 when any release needs review: a number or glossary term missing from a
+    /// translation, a translation still degenerate after the guard's retry, a summary replaced
+    /// by the lead sentences. The outputs are written all the same (`counts.needs_review` in
+    /// the report).
+    #[arg(long)]
+    pub strict: bool,
+    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`); may be
+    /// given more than once. Each sentence lists the terms it holds and whether its
+    /// translation has their English; a miss is a warning.
+    #[arg(long, value_name = "FILE")]
+    pub glossary: Vec<PathBuf>,
     /// Process only shard K of N (1-based) of the batch, by a stable hash of each release's
     /// name; `auto` reads JOB_COMPLETION_INDEX + MTSUM_SHARDS (Kubernetes Indexed Job),
     /// SLURM_ARRAY_TASK_ID/_MIN/_COUNT (Slurm array) or CI_NODE_INDEX/_TOTAL (GitLab).
@@ -79,6 +93,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     let inputs = common::inputs(&args.inputs)?;
     let shard = args.shard.map(ShardArg::resolve).transpose()?;
     let out = OutputDir::create(&args.out)?;
+    let glossary = common::glossary(&args.glossary)?;
     if args.dry_run {
         let items = read::read_all(&inputs, read_options);
         let observer = observer_for(global.verbosity());
@@ -95,6 +110,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
         summary: args.summaries.overrides(global),
         summaries: args.summaries.options(),
         output_settings: json!({ "side_by_side": args.side_by_side }),
+        glossary,
     };
     let pipeline = Pipeline::new(models.translator(), models.summarizer(), options)?;
     let items = read::read_all(&inputs, read_options);
@@ -108,5 +124,14 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     };
     let report = batch::run(&pipeline, items, &out, &batch_options, observer.as_ref())?;
     common::print_stats(global, &report.stats());
+    if args.strict && report.counts.needs_review > 0 {
+        eprintln!(
+            "mtsum: --strict: {} release(s) need review (numbers or glossary terms missing from \
+             translations, guard fall-backs); see the warnings in the report in {}",
+            report.counts.needs_review,
+            args.out.display()
+        );
+        return Ok(Outcome::SomeFailed);
+    }
     Ok(report.outcome())
 }

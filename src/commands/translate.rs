@@ -46,18 +46,25 @@ pub struct TranslateArgs {
     /// Input encoding instead of detection (utf-8, windows-1251, koi8-r, utf-16le, ...).
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
+    /// A glossary (`russian<TAB>english` per line, or CSV with the header `ru,en`), repeatable
+    /// (with --out): each sentence in <id>.json lists its terms and whether the translation
+    /// has their English.
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub glossary: Vec<PathBuf>,
 }
 
 pub fn execute(args: TranslateArgs, global: &GlobalArgs) -> Result<Outcome> {
     let read_options = common::read_options(args.encoding.as_deref())?;
     let inputs = common::inputs(&args.inputs)?;
     let out = args.out.as_deref().map(OutputDir::create).transpose()?;
+    let glossary = common::glossary(&args.glossary)?;
     let models = Models::load(global, true, None)?;
     let options = PipelineOptions {
         translate_body: true,
         summarize: false,
         translation: common::overrides(global),
         output_settings: json!({ "side_by_side": args.side_by_side }),
+        glossary,
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::new(models.translator(), None, options)?;

@@ -17,6 +17,48 @@ pub struct Bilingual {
     /// Set when the guard found the translation degenerate: what it saw and what was done.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub guard: Option<String>,
+    /// The person names of the Russian side and how the English side wrote them, for a
+    /// reviewer to check (absent when the sentence names nobody).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub names: Vec<NameOut>,
+    /// What a reviewer must check in this pair: every number of the Russian side missing from
+    /// the English side, quoted as written in the source (absent when there is none).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
+    /// The glossary terms of the Russian side (`--glossary`) and whether the English side
+    /// holds their translation (absent without a glossary or a term).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub terms: Vec<TermOut>,
+}
+
+/// A glossary term found in a source sentence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TermOut {
+    /// As found in the Russian sentence (`Министерству внутренних дел`).
+    pub ru: String,
+    /// The glossary entry's Russian side (`Министерство внутренних дел`).
+    pub entry: String,
+    /// The English the entry asks for.
+    pub en: String,
+    /// Whether the translation holds `en` (letter case aside).
+    pub met: bool,
+}
+
+/// A person's name in a source sentence and its rendering in the translation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NameOut {
+    /// As written in the Russian sentence (`И. П. Карташовым`).
+    pub ru: String,
+    /// In the nominative where the first name or the initials make it clear (`И. П. Карташов`).
+    pub nominative: String,
+    /// ICAO Doc 9303 transliteration, as in Russian passports (`I. P. Kartashov`).
+    pub transliteration: String,
+    /// The words of the translation that stand for it (`Irina Wolf`); absent when none
+    /// resembles it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub en: Option<String>,
+    /// Whether the translation writes the surname as its transliteration.
+    pub transliterated: bool,
 }
 
 impl Bilingual {

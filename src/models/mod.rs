@@ -10,7 +10,9 @@ pub mod config;
 pub mod gemm;
 mod host_attention;
 pub mod linear;
+mod pickle;
 pub mod t5;
+mod torch_file;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +48,12 @@ pub enum ModelError {
         #[source]
         source: candle_core::Error,
     },
+    /// A weight file that is intact but not something mtsum reads (no download changes it).
+    #[error("{file}: {problem}; this is not a weights file mtsum can read, and downloading it again will not change that: use the repo's model.safetensors if it has one, or convert the weights with transformers (`save_pretrained(dir, safe_serialization=True)`)")]
+    WeightFormat { file: PathBuf, problem: String },
+    /// A pickle that would run code when Python loads it; nothing of it was executed.
+    #[error("{file} is not a plain weights file: its pickle imports `{global}`, which a state dict never needs (torch's weights-only loader refuses it too). mtsum never runs code from a weight file and will not load this one; get the weights from a source you trust (the repo's model.safetensors if it has one)")]
+    UnsafePickle { file: PathBuf, global: String },
     #[error("{file}: weight `{name}` is missing; the file does not match config.json's model_type and sizes")]
     MissingWeight { file: PathBuf, name: String },
     #[error("{file}: weight `{name}` has shape {found}, but config.json implies {expected}")]

@@ -1,6 +1,8 @@
 //! The weight files of a model folder, opened through candle's `VarBuilder`: model.safetensors,
-//! sharded safetensors (model.safetensors.index.json), or pytorch_model.bin (candle's pickle
-//! reader). Every failure names the file and the tensor at fault.
+//! sharded safetensors (model.safetensors.index.json), or pytorch_model.bin in torch's zip or
+//! legacy format (our own weights-only pickle reader, [`super::torch_file`]: a pickle is never
+//! executed). Every failure names the file and the tensor at fault. [`locate`] tells which file
+//! and format a folder's weights come from without reading them.
 //!
 //! Safetensors are read tensor by tensor with positioned reads rather than memory-mapped:
 //! candle copies every tensor out of a mapping anyway, and while the whole file stays mapped its
@@ -17,7 +19,106 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+use super::torch_file::{self, TorchFile, TorchFormat};
 use super::ModelError;
+
+/// The formats a model folder's weights may come in, in the order [`Weights::open`] prefers
+/// them (transformers' order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// model.safetensors
+    Safetensors,
+    /// model.safetensors.index.json and the shards it names
+    ShardedSafetensors,
+    /// pytorch_model.bin written by torch >= 1.6 (a zip archive)
+    ZipBin,
+    /// pytorch_model.bin in torch's legacy serialization (pickles, then raw storages), as many
+    /// repos converted in 2020 ship it
+    LegacyBin,
+}
+
+impl WeightFormat {
+    /// A short name for people: `safetensors`, `sharded safetensors`, `zip .bin`, `legacy .bin`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Safetensors => "safetensors",
+            Self::ShardedSafetensors => "sharded safetensors",
+            Self::ZipBin => "zip .bin",
+            Self::LegacyBin => "legacy .bin",
+        }
+    }
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Which weight file a model folder's weights come from, as [`Weights::open`] chooses it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WeightSource {
+    pub format: WeightFormat,
+    /// The file named in messages: the weight file, or the index of a sharded checkpoint.
+    pub file: PathBuf,
+    /// Every file read: `file` itself, or the index's shards.
+    pub files: Vec<PathBuf>,
+    /// Total size in bytes of `files` (and the index, when sharded).
+    pub bytes: u64,
+}
+
+/// The weight file and format of the model folder `dir`, found the way [`Weights::open`] finds
+/// them (safetensors, then sharded safetensors, then pytorch_model.bin), without reading any
+/// tensor: for `mtsum models inspect`. A pytorch_model.bin's format is told by its first bytes;
+/// one that is neither a zip nor a pickle is reported as damaged (the repair hint), as is a
+/// shard the index names but the folder lacks.
+pub fn locate(dir: &Path) -> Result<WeightSource, ModelError> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let pickle = dir.join("pytorch_model.bin");
+    let size = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|source| ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let (format, file, files) = if single.is_file() {
+        (WeightFormat::Safetensors, single.clone(), vec![single])
+    } else if index.is_file() {
+        let shards = shard_files(&index)?;
+        (WeightFormat::ShardedSafetensors, index, shards)
+    } else if pickle.is_file() {
+        let format = match torch_file::sniff(&pickle).map_err(|source| ModelError::Io {
+            path: pickle.clone(),
+            source,
+        })? {
+            Some(TorchFormat::Zip) => WeightFormat::ZipBin,
+            Some(TorchFormat::Legacy) => WeightFormat::LegacyBin,
+            None => return Err(torch_file::neither_format(&pickle)),
+        };
+        (format, pickle.clone(), vec![pickle])
+    } else {
+        return Err(ModelError::NoWeights {
+            dir: dir.to_path_buf(),
+        });
+    };
+    let mut bytes = 0;
+    for f in &files {
+        bytes += size(f)?;
+    }
+    if format == WeightFormat::ShardedSafetensors {
+        bytes += size(&file)?;
+    }
+    Ok(WeightSource {
+        format,
+        file,
+        files,
+        bytes,
+    })
+}
 
 /// An opened set of weights, converted to one dtype on one device as tensors are read.
 pub struct Weights {
@@ -29,36 +130,19 @@ pub struct Weights {
 impl Weights {
     /// Opens the weights of `dir`, preferring safetensors (as transformers does).
     pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Self, ModelError> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let pickle = dir.join("pytorch_model.bin");
-        let safetensors = |shards: &[PathBuf]| -> Result<VarBuilder<'static>, ModelError> {
-            let files = SafetensorsFiles::open(shards)?;
-            Ok(VarBuilder::from_backend(
-                Box::new(files),
-                dtype,
-                device.clone(),
-            ))
+        let source = locate(dir)?;
+        let backend: Box<dyn SimpleBackend> = match source.format {
+            WeightFormat::Safetensors | WeightFormat::ShardedSafetensors => {
+                Box::new(SafetensorsFiles::open(&source.files)?)
+            }
+            WeightFormat::ZipBin | WeightFormat::LegacyBin => {
+                Box::new(TorchFile::open(&source.file)?)
+            }
         };
-        let (file, vb) = if single.is_file() {
-            (single.clone(), safetensors(&[single])?)
-        } else if index.is_file() {
-            let vb = safetensors(&shard_files(&index)?)?;
-            (index, vb)
-        } else if pickle.is_file() {
-            let vb = VarBuilder::from_pth(&pickle, dtype, device).map_err(|source| {
-                ModelError::WeightFile {
-                    file: pickle.clone(),
-                    source,
-                }
-            })?;
-            (pickle, vb)
-        } else {
-            return Err(ModelError::NoWeights {
-                dir: dir.to_path_buf(),
-            });
-        };
-        Ok(Self { vb, file })
+        Ok(Self {
+            vb: VarBuilder::from_backend(backend, dtype, device.clone()),
+            file: source.file,
+        })
     }
 
     pub fn file(&self) -> &Path {

@@ -76,6 +76,9 @@ pub struct Report {
     pub throughput: Throughput,
     pub models: ModelsUsed,
     pub settings: serde_json::Value,
+    /// With a glossary: its terms over every release written or up to date.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub terms: Option<TermCounts>,
     /// `merge`: the shards this report was built from.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub merged_from: Vec<super::merge::MergedShard>,
@@ -87,6 +90,15 @@ pub struct Counts {
     pub processed: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Releases written or up to date whose outputs need a human look before they go out
+    /// (a number missing from a translation, a guard's fall-back; see
+    /// `pipeline::review_reasons`): what `run --strict` exits 1 for. Absent when none.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub needs_review: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +127,17 @@ pub struct ReportEntry {
     /// without confidence.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub warnings: Vec<String>,
+    /// With a glossary: its terms found in the release and whether the translations hold them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub terms: Option<TermCounts>,
+}
+
+/// Glossary terms found in source sentences: `hits` whose translation holds the entry's
+/// English, `misses` whose translation does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermCounts {
+    pub hits: usize,
+    pub misses: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +173,7 @@ impl Counts {
             processed: count(Status::Processed),
             skipped: count(Status::Skipped),
             failed: count(Status::Failed),
+            needs_review: 0,
         }
     }
 }
@@ -297,6 +321,7 @@ pub fn check(
                     file: plan.file(position).map(str::to_string),
                     status: Status::Checked,
                     warnings: warnings(&release),
+                    terms: None,
                 });
             }
             Err(failure) => {
@@ -332,6 +357,7 @@ pub fn check(
         throughput: Throughput::default(),
         models: ModelsUsed::default(),
         settings: serde_json::json!({ "dry_run": true }),
+        terms: None,
         merged_from: Vec::new(),
     };
     out.write_report(&report)?;
@@ -386,6 +412,7 @@ fn failed_entry(failure: &ReadFailure) -> (ReportEntry, Failure) {
             file: None,
             status: Status::Failed,
             warnings: Vec::new(),
+            terms: None,
         },
         Failure {
             release,
@@ -471,6 +498,7 @@ impl Batch<'_> {
             file: Some(file),
             status: Status::Skipped,
             warnings: warnings(&release),
+            terms: None,
         };
         // The release's place in the batch may have moved (inputs added or removed): its JSON
         // says where it is now, the only part of it that does not come from the fingerprint.
@@ -520,6 +548,7 @@ impl Batch<'_> {
             file: None,
             status: Status::Failed,
             warnings: warnings(&release),
+            terms: None,
         };
         match done {
             Ok(output) => {
@@ -558,10 +587,16 @@ impl Batch<'_> {
     fn record(
         &mut self,
         index: usize,
-        entry: ReportEntry,
+        mut entry: ReportEntry,
         failure: Option<Failure>,
         output: Option<ReleaseOutput>,
     ) {
+        if !self.pipeline.options().glossary.is_empty() {
+            entry.terms = output.as_ref().map(|output| {
+                let (hits, misses) = super::term_counts(output);
+                TermCounts { hits, misses }
+            });
+        }
         self.records.push(Record {
             index,
             entry,
@@ -580,6 +615,19 @@ impl Batch<'_> {
 
     /// The report of the records, which are in input order by now.
     fn report(self, started_at: SystemTime, started: Instant) -> Report {
+        let needs_review = self
+            .records
+            .iter()
+            .filter_map(|record| record.output.as_ref())
+            .filter(|output| !super::review_reasons(output).is_empty())
+            .count();
+        let terms = (!self.pipeline.options().glossary.is_empty()).then(|| {
+            let per_release = self.records.iter().filter_map(|r| r.entry.terms);
+            per_release.fold(TermCounts::default(), |total, t| TermCounts {
+                hits: total.hits + t.hits,
+                misses: total.misses + t.misses,
+            })
+        });
         let (entries, failures): (Vec<ReportEntry>, Vec<Option<Failure>>) = self
             .records
             .into_iter()
@@ -591,7 +639,10 @@ impl Batch<'_> {
             started_at: iso_time(started_at),
             finished_at: iso_time(SystemTime::now()),
             sharding: self.plan.info(&models, &settings),
-            counts: Counts::of(&entries),
+            counts: Counts {
+                needs_review,
+                ..Counts::of(&entries)
+            },
             releases: entries,
             failures: failures.into_iter().flatten().collect(),
             timings: ReportTimings {
@@ -602,6 +653,7 @@ impl Batch<'_> {
             throughput: Throughput::new(self.tokens, self.generation_seconds),
             models,
             settings,
+            terms,
             merged_from: Vec::new(),
         }
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{
     digest_order, Counts, DigestOrder, Failure, Report, ReportEntry, ReportTimings, Status,
-    Throughput,
+    TermCounts, Throughput,
 };
 use super::shard::{Shard, ShardInfo};
 use crate::io::output::TokenCounts;
@@ -409,13 +409,25 @@ fn merged_report(runs: &[ShardRun], slots: Vec<Slot>, started_at: String) -> Rep
     let finished_at = runs.iter().map(|r| &r.report.finished_at).max().cloned();
     let (entries, failures): (Vec<ReportEntry>, Vec<Option<Failure>>) =
         slots.into_iter().map(|s| (s.entry, s.failure)).unzip();
+    let terms = runs.iter().any(|r| r.report.terms.is_some()).then(|| {
+        let per_release = entries.iter().filter_map(|e| e.terms);
+        per_release.fold(TermCounts::default(), |total, t| TermCounts {
+            hits: total.hits + t.hits,
+            misses: total.misses + t.misses,
+        })
+    });
     let first = &runs[0].report;
     Report {
         mtsum_version: first.mtsum_version.clone(),
         started_at,
         finished_at: finished_at.unwrap_or_default(),
         sharding: None,
-        counts: Counts::of(&entries),
+        counts: Counts {
+            // The shards hold disjoint releases: their releases to review add up.
+            needs_review: runs.iter().map(|r| r.report.counts.needs_review).sum(),
+            ..Counts::of(&entries)
+        },
+        terms,
         releases: entries,
         failures: failures.into_iter().flatten().collect(),
         throughput: Throughput::new(tokens, timings.generation_seconds),

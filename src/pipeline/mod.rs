@@ -21,12 +21,14 @@ pub mod batch;
 mod generator;
 pub mod merge;
 pub mod pool;
+mod review;
 pub mod shard;
 mod stream;
 mod summaries;
 mod translation;
 
 pub use generator::TextGenerator;
+pub use review::{review_reasons, term_counts};
 pub use stream::each_release;
 
 use std::cell::RefCell;
@@ -38,6 +40,7 @@ use crate::guard::GuardLimits;
 use crate::io::output::ModelsUsed;
 use crate::io::{Bilingual, Block, ParagraphOut, Release, ReleaseOutput, SummaryOut};
 use crate::summary::SummarySide;
+use crate::text::glossary::Glossary;
 use crate::text::{self, PreparedBlock, Sentence};
 use crate::{Error, Result};
 use pool::{Calls, Spent};
@@ -80,6 +83,8 @@ pub struct PipelineOptions {
     /// Options of the run that change the outputs (e.g. `--side-by-side`): part of the
     /// fingerprint, so changing them redoes the release.
     pub output_settings: serde_json::Value,
+    /// Terms whose translation each sentence is checked for (`--glossary`); empty for none.
+    pub glossary: Glossary,
 }
 
 /// The models and options of a run.
@@ -125,14 +130,28 @@ impl<'a> Pipeline<'a> {
 
     /// Effective generation settings of each model, and the output options.
     pub fn settings(&self) -> serde_json::Value {
-        json!({
+        let mut settings = json!({
             "translate_body": self.options.translate_body,
             "summarize": self.options.summarize,
             "translator": self.translator.map(|t| t.settings(&self.options.translation)),
             "summarizer": self.summarizer.map(|s| s.settings(&self.options.summary)),
             "summaries": self.options.summaries,
             "output": self.options.output_settings,
-        })
+        });
+        // Only with a glossary, so the settings of a run without one are as before; its
+        // digest makes a changed glossary redo the releases.
+        let glossary = &self.options.glossary;
+        if !glossary.is_empty() {
+            settings["glossary"] = json!({
+                "entries": glossary.entries().len(),
+                "sha256": crate::io::read::sha256_hex(glossary.canonical().as_bytes()),
+            });
+        }
+        settings
+    }
+
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
     }
 
     /// What a release's outputs depend on: its id and bytes, the models (resolved commits)
@@ -273,7 +292,8 @@ impl<'g> TokenCounter<'g> {
     }
 }
 
-/// The release-level warnings: every guard that fired, for the JSON and the run report.
+/// The release-level warnings: every guard that fired and every number and glossary term
+/// missing from a translation, for the JSON and the run report.
 fn guard_warnings(
     title: Option<&Bilingual>,
     paragraphs: &[ParagraphOut],
@@ -282,10 +302,19 @@ fn guard_warnings(
     let sentences = title
         .into_iter()
         .chain(paragraphs.iter().flat_map(|p| &p.sentences));
-    let translation = sentences.filter_map(|pair| {
-        pair.guard
-            .as_ref()
-            .map(|guard| format!("translation of \"{}\": {guard}", excerpt(&pair.ru)))
+    let translation = sentences.flat_map(|pair| {
+        let missed = pair
+            .terms
+            .iter()
+            .filter(|t| !t.met)
+            .map(review::missed_term);
+        let notes = pair
+            .guard
+            .iter()
+            .chain(&pair.warnings)
+            .cloned()
+            .chain(missed);
+        notes.map(move |note| format!("translation of \"{}\": {note}", excerpt(&pair.ru)))
     });
     let summary = summary.into_iter().flat_map(|s| s.notes.iter().cloned());
     translation.chain(summary).collect()

@@ -3,6 +3,7 @@
 //! Russian) is retried with stricter settings and marked.
 
 use super::pool::{Calls, Pool, Spent};
+use super::review::{glossary_terms, review, STILL_DEGENERATE};
 use super::{prepare_blocks, prepare_unit, Pipeline, TextGenerator};
 use crate::generate::GenerationOverrides;
 use crate::guard::{self, Degenerate, Script};
@@ -36,11 +37,17 @@ impl<'a> Pipeline<'a> {
         let mut english = english.into_iter();
         let mut pair = |sentence: &Sentence| {
             let translated = english.next().unwrap_or_default();
+            let (names, warnings) = review(&sentence.original, &translated.text);
+            let glossary = &self.options.glossary;
+            let terms = glossary_terms(glossary, &sentence.original, &translated.text);
             Bilingual {
                 ru: sentence.original.clone(),
                 en: translated.text,
                 pieces: sentence.is_split().then_some(sentence.pieces.len()),
                 guard: translated.guard,
+                names,
+                warnings,
+                terms,
             }
         };
         let title = title.as_ref().map(&mut pair);
@@ -89,7 +96,7 @@ impl<'a> Pipeline<'a> {
             let again = self.degenerate_translation(sentences[i], &text);
             let guard = match (first, again) {
                 (Some(first), None) => format!("{first}; retried with stricter settings"),
-                (_, Some(again)) => format!("{again} even with stricter settings"),
+                (_, Some(again)) => format!("{again} {STILL_DEGENERATE}"),
                 (None, None) => continue,
             };
             translated[i] = Translated {

@@ -32,7 +32,11 @@
 
 mod abbrev;
 mod blocks;
+pub mod glossary;
+pub mod loops;
+pub mod names;
 mod normalize;
+pub mod numbers;
 mod sentences;
 mod split;
 

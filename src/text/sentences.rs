@@ -198,7 +198,15 @@ fn next_kind(after: &str) -> Next {
         Next::Capital
     } else if first.is_numeric() {
         Next::Digit
-    } else if OPENERS.contains(&first) || "№§$€£+*•".contains(first) {
+    } else if OPENERS.contains(&first) {
+        // `18 проц. (при сохранении ...`: a bracket or quote that opens on a lower-case word
+        // goes on with the sentence; one that opens on a capital may start the next.
+        let inner = after[first.len_utf8()..].trim_start_matches(is_space);
+        match next_kind(inner) {
+            Next::Lower => Next::Lower,
+            _ => Next::Capital,
+        }
+    } else if "№§$€£+*•".contains(first) {
         Next::Capital
     } else {
         Next::Punctuation
@@ -233,6 +241,9 @@ fn full_stop_ends_sentence(before: &str, fragment: &str, after: &str) -> bool {
     if let Some(ends) = latin_capitals_end_sentence(last, after) {
         return ends;
     }
+    if is_number_suffix(before, last) {
+        return true; // `в 1990-е.`, `на 5-м.`: the ending of a number, not an abbreviation
+    }
     if abbrev::is_initial(last) {
         return false; // `Ю. Шток`, `Н. Э. Баумана` (not `н. э.`)
     }
@@ -244,6 +255,19 @@ fn full_stop_ends_sentence(before: &str, fragment: &str, after: &str) -> bool {
     }
     let single_lower = last.chars().count() == 1 && last.chars().all(char::is_lowercase);
     !single_lower
+}
+
+/// Whether the letters `last` (a slice that ends `before`) are the grammatical ending of a
+/// number written in digits (`1990-е`, `90-х`, `5-й`): such a word is not an abbreviation,
+/// so a full stop after it ends the sentence like one after the number itself.
+fn is_number_suffix(before: &str, last: &str) -> bool {
+    let start = last.as_ptr() as usize - before.as_ptr() as usize;
+    let ahead = &before[..start];
+    last.chars().count() <= 3
+        && last.chars().all(char::is_lowercase)
+        && ahead
+            .strip_suffix('-')
+            .is_some_and(|number| number.ends_with(|c: char| c.is_ascii_digit()))
 }
 
 /// A Roman numeral of several letters ends a sentence (`эпохи Петра II.`; as a label it was
