@@ -146,6 +146,28 @@ fn flags_show_as_flag_origins() {
         setting(&report, "min_new_tokens"),
         (0.into(), "transformers_default".into())
     );
+
+    // The summarizer's --summary-length sets both bounds, over task_specific_params.
+    let (code, report, err) = one_report(&[
+        "--role",
+        "summarizer",
+        "--summary-length",
+        "short",
+        path_arg(&fixture("bart_legacy")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        setting(&report, "min_new_tokens"),
+        (8.into(), "flag".into())
+    );
+    assert_eq!(
+        setting(&report, "max_new_tokens"),
+        (60.into(), "flag".into())
+    );
+    assert_eq!(
+        setting(&report, "length_penalty"),
+        (1.5.into(), "task_specific_params".into())
+    );
 }
 
 #[test]
