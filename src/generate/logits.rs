@@ -118,6 +118,44 @@ impl<'a> LogProbs<'a> {
         self.processed(id) - self.renorm
     }
 
+    /// The row's width (the vocabulary).
+    pub fn width(&self) -> usize {
+        self.logits.len()
+    }
+
+    /// The first id at or after `from` whose `value(id) + score` may exceed `bound`, or None:
+    /// an id is passed over only when its value certainly does not (the processors only lower
+    /// values, and the margin covers every f32 rounding on the way). Beam search asks this of
+    /// every (beam, token) candidate at every step, so the row is scanned as plain floats
+    /// against one threshold, a chunk's maximum first.
+    pub fn first_that_may_exceed(&self, from: u32, score: f32, bound: f32) -> Option<u32> {
+        let shift = self.max + self.log_sum + self.renorm;
+        let scan_safe = !matches!(self.rule, RowRule::Force(_))
+            && shift.is_finite()
+            && score.is_finite()
+            && bound.is_finite();
+        if !scan_safe {
+            // Forced tokens, NaN or infinite values: every id is a candidate.
+            return ((from as usize) < self.logits.len()).then_some(from);
+        }
+        // value(id) + score >= bound - margin  <=  logits[id] >= threshold, with twice the
+        // margin so that computing the threshold's own rounding is covered too.
+        let margin = 2e-3 * (1.0 + bound.abs() + score.abs() + shift.abs());
+        let threshold = bound - margin + shift - score;
+        const CHUNK: usize = 64;
+        let rest = &self.logits[from as usize..];
+        for (c, chunk) in rest.chunks(CHUNK).enumerate() {
+            let most = chunk
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+            if most >= threshold {
+                let at = chunk.iter().position(|&x| x >= threshold)?;
+                return Some(from + (c * CHUNK + at) as u32);
+            }
+        }
+        None
+    }
+
     /// The shift of a second log-softmax over the processed row.
     fn renormalization(&self) -> f32 {
         let processed: Vec<f32> = (0..self.logits.len() as u32)
@@ -282,6 +320,265 @@ fn fast_exp(x: f32) -> f32 {
     poly * scale
 }
 
+/// The order in which `torch.topk(values, k)` (largest, sorted) returns elements on the CPU,
+/// equal values included: beam search ranks f32 scores that grow to thousands, where one ulp is
+/// 1e-4 or more and exact ties between candidates happen every few hundred steps; transformers'
+/// choice among them is whatever ATen's `topk_impl_loop` leaves in front. That is libstdc++'s
+/// `std::partial_sort` when `k * 64 <= n`, else `std::nth_element` at `k - 1` followed by
+/// `std::sort` of the first `k - 1`, with `x > y` (NaN first) as the order; this reproduces those
+/// algorithms step by step (the torch wheels are built with GCC's libstdc++).
+///
+/// `value(i)` gives element `i` of `n`; `next(from, bound)` gives the first index at or after
+/// `from` (or `n`) whose element may be greater than `bound`: it may skip only elements that
+/// certainly are not (a cheap pre-scan; `|i, _| i` is always right). Skipped elements could not
+/// have entered the heap, so the order is the same whatever the pre-scan skips.
+/// Returns the indices of the `k` elements, in torch's order.
+pub fn torch_topk(
+    n: usize,
+    k: usize,
+    value: impl Fn(usize) -> f32,
+    next: impl Fn(usize, f32) -> usize,
+) -> Vec<usize> {
+    let k = k.min(n);
+    if k == 0 {
+        return Vec::new();
+    }
+    if k * 64 <= n {
+        // partial_sort: heap_select over every element, then sort_heap of the first k. Elements
+        // past k matter only when they beat the heap's top, so the others are never evaluated.
+        let mut heap: Vec<(f32, usize)> = (0..k).map(|i| (value(i), i)).collect();
+        make_heap(&mut heap);
+        let mut i = next(k, heap[0].0);
+        while i < n {
+            let candidate = (value(i), i);
+            if before(&candidate, &heap[0]) {
+                // __pop_heap(first, middle, i): the top leaves, the candidate sifts in.
+                adjust_heap(&mut heap, 0, k, candidate);
+            }
+            i = next(i + 1, heap[0].0);
+        }
+        sort_heap(&mut heap);
+        return heap.into_iter().map(|(_, i)| i).collect();
+    }
+    let mut queue: Vec<(f32, usize)> = (0..n).map(|i| (value(i), i)).collect();
+    nth_element(&mut queue, k - 1);
+    sort(&mut queue[..k - 1]);
+    queue.truncate(k);
+    queue.into_iter().map(|(_, i)| i).collect()
+}
+
+/// ATen's comparator for `largest`: NaN before numbers, then the larger first.
+fn before(x: &(f32, usize), y: &(f32, usize)) -> bool {
+    (x.0.is_nan() && !y.0.is_nan()) || x.0 > y.0
+}
+
+/// libstdc++'s `__adjust_heap` followed by its `__push_heap`.
+fn adjust_heap(v: &mut [(f32, usize)], mut hole: usize, len: usize, value: (f32, usize)) {
+    let top = hole;
+    let mut second = hole;
+    while len >= 2 && second < (len - 1) / 2 {
+        second = 2 * (second + 1);
+        if before(&v[second], &v[second - 1]) {
+            second -= 1;
+        }
+        v[hole] = v[second];
+        hole = second;
+    }
+    if len & 1 == 0 && len >= 2 && second == (len - 2) / 2 {
+        second = 2 * (second + 1);
+        v[hole] = v[second - 1];
+        hole = second - 1;
+    }
+    // __push_heap
+    while hole > top {
+        let parent = (hole - 1) / 2;
+        if !before(&v[parent], &value) {
+            break;
+        }
+        v[hole] = v[parent];
+        hole = parent;
+    }
+    v[hole] = value;
+}
+
+fn make_heap(v: &mut [(f32, usize)]) {
+    let len = v.len();
+    if len < 2 {
+        return;
+    }
+    let mut parent = (len - 2) / 2;
+    loop {
+        adjust_heap(v, parent, len, v[parent]);
+        if parent == 0 {
+            return;
+        }
+        parent -= 1;
+    }
+}
+
+/// `__pop_heap(first, last, result)` with `result` the last element of `v`.
+fn pop_heap(v: &mut [(f32, usize)]) {
+    let last = v.len() - 1;
+    let value = v[last];
+    v[last] = v[0];
+    adjust_heap(v, 0, last, value);
+}
+
+fn sort_heap(v: &mut [(f32, usize)]) {
+    let mut len = v.len();
+    while len > 1 {
+        pop_heap(&mut v[..len]);
+        len -= 1;
+    }
+}
+
+/// `__heap_select(first, middle, last)` then `__sort_heap(first, middle)`.
+fn partial_sort(v: &mut [(f32, usize)], middle: usize) {
+    make_heap(&mut v[..middle]);
+    for i in middle..v.len() {
+        if before(&v[i], &v[0]) {
+            let value = v[i];
+            v[i] = v[0];
+            adjust_heap(v, 0, middle, value);
+        }
+    }
+    sort_heap(&mut v[..middle]);
+}
+
+/// floor(log2(n)) for n > 0 (`std::__lg`).
+fn lg(n: usize) -> usize {
+    (usize::BITS - 1 - n.leading_zeros()) as usize
+}
+
+/// `__move_median_to_first(result, a, b, c)`.
+fn move_median_to_first(v: &mut [(f32, usize)], result: usize, a: usize, b: usize, c: usize) {
+    let pick = if before(&v[a], &v[b]) {
+        if before(&v[b], &v[c]) {
+            b
+        } else if before(&v[a], &v[c]) {
+            c
+        } else {
+            a
+        }
+    } else if before(&v[a], &v[c]) {
+        a
+    } else if before(&v[b], &v[c]) {
+        c
+    } else {
+        b
+    };
+    v.swap(result, pick);
+}
+
+/// `__unguarded_partition_pivot(first, last)` on all of `v`; returns the cut.
+fn partition_pivot(v: &mut [(f32, usize)]) -> usize {
+    let len = v.len();
+    let mid = len / 2;
+    move_median_to_first(v, 0, 1, mid, len - 1);
+    let pivot = v[0];
+    let (mut first, mut last) = (1, len);
+    loop {
+        while before(&v[first], &pivot) {
+            first += 1;
+        }
+        last -= 1;
+        while before(&pivot, &v[last]) {
+            last -= 1;
+        }
+        if first >= last {
+            return first;
+        }
+        v.swap(first, last);
+        first += 1;
+    }
+}
+
+fn insertion_sort(v: &mut [(f32, usize)]) {
+    for i in 1..v.len() {
+        let value = v[i];
+        if before(&value, &v[0]) {
+            v.copy_within(0..i, 1);
+            v[0] = value;
+        } else {
+            unguarded_linear_insert(v, i);
+        }
+    }
+}
+
+fn unguarded_linear_insert(v: &mut [(f32, usize)], mut last: usize) {
+    let value = v[last];
+    while before(&value, &v[last - 1]) {
+        v[last] = v[last - 1];
+        last -= 1;
+    }
+    v[last] = value;
+}
+
+/// `std::nth_element(first, first + nth, last)` (`__introselect`).
+fn nth_element(v: &mut [(f32, usize)], nth: usize) {
+    if v.is_empty() || nth >= v.len() {
+        return;
+    }
+    let mut depth = lg(v.len()) * 2;
+    let (mut first, mut last) = (0, v.len());
+    while last - first > 3 {
+        if depth == 0 {
+            // __heap_select(first, nth + 1, last), then the nth element to its place.
+            let part = &mut v[first..last];
+            let middle = nth + 1 - first;
+            make_heap(&mut part[..middle]);
+            for i in middle..part.len() {
+                if before(&part[i], &part[0]) {
+                    let value = part[i];
+                    part[i] = part[0];
+                    adjust_heap(part, 0, middle, value);
+                }
+            }
+            v.swap(first, nth);
+            return;
+        }
+        depth -= 1;
+        let cut = first + partition_pivot(&mut v[first..last]);
+        if cut <= nth {
+            first = cut;
+        } else {
+            last = cut;
+        }
+    }
+    insertion_sort(&mut v[first..last]);
+}
+
+/// `std::sort` (`__introsort_loop` then `__final_insertion_sort`).
+fn sort(v: &mut [(f32, usize)]) {
+    const THRESHOLD: usize = 16;
+    if v.is_empty() {
+        return;
+    }
+    introsort_loop(v, lg(v.len()) * 2);
+    if v.len() > THRESHOLD {
+        insertion_sort(&mut v[..THRESHOLD]);
+        for i in THRESHOLD..v.len() {
+            unguarded_linear_insert(v, i);
+        }
+    } else {
+        insertion_sort(v);
+    }
+
+    fn introsort_loop(v: &mut [(f32, usize)], mut depth: usize) {
+        let mut last = v.len();
+        while last > THRESHOLD {
+            if depth == 0 {
+                partial_sort(&mut v[..last], last);
+                return;
+            }
+            depth -= 1;
+            let cut = partition_pivot(&mut v[..last]);
+            introsort_loop(&mut v[cut..last], depth);
+            last = cut;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +689,60 @@ mod tests {
         let row = LogProbs::new(&logits, &rule, true);
         let total: f32 = (0..4).map(|id| row.value(id).exp()).sum();
         assert!((total - 1.0).abs() < 1e-6);
+    }
+
+    /// `torch.topk(v, k).indices` printed by torch 2.15 on the CPU for
+    /// `v[i] = (i * 37 + 11) % m`: rows full of ties, through every branch (partial_sort,
+    /// nth_element with the final insertion sort, std::sort beyond 16 elements).
+    #[test]
+    fn topk_keeps_ties_in_torchs_order() {
+        let cases: [(usize, usize, usize, &[usize]); 9] = [
+            (10, 5, 4, &[4, 8, 0, 3, 7]),
+            (15, 5, 3, &[3, 6, 0, 9, 12]),
+            (
+                40,
+                20,
+                5,
+                &[
+                    39, 14, 19, 9, 24, 29, 4, 34, 31, 26, 21, 36, 16, 1, 6, 11, 8, 33, 23, 3,
+                ],
+            ),
+            (700, 8, 9, &[15, 24, 60, 51, 33, 69, 42, 6]),
+            (
+                3755,
+                10,
+                97,
+                &[39, 330, 621, 136, 233, 718, 815, 912, 524, 427],
+            ),
+            (3755, 10, 3, &[12, 9, 0, 3, 15, 21, 24, 27, 18, 6]),
+            (200, 3, 2, &[4, 0, 2]),
+            (
+                1000,
+                15,
+                7,
+                &[8, 1, 85, 29, 15, 43, 78, 92, 36, 64, 99, 50, 71, 57, 22],
+            ),
+            (
+                100,
+                40,
+                6,
+                &[
+                    12, 24, 30, 36, 84, 90, 18, 42, 48, 0, 54, 78, 96, 6, 60, 66, 72, 5, 83, 23,
+                    17, 11, 29, 95, 89, 35, 71, 41, 47, 53, 77, 59, 65, 52, 10, 16, 82, 46, 58, 4,
+                ],
+            ),
+        ];
+        for (n, k, m, want) in cases {
+            let value = |i: usize| ((i * 37 + 11) % m) as f32;
+            assert_eq!(
+                torch_topk(n, k, value, |i, _| i),
+                want,
+                "n {n}, k {k}, m {m}"
+            );
+            // The pre-test may skip only what cannot enter: a tight one gives the same order.
+            let tight =
+                |from: usize, bound: f32| (from..n).find(|&i| value(i) > bound).unwrap_or(n);
+            assert_eq!(torch_topk(n, k, value, tight), want, "n {n}, k {k}, m {m}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::config::{EarlyStopping, Settings};
-use super::logits::{greedy_choice, LogProbs, RowRule};
+use super::logits::{greedy_choice, torch_topk, LogProbs, RowRule};
 use super::Result;
 use super::Seq2Seq;
 
@@ -160,21 +160,27 @@ fn beam_search<M: Seq2Seq>(
             .flat_map(|&i| &inputs[i].running[..rows_per_input])
             .map(|hyp| *hyp.history.last().unwrap())
             .collect();
-        let top = with_logits(model, &last, cache, device, |logits, vocab| {
-            (logits.par_chunks(vocab).enumerate())
-                .map(|(row, logits)| {
+        let candidates = with_logits(model, &last, cache, device, |logits, vocab| {
+            let rules: Vec<RowRule> = (0..logits.len() / vocab)
+                .map(|row| {
                     let hyp = &inputs[active[row / rows_per_input]].running[row % rows_per_input];
-                    let rule = RowRule::for_history(settings, &hyp.history);
-                    LogProbs::new(logits, &rule, settings.renormalize_logits).top_k(keep)
+                    RowRule::for_history(settings, &hyp.history)
+                })
+                .collect();
+            let rows: Vec<LogProbs> = (logits.par_chunks(vocab).zip(&rules))
+                .map(|(logits, rule)| LogProbs::new(logits, rule, settings.renormalize_logits))
+                .collect();
+            (active.par_iter().enumerate())
+                .map(|(group, &i)| {
+                    let own = &rows[group * rows_per_input..(group + 1) * rows_per_input];
+                    inputs[i].candidates(keep, own, |beam| beam % rows_per_input)
                 })
                 .collect::<Vec<_>>()
         })?;
         let mut next_rows = Vec::with_capacity(active.len() * beams);
         let mut still = Vec::with_capacity(active.len());
-        for (group, &i) in active.iter().enumerate() {
-            let own = &top[group * rows_per_input..(group + 1) * rows_per_input];
+        for ((group, &i), candidates) in active.iter().enumerate().zip(candidates) {
             let input = &mut inputs[i];
-            let candidates = input.candidates(keep, own, |beam| beam % rows_per_input);
             input.advance(settings, &candidates, generated);
             if !input.done {
                 still.push(i);
@@ -251,28 +257,45 @@ impl BeamInput {
         }
     }
 
-    /// The best `keep` candidates over all beams; `row_of(beam)` gives each beam's logits row.
+    /// The best `keep` candidates over all beams, in the order of transformers'
+    /// `torch.topk` over the (beams × vocab) accumulated scores, ties included; `row_of(beam)`
+    /// gives each beam's row of log-probabilities.
     fn candidates(
         &self,
         keep: usize,
-        rows: &[Vec<(f32, u32)>],
+        rows: &[LogProbs],
         row_of: impl Fn(usize) -> usize,
     ) -> Vec<Candidate> {
-        let mut all: Vec<Candidate> = (self.running.iter().enumerate())
-            .flat_map(|(beam, hyp)| {
-                rows[row_of(beam)]
-                    .iter()
-                    .map(move |&(logp, token)| Candidate {
-                        beam,
-                        token,
-                        score: logp + hyp.score,
-                    })
+        let vocab = rows[0].width();
+        let split = |i: usize| (i / vocab, (i % vocab) as u32);
+        let score = |i: usize| {
+            let (beam, token) = split(i);
+            rows[row_of(beam)].value(token) + self.running[beam].score
+        };
+        let n = self.running.len() * vocab;
+        // The next (beam, token) that may beat `bound`: one threshold scan per beam's row.
+        let next = |from: usize, bound: f32| {
+            let mut i = from;
+            while i < n {
+                let (beam, token) = split(i);
+                let row = &rows[row_of(beam)];
+                match row.first_that_may_exceed(token, self.running[beam].score, bound) {
+                    Some(token) => return beam * vocab + token as usize,
+                    None => i = (beam + 1) * vocab,
+                }
+            }
+            n
+        };
+        (torch_topk(n, keep, score, next).into_iter())
+            .map(|i| {
+                let (beam, token) = split(i);
+                Candidate {
+                    beam,
+                    token,
+                    score: score(i),
+                }
             })
-            .collect();
-        // Stable: equal scores keep the lower beam, then the lower token, first.
-        all.sort_by(|a, b| b.score.total_cmp(&a.score));
-        all.truncate(keep);
-        all
+            .collect()
     }
 
     /// One step of transformers' bookkeeping after `generated` tokens become `generated + 1`.
@@ -310,16 +333,18 @@ impl BeamInput {
                 finished: finishes,
             });
         }
-        merged.sort_by(|a, b| b.score.total_cmp(&a.score));
-        merged.truncate(beams);
-        self.slots = merged;
+        // torch.topk's order among equal scores, as for the candidates.
+        let best = torch_topk(merged.len(), beams, |i| merged[i].score, |i, _| i);
+        self.slots = best.into_iter().map(|i| merged[i].clone()).collect();
 
         // Running beams: the best candidates that did not finish.
-        let mut order: Vec<(f32, usize)> = (candidates.iter().zip(&hits).enumerate())
-            .map(|(i, (c, &hit))| (if hit { c.score + MASKED } else { c.score }, i))
+        let masked: Vec<f32> = (candidates.iter().zip(&hits))
+            .map(|(c, &hit)| if hit { c.score + MASKED } else { c.score })
             .collect();
-        order.sort_by(|a, b| b.0.total_cmp(&a.0));
-        order.truncate(beams);
+        let order: Vec<(f32, usize)> = (torch_topk(masked.len(), beams, |i| masked[i], |i, _| i)
+            .into_iter())
+        .map(|i| (masked[i], i))
+        .collect();
         self.running = (order.iter())
             .map(|&(score, i)| Running {
                 history: extend(&candidates[i]),

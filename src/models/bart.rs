@@ -14,7 +14,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::common::{
     activation, check_length, padding_bias, AttentionNames, AttentionShape, CrossAttention,
-    DecoderCache, FeedForward, Layer, Norm, OutputHead, SelfAttention, Stack,
+    DecoderCache, EmbeddingMemo, FeedForward, HalfClamp, Layer, Norm, OutputHead, SelfAttention,
+    Stack, StackStyle,
 };
 use super::config::{ConfigFile, ModelConfig, ModelType};
 use super::linear::TokenTable;
@@ -38,6 +39,8 @@ struct Flavor {
     sinusoidal_positions: bool,
     embedding_norm: bool,
     pre_norm: bool,
+    /// How encoder layers clamp f16 hidden states (decoder layers never do, as in transformers).
+    encoder_clamp: HalfClamp,
 }
 
 impl Flavor {
@@ -47,6 +50,11 @@ impl Flavor {
             sinusoidal_positions: model_type == ModelType::Marian,
             embedding_norm: model_type != ModelType::Marian,
             pre_norm: mbart,
+            encoder_clamp: if mbart {
+                HalfClamp::Layer
+            } else {
+                HalfClamp::LayerOnNonFinite
+            },
         }
     }
 }
@@ -156,35 +164,6 @@ pub struct BartModel {
     max_positions: usize,
 }
 
-/// Loads each embedding matrix once, however many names point to it.
-struct EmbeddingMemo<'a> {
-    w: &'a Weights,
-    loaded: Vec<(String, Tensor)>,
-}
-
-impl EmbeddingMemo<'_> {
-    /// The first of `names` present in the file, of shape (vocab, dim).
-    fn get(
-        &mut self,
-        names: &[String],
-        vocab: usize,
-        dim: usize,
-    ) -> std::result::Result<Tensor, ModelError> {
-        let found = names.iter().find(|n| self.w.contains(n));
-        if let Some(name) = found {
-            if let Some((_, t)) = self.loaded.iter().find(|(n, _)| n == name) {
-                return Ok(t.clone());
-            }
-        }
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let tensor = self.w.get_first(&refs, (vocab, dim))?;
-        if let Some(name) = found {
-            self.loaded.push((name.clone(), tensor.clone()));
-        }
-        Ok(tensor)
-    }
-}
-
 impl BartModel {
     pub fn load(config: &ModelConfig, w: &Weights) -> std::result::Result<Self, ModelError> {
         let cfg = &config.config;
@@ -214,43 +193,44 @@ impl BartModel {
         };
         let shared = config.model_type != ModelType::Marian
             || cfg.bool("share_encoder_decoder_embeddings")?;
-        let mut memo = EmbeddingMemo {
-            w,
-            loaded: Vec::new(),
-        };
-        let names = |first: &str, rest: &[&str]| -> Vec<String> {
-            std::iter::once(first)
-                .chain(rest.iter().copied())
-                .map(|n| format!("{p}{n}"))
-                .collect()
-        };
-        let (enc_names, dec_names) = if shared {
+        let full = |n: &str| format!("{p}{n}");
+        let (enc, dec, shared_name) = (
+            full("encoder.embed_tokens.weight"),
+            full("decoder.embed_tokens.weight"),
+            full("shared.weight"),
+        );
+        // As transformers 5 loads them: every matrix as stored; one the file lacks takes the
+        // matrix it is tied to (`_tied_weights_keys`: the embeddings and the output layer to
+        // `shared` when the vocabulary is shared, else the output layer to the decoder's
+        // embeddings). Tied matrices stored with different values stay apart (some opus-mt
+        // tc-big checkpoints hold an output layer of their own), whatever the tie flags say.
+        let (enc_names, dec_names, head_source) = if shared {
             (
-                names(
-                    "shared.weight",
-                    &["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"],
-                ),
-                names(
-                    "shared.weight",
-                    &["decoder.embed_tokens.weight", "encoder.embed_tokens.weight"],
-                ),
+                [enc.as_str(), &shared_name, &dec].to_vec(),
+                [dec.as_str(), &shared_name, &enc].to_vec(),
+                [shared_name.as_str(), &dec, &enc].to_vec(),
             )
         } else {
             (
-                names("encoder.embed_tokens.weight", &["shared.weight"]),
-                names("decoder.embed_tokens.weight", &[]),
+                [enc.as_str(), &shared_name].to_vec(),
+                [dec.as_str()].to_vec(),
+                [dec.as_str()].to_vec(),
             )
         };
-        let enc_tokens = memo.get(&enc_names, vocab, d_model)?;
-        let dec_tokens = memo.get(&dec_names, decoder_vocab, d_model)?;
-        // The output layer first: when it is tied, the embedding tables then share its packed
-        // copy and the unpacked matrix is freed before the layers load (lower peak memory).
+        let mut memo = EmbeddingMemo::new(w);
+        let enc_tokens = memo.get(&enc_names, (vocab, d_model))?;
+        let dec_tokens = memo.get(&dec_names, (decoder_vocab, d_model))?;
+        // With `tie_word_embeddings: false` transformers ties nothing: the file must hold the
+        // output layer. (It ties no embedding either, and would leave one the file lacks
+        // randomly initialized; mtsum takes `shared` for it, as Marian itself means.)
+        let mut head_names = vec!["lm_head.weight"];
+        if cfg.opt_bool("tie_word_embeddings")?.unwrap_or(true) {
+            head_names.extend(head_source);
+        }
+        // The output layer is packed first: when it is tied, the embedding tables then share its
+        // packed copy and the unpacked matrix is freed before the layers load.
+        let head = memo.get(&head_names, (decoder_vocab, d_model))?;
         drop(memo);
-        let head = if w.contains("lm_head.weight") || !cfg.bool("tie_word_embeddings")? {
-            w.get("lm_head.weight", (decoder_vocab, d_model))?
-        } else {
-            dec_tokens.clone()
-        };
         let bias = w
             .contains("final_logits_bias")
             .then(|| w.get("final_logits_bias", (1, decoder_vocab)))
@@ -394,7 +374,16 @@ fn load_stack(
                 self_attn: SelfAttention::load(w, &format!("{l}.self_attn"), &ATTENTION, shape)?,
                 self_norm: norm(format!("{l}.self_attn_layer_norm"))?,
                 cross,
-                ffn: FeedForward::load(w, &l, &["fc1"], "fc2", (d_model, sizes.ffn), true, act)?,
+                ffn: FeedForward::load(
+                    w,
+                    &l,
+                    &["fc1"],
+                    "fc2",
+                    (d_model, sizes.ffn),
+                    true,
+                    act,
+                    None,
+                )?,
                 ffn_norm: norm(format!("{l}.final_layer_norm"))?,
             })
         })
@@ -403,9 +392,16 @@ fn load_stack(
         .pre_norm
         .then(|| norm(format!("{prefix}.layer_norm")))
         .transpose()?;
+    let clamp = match side {
+        "encoder" => flavor.encoder_clamp,
+        _ => HalfClamp::Never,
+    };
     Ok(Stack {
         layers,
         final_norm,
-        pre_norm: flavor.pre_norm,
+        style: StackStyle {
+            pre_norm: flavor.pre_norm,
+            clamp,
+        },
     })
 }

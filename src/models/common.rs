@@ -290,15 +290,22 @@ fn on_host(tensors: &[&Tensor]) -> bool {
 
 /// The feed-forward block: `down(act(up(x)))`, or with a gate `down(act(up₀(x)) * up₁(x))`
 /// where up₀ and up₁ are fused into one matrix.
+///
+/// `down` may be held in another dtype than the rest (T5's `wo` stays f32 under f16, as
+/// transformers' `_keep_in_fp32_modules`): its input is converted to that dtype first, and the
+/// block's output is in that dtype.
 pub struct FeedForward {
     up: Linear,
     down: Linear,
+    down_dtype: DType,
     act: Activation,
     gated: bool,
 }
 
 impl FeedForward {
-    /// `up` names one projection, or two (gate first) for a gated block.
+    /// `up` names one projection, or two (gate first) for a gated block. `down_dtype`: the
+    /// dtype `down` is held and applied in, when it differs from the weights' (without bias).
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         w: &Weights,
         prefix: &str,
@@ -307,16 +314,28 @@ impl FeedForward {
         (d_model, d_ff): (usize, usize),
         bias: bool,
         act: Activation,
+        down_dtype: Option<DType>,
     ) -> std::result::Result<Self, ModelError> {
         let ups = up
             .iter()
             .map(|name| projection(w, prefix, name, (d_ff, d_model), bias, 1.0))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let (dw, db) = projection(w, prefix, down, (d_model, d_ff), bias, 1.0)?;
+        let (down, down_dtype) = match down_dtype {
+            Some(dtype) if dtype != w.dtype() && !bias => {
+                let name = format!("{prefix}.{down}.weight");
+                let weight = w.get_in_dtype(&name, (d_model, d_ff), dtype)?;
+                (Linear::new(weight, None), dtype)
+            }
+            _ => {
+                let (dw, db) = projection(w, prefix, down, (d_model, d_ff), bias, 1.0)?;
+                (Linear::new(dw, db), w.dtype())
+            }
+        };
         Ok(Self {
             gated: ups.len() > 1,
             up: fused(ups)?,
-            down: Linear::new(dw, db),
+            down,
+            down_dtype,
             act,
         })
     }
@@ -332,7 +351,7 @@ impl Module for FeedForward {
         } else {
             self.act.forward(&h)?
         };
-        self.down.forward(&h)
+        self.down.forward(&h.to_dtype(self.down_dtype)?)
     }
 }
 
@@ -350,30 +369,89 @@ pub fn activation(name: &str) -> Option<Activation> {
 }
 
 /// A residual sublayer: post-norm `norm(x + f(x))` (Marian, BART) or pre-norm
-/// `x + f(norm(x))` (mBART, T5).
+/// `x + f(norm(x))` (mBART, T5). When `x` and `f(x)` differ in dtype (T5 in f16: its
+/// feed-forward output is f32) the sum is f32, as torch promotes `f16 + f32`: from there on the
+/// residual stream stays f32, and the norms give the weights' dtype back to the sublayers.
 pub fn residual(
     x: &Tensor,
     norm: &dyn Module,
     pre_norm: bool,
     f: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let out = if pre_norm {
-        (x + f(&norm.forward(x)?)?)?
+    if pre_norm {
+        promoted_add(x, &f(&norm.forward(x)?)?)
     } else {
-        norm.forward(&(x + f(x)?)?)?
-    };
-    clamp_half(out)
+        norm.forward(&promoted_add(x, &f(x)?)?)
+    }
 }
 
-/// In f16, keeps hidden states finite the way transformers does (T5 after every sublayer, the
-/// BART family after encoder layers): values beyond the f16 maximum less 1000 are clamped, so
-/// one overflow does not turn a whole output into NaN. Other dtypes pass unchanged.
-fn clamp_half(x: Tensor) -> Result<Tensor> {
-    const LIMIT: f64 = 65504.0 - 1000.0;
-    if x.dtype() == DType::F16 {
-        x.clamp(-LIMIT, LIMIT)
-    } else {
-        Ok(x)
+/// `a + b`, in f32 when their dtypes differ (torch's type promotion for f16/bf16 with f32).
+fn promoted_add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() == b.dtype() {
+        return a + b;
+    }
+    a.to_dtype(DType::F32)? + b.to_dtype(DType::F32)?
+}
+
+/// Where and when a stack clamps f16 hidden states, each family as transformers does; the
+/// bound is the f16 maximum less 1000, so one overflow does not turn a whole output into NaN.
+/// Only f16 tensors are ever clamped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalfClamp {
+    /// Never (decoders of the BART family).
+    Never,
+    /// After every sublayer, only when some value is infinite (T5Block: otherwise its bound is
+    /// the f16 maximum itself, which changes no value).
+    SublayerOnInf,
+    /// After each encoder layer, only when some value is not finite (Marian, BART).
+    LayerOnNonFinite,
+    /// After each encoder layer, always (mBART).
+    Layer,
+}
+
+impl HalfClamp {
+    fn apply(self, x: Tensor) -> Result<Tensor> {
+        const LIMIT: f64 = 65504.0 - 1000.0;
+        if self == Self::Never || x.dtype() != DType::F16 {
+            return Ok(x);
+        }
+        let clamp = match self {
+            Self::Layer => true,
+            Self::Never => false,
+            // A sum in f32 of finite f16 values is finite: only a non-finite value makes it not.
+            _ if x
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?
+                .is_finite() =>
+            {
+                false
+            }
+            Self::LayerOnNonFinite => true,
+            Self::SublayerOnInf => {
+                let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                values.iter().any(|v| v.is_infinite())
+            }
+        };
+        if clamp {
+            x.clamp(-LIMIT, LIMIT)
+        } else {
+            Ok(x)
+        }
+    }
+
+    fn per_sublayer(self, x: Tensor) -> Result<Tensor> {
+        match self {
+            Self::SublayerOnInf => self.apply(x),
+            _ => Ok(x),
+        }
+    }
+
+    fn per_layer(self, x: Tensor) -> Result<Tensor> {
+        match self {
+            Self::Layer | Self::LayerOnNonFinite => self.apply(x),
+            _ => Ok(x),
+        }
     }
 }
 
@@ -639,6 +717,61 @@ fn grouping(sources: &[u32]) -> Option<(Vec<u32>, usize)> {
     regular.then_some((kept, group))
 }
 
+/// Reads token-embedding and output matrices, each once: a name read before gives the same
+/// tensor, and a matrix whose values equal one read before (the tied copies of a
+/// pytorch_model.bin) becomes that tensor, so tied layers share one copy (and the packed output
+/// layer serves the lookups, see `TokenTable`).
+pub struct EmbeddingMemo<'a> {
+    w: &'a Weights,
+    loaded: Vec<(String, Tensor)>,
+}
+
+impl<'a> EmbeddingMemo<'a> {
+    pub fn new(w: &'a Weights) -> Self {
+        Self {
+            w,
+            loaded: Vec::new(),
+        }
+    }
+
+    /// The first of `names` the file holds, of shape `shape`.
+    pub fn get<S: Into<candle_core::Shape>>(
+        &mut self,
+        names: &[&str],
+        shape: S,
+    ) -> std::result::Result<Tensor, ModelError> {
+        let Some(&name) = names.iter().find(|n| self.w.contains(n)) else {
+            return Err(ModelError::MissingWeight {
+                file: self.w.file().to_path_buf(),
+                name: names.join(" or "),
+            });
+        };
+        if let Some((_, t)) = self.loaded.iter().find(|(n, _)| n == name) {
+            return Ok(t.clone());
+        }
+        let tensor = self.w.get(name, shape)?;
+        let same = self
+            .loaded
+            .iter()
+            .map(|(_, t)| t)
+            .find(|t| t.shape() == tensor.shape() && equal(t, &tensor).unwrap_or(false))
+            .cloned();
+        let tensor = same.unwrap_or(tensor);
+        self.loaded.push((name.to_string(), tensor.clone()));
+        Ok(tensor)
+    }
+}
+
+/// Whether two tensors of one shape hold the same values.
+fn equal(a: &Tensor, b: &Tensor) -> Result<bool> {
+    let differing = a
+        .ne(b)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(differing == 0.0)
+}
+
 /// The output layer: logits = hidden · headᵀ (+ bias), as f32 (rows, vocab).
 pub struct OutputHead {
     linear: Linear,
@@ -701,9 +834,23 @@ impl Module for Norm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Layer(n) => n.forward(x),
-            Self::Rms(n) => n.forward(x),
+            Self::Rms(n) if x.dtype() == DType::F32 && n.weight().dtype() == DType::F32 => {
+                n.forward(x)
+            }
+            Self::Rms(n) => rms_half(x, n.weight(), n.eps()),
         }
     }
+}
+
+/// T5LayerNorm as transformers runs it with f16/bf16 weights, on an input of either its dtype or
+/// f32 (T5's residual stream after an f32 `wo`): the mean square in f32, `x * rsqrt(...)` in
+/// f32, rounded to the weight's dtype, then times the weight in that dtype.
+fn rms_half(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let x = x.to_dtype(DType::F32)?;
+    let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let scale = (variance + eps)?.sqrt()?.recip()?;
+    let normed = x.broadcast_mul(&scale)?.to_dtype(weight.dtype())?;
+    normed.broadcast_mul(weight)
 }
 
 /// One transformer layer of either stack: self-attention, cross-attention (decoder only) and
@@ -718,11 +865,14 @@ pub struct Layer {
 
 impl Layer {
     /// An encoder layer over all positions; `biases` hold the padding mask (and T5's positions).
-    pub fn encode(&self, x: &Tensor, biases: &[&Tensor], pre_norm: bool) -> Result<Tensor> {
-        let x = residual(x, &self.self_norm, pre_norm, |h| {
+    pub fn encode(&self, x: &Tensor, biases: &[&Tensor], style: StackStyle) -> Result<Tensor> {
+        let clamp = style.clamp;
+        let x = residual(x, &self.self_norm, style.pre_norm, |h| {
             self.self_attn.forward(h, biases)
         })?;
-        residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
+        let x = clamp.per_sublayer(x)?;
+        let x = residual(&x, &self.ffn_norm, style.pre_norm, |h| self.ffn.forward(h))?;
+        clamp.per_layer(clamp.per_sublayer(x)?)
     }
 
     /// One decoder position. `self_bias`: T5's relative positions (None for BART family).
@@ -733,32 +883,42 @@ impl Layer {
         own: &mut KvBuffer,
         memory: &(Tensor, Tensor),
         (memory_bias, group): (&Tensor, usize),
-        pre_norm: bool,
+        style: StackStyle,
     ) -> Result<Tensor> {
+        let (clamp, pre_norm) = (style.clamp, style.pre_norm);
         let x = residual(x, &self.self_norm, pre_norm, |h| {
             self.self_attn.step(h, self_bias.as_slice(), own)
         })?;
+        let x = clamp.per_sublayer(x)?;
         let x = match &self.cross {
-            Some((attn, norm)) => residual(&x, norm, pre_norm, |h| {
+            Some((attn, norm)) => clamp.per_sublayer(residual(&x, norm, pre_norm, |h| {
                 attn.forward(h, memory, memory_bias, group)
-            })?,
+            })?)?,
             None => x,
         };
-        residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))
+        let x = residual(&x, &self.ffn_norm, pre_norm, |h| self.ffn.forward(h))?;
+        clamp.per_layer(clamp.per_sublayer(x)?)
     }
+}
+
+/// How a stack's layers put their sublayers together.
+#[derive(Debug, Clone, Copy)]
+pub struct StackStyle {
+    pub pre_norm: bool,
+    pub clamp: HalfClamp,
 }
 
 /// A stack of layers with an optional final norm (mBART, T5).
 pub struct Stack {
     pub layers: Vec<Layer>,
     pub final_norm: Option<Norm>,
-    pub pre_norm: bool,
+    pub style: StackStyle,
 }
 
 impl Stack {
     pub fn encode(&self, mut x: Tensor, biases: &[&Tensor]) -> Result<Tensor> {
         for layer in &self.layers {
-            x = layer.encode(&x, biases, self.pre_norm)?;
+            x = layer.encode(&x, biases, self.style)?;
         }
         self.finish(x)
     }
@@ -775,7 +935,7 @@ impl Stack {
         for (i, layer) in self.layers.iter().enumerate() {
             let (own, memory) = cache.layer(i);
             let memory_layout = (&memory_bias, group);
-            x = layer.step(&x, self_bias, own, memory, memory_layout, self.pre_norm)?;
+            x = layer.step(&x, self_bias, own, memory, memory_layout, self.style)?;
         }
         cache.advance();
         self.finish(x)

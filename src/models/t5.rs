@@ -4,14 +4,16 @@
 //! the checkpoint has one, else the shared embedding.
 //!
 //! As in transformers 5.x, T5 (not mT5) multiplies the decoder output by d_model^-0.5 before
-//! the head unless config.json says `"tie_word_embeddings": false`.
+//! the head when config.json says `"scale_decoder_outputs": true`, or, without that key, unless
+//! it says `"tie_word_embeddings": false`.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::Embedding;
 
 use super::common::{
     activation, padding_bias, AttentionNames, AttentionShape, CrossAttention, DecoderCache,
-    FeedForward, Layer, Norm, OutputHead, SelfAttention, Stack,
+    EmbeddingMemo, FeedForward, HalfClamp, Layer, Norm, OutputHead, SelfAttention, Stack,
+    StackStyle,
 };
 use super::config::{ModelConfig, ModelType};
 use super::linear::TokenTable;
@@ -130,6 +132,9 @@ impl T5Model {
                     bidirectional,
                 })
             };
+        // transformers' `_keep_in_fp32_modules = ["wo"]`: under f16 (not bf16, whose range is
+        // f32's) `wo` stays f32, since T5 v1.1 / mT5 feed-forward outputs exceed f16's range.
+        let wo_dtype = (w.dtype() == DType::F16).then_some(DType::F32);
         let ffn = |prefix: &str| {
             let up: &[&str] = if gated { &["wi_0", "wi_1"] } else { &["wi"] };
             FeedForward::load(
@@ -140,6 +145,7 @@ impl T5Model {
                 (d_model, d_ff),
                 false,
                 act,
+                wo_dtype,
             )
         };
         let norm = |prefix: &str| Norm::rms(w, &format!("{prefix}.layer_norm"), d_model, eps);
@@ -185,34 +191,34 @@ impl T5Model {
                     d_model,
                     eps,
                 )?),
-                pre_norm: true,
+                style: StackStyle {
+                    pre_norm: true,
+                    clamp: HalfClamp::SublayerOnInf,
+                },
             })
         };
-        let shared = w.get_first(
-            &[
-                "shared.weight",
-                "encoder.embed_tokens.weight",
-                "decoder.embed_tokens.weight",
-            ],
-            (vocab, d_model),
-        )?;
-        let decoder_embed =
-            if w.contains("decoder.embed_tokens.weight") && !w.contains("shared.weight") {
-                w.get("decoder.embed_tokens.weight", (vocab, d_model))?
-            } else {
-                shared.clone()
-            };
-        let head = if w.contains("lm_head.weight") {
-            w.get("lm_head.weight", (vocab, d_model))?
-        } else {
-            decoder_embed.clone()
-        };
+        // As transformers 5 loads them (`_tied_weights_keys`): each matrix as stored, one the
+        // file lacks taken from `shared.weight` (or from what the file has in its place); tied
+        // matrices stored with different values stay apart.
+        let mut memo = EmbeddingMemo::new(w);
+        let (enc, dec, shared) = (
+            "encoder.embed_tokens.weight",
+            "decoder.embed_tokens.weight",
+            "shared.weight",
+        );
+        let embed = memo.get(&[enc, shared, dec], (vocab, d_model))?;
+        let decoder_embed = memo.get(&[dec, shared, enc], (vocab, d_model))?;
+        let head = memo.get(&["lm_head.weight", shared, dec, enc], (vocab, d_model))?;
+        drop(memo);
         // A tied head's packed copy serves the embedding lookups too (see `TokenTable`).
         let head = OutputHead::new(head, None);
-        let embed = TokenTable::new(shared, head.linear())?;
+        let embed = TokenTable::new(embed, head.linear())?;
         let decoder_embed = TokenTable::new(decoder_embed, head.linear())?;
         let scales_output = config.model_type == ModelType::T5
-            && cfg.opt_bool("tie_word_embeddings")? != Some(false);
+            && match cfg.opt_bool("scale_decoder_outputs")? {
+                Some(scale) => scale,
+                None => cfg.opt_bool("tie_word_embeddings")? != Some(false),
+            };
         Ok(Self {
             model_type: config.model_type,
             embed,

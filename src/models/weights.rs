@@ -176,6 +176,35 @@ impl Weights {
         Ok(tensor)
     }
 
+    /// The tensor `name` converted to `dtype` instead of the set's dtype, from the stored values
+    /// (T5 keeps its feed-forward output projections in f32 when the rest runs in f16).
+    pub fn get_in_dtype<S: Into<Shape>>(
+        &self,
+        name: &str,
+        shape: S,
+        dtype: DType,
+    ) -> Result<Tensor, ModelError> {
+        let shape = shape.into();
+        if !self.contains(name) {
+            return Err(self.missing(name));
+        }
+        let tensor = (self.vb.get_unchecked_dtype(name, dtype)).map_err(|source| {
+            ModelError::WeightFile {
+                file: self.file.clone(),
+                source,
+            }
+        })?;
+        if tensor.shape() != &shape {
+            return Err(ModelError::WrongShape {
+                file: self.file.clone(),
+                name: name.into(),
+                expected: format!("{:?}", shape.dims()),
+                found: format!("{:?}", tensor.dims()),
+            });
+        }
+        Ok(tensor)
+    }
+
     /// The first of `names` that the file holds (checkpoints name tied weights differently).
     pub fn get_first<S: Into<Shape>>(
         &self,
