@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::device::DeviceSpec;
-use crate::hub::HubOptions;
+use crate::hub::{HubOptions, Notes};
 use crate::loader::LoadOptions;
 use crate::pipeline::batch::DigestOrder;
 use crate::progress::Verbosity;
@@ -98,9 +98,14 @@ impl GlobalArgs {
 
     /// `--offline`, and download progress bars unless `--quiet`.
     pub fn hub_options(&self) -> HubOptions {
+        let quiet = self.quiet;
         HubOptions {
             offline: self.offline,
-            progress: !self.quiet,
+            progress: !quiet,
+            notes: match quiet {
+                true => Notes::default(),
+                false => Notes::new(|text| eprintln!("{text}")),
+            },
             ..HubOptions::default()
         }
     }
