@@ -26,6 +26,7 @@ Examples:
   mtsum translate --lines < sentences.txt   one translated line per input line
   mtsum summarize --lines < docs.txt        one summary line per input line
   mtsum models fetch                        download the default models into the cache
+  mtsum models inspect                      will the default models run, and with which settings
   mtsum segment release.txt                 show how a release is cut into sentences
 ";
 
@@ -204,7 +205,7 @@ pub enum Command {
     Translate(commands::translate::TranslateArgs),
     /// Summarize releases (or, with --lines, each input line) in Russian and English.
     Summarize(commands::summarize::SummarizeArgs),
-    /// Download, list and verify cached models.
+    /// Download, list, verify and inspect models.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
     /// Show the token ids a model's tokenizer gives (or decode ids).
