@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::device::DeviceSpec;
-use crate::hub::HubOptions;
+use crate::hub::{HubOptions, Notes};
 use crate::loader::LoadOptions;
 use crate::pipeline::batch::DigestOrder;
 use crate::progress::Verbosity;
@@ -26,6 +26,7 @@ Examples:
   mtsum translate --lines < sentences.txt   one translated line per input line
   mtsum summarize --lines < docs.txt        one summary line per input line
   mtsum models fetch                        download the default models into the cache
+  mtsum models inspect                      will the default models run, and with which settings
   mtsum segment release.txt                 show how a release is cut into sentences
 ";
 
@@ -98,9 +99,14 @@ impl GlobalArgs {
 
     /// `--offline`, and download progress bars unless `--quiet`.
     pub fn hub_options(&self) -> HubOptions {
+        let quiet = self.quiet;
         HubOptions {
             offline: self.offline,
-            progress: !self.quiet,
+            progress: !quiet,
+            notes: match quiet {
+                true => Notes::default(),
+                false => Notes::new(|text| eprintln!("{text}")),
+            },
             ..HubOptions::default()
         }
     }
@@ -199,7 +205,7 @@ pub enum Command {
     Translate(commands::translate::TranslateArgs),
     /// Summarize releases (or, with --lines, each input line) in Russian and English.
     Summarize(commands::summarize::SummarizeArgs),
-    /// Download, list and verify cached models.
+    /// Download, list, verify and inspect models.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
     /// Show the token ids a model's tokenizer gives (or decode ids).

@@ -30,6 +30,7 @@ pub mod error;
 pub mod generate;
 pub mod guard;
 pub mod hub;
+pub mod inspect;
 pub mod io;
 pub mod loader;
 pub mod models;

@@ -67,16 +67,7 @@ pub fn load(
 ) -> Result<Runner<AnyModel>> {
     let dir = &resolved.dir;
     let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
-    let mut config = GenerationConfig::from_dir(dir)?;
-    let mut prefix = None;
-    if role == Role::Summarizer {
-        let task = TaskDefaults::summarization(dir)?;
-        config.update(&task.generation);
-        prefix = task.prefix;
-    }
-    if let Some(preset) = &resolved.preset {
-        config.update(&preset_defaults(preset));
-    }
+    let (config, prefix) = generation_config(dir, resolved.preset.as_ref(), role)?;
     if !config.unsupported.is_empty() {
         observer.message(&format!(
             "warning: {} sets {}, which mtsum does not implement; outputs may differ from transformers'",
@@ -124,6 +115,27 @@ pub fn open(
         role,
         observer,
     )
+}
+
+/// The generation settings of the model in `dir` for `role`, layered as [`load`] layers them
+/// (the flags go over them at each call), and the summarizer's `prefix`. Reads only config
+/// files: `mtsum models inspect` explains the settings without loading the weights.
+pub fn generation_config(
+    dir: &std::path::Path,
+    preset: Option<&Preset>,
+    role: Role,
+) -> Result<(GenerationConfig, Option<String>)> {
+    let mut config = GenerationConfig::from_dir(dir)?;
+    let mut prefix = None;
+    if role == Role::Summarizer {
+        let task = TaskDefaults::summarization(dir)?;
+        config.update(&task.generation);
+        prefix = task.prefix;
+    }
+    if let Some(preset) = preset {
+        config.update(&preset_defaults(preset));
+    }
+    Ok((config, prefix))
 }
 
 /// The generation settings a preset's manifest adds to the repo's own config (the model card's

@@ -105,15 +105,22 @@ fn reads_input_files_and_works_with_only_config_and_tokenizer_files() {
 }
 
 #[test]
-fn a_bad_id_line_is_named_by_file_and_line() {
+fn a_bad_id_line_is_named_by_file_and_line_and_the_others_go_on() {
     let dir = repo_path("tests/fixtures/tokenizers/t5_spiece");
-    mtsum()
+    let out = mtsum()
         .args(["tokenize", "--decode", "--model"])
         .arg(&dir)
-        .write_stdin("[1, 2]\nnot ids\n")
+        .write_stdin("[1, 2]\nnot ids\n[1]\n")
         .assert()
-        .code(2)
-        .stderr(contains("<stdin>:2: expected a JSON array of token ids"));
+        .code(1)
+        .stderr(contains("<stdin>:2: expected a JSON array of token ids"))
+        .get_output()
+        .stdout
+        .clone();
+    // One output line per input line: the bad one is left empty.
+    let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[1], "");
 }
 
 #[test]

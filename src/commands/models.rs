@@ -1,12 +1,14 @@
-//! `mtsum models fetch|list|verify`: warm, inspect and check the model cache.
+//! `mtsum models fetch|list|verify|inspect`: warm, inspect and check the model cache.
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 
 use super::stdout::Stdout;
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, SummaryLengthFlag};
 use crate::hub::{self, FileState, HubOptions, VerifyReport};
+use crate::inspect::{self, InspectRole};
+use crate::summary::SummaryLength;
 use crate::Outcome;
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
@@ -29,6 +31,64 @@ pub enum ModelsCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Say whether mtsum can run a model and how: family, weight file and format, tokenizer,
+    /// every generation setting and where it comes from, the resolved commit. Exit 2 (with the
+    /// reason) when it cannot run.
+    ///
+    /// With no MODEL: the translator and summarizer a run would use. The tokenizer is built and
+    /// the weights loaded on --device in --dtype as a run would (--no-load skips loading).
+    /// Downloads no weights: online, only the config and tokenizer files a cache lacks are
+    /// fetched (all the files with --fetch); offline, only the cache is read.
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect(InspectArgs),
+}
+
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  mtsum models inspect                                  the default translator and summarizer
+  mtsum models inspect --offline opus-mt-ru-en          from the cache only
+  mtsum models inspect ./my-bart --role summarizer --beams 2
+  mtsum models inspect --format json distilbart-cnn-12-6 | jq '.[0].generation'";
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Hub id[@revision], preset name or local directory (default: the translator and
+    /// summarizer a run would use).
+    pub models: Vec<String>,
+    /// Settings as this role runs them [default: the preset's role (translator or
+    /// summarizer); for any other model `generate`, as `mtsum generate` runs it].
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Option<RoleArg>,
+    /// The summarizer's --summary-length, shown as flag settings (with --role summarizer).
+    #[arg(long, value_enum, value_name = "LENGTH")]
+    pub summary_length: Option<SummaryLengthFlag>,
+    /// Output: `text` for people, `json` for scripts (an array, one object per model).
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub format: FormatArg,
+    /// Download what a run needs, weights included, when the cache lacks it (as `models fetch`).
+    #[arg(long)]
+    pub fetch: bool,
+    /// Do not load the weights: only find the weight file (fast on big models, but a missing
+    /// tensor or a config value the loader refuses then goes unnoticed).
+    #[arg(long)]
+    pub no_load: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// As `mtsum generate` runs it: the repo's settings, the flags over them.
+    Generate,
+    /// As the pipeline's translator (the same settings as `generate`).
+    Translator,
+    /// As the pipeline's summarizer: config.json's task_specific_params.summarization and
+    /// prefix apply too.
+    Summarizer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Json,
 }
 
 pub fn execute(cmd: ModelsCommand, global: &GlobalArgs) -> Result<Outcome> {
@@ -54,6 +114,86 @@ pub fn execute(cmd: ModelsCommand, global: &GlobalArgs) -> Result<Outcome> {
                 Outcome::SomeFailed
             })
         }
+        ModelsCommand::Inspect(args) => inspect_models(&args, global, opts),
+    }
+}
+
+/// Inspects each model, prints every report, then fails (exit 2) naming each model that
+/// cannot run and why.
+fn inspect_models(args: &InspectArgs, global: &GlobalArgs, opts: HubOptions) -> Result<Outcome> {
+    let named: Vec<(String, Option<InspectRole>)> = if args.models.is_empty() {
+        let roles = [Some(InspectRole::Translator), Some(InspectRole::Summarizer)];
+        default_specs(global)?.into_iter().zip(roles).collect()
+    } else {
+        args.models.iter().map(|m| (m.clone(), None)).collect()
+    };
+    if args.fetch && opts.offline {
+        return Err(Error::Usage(
+            "--fetch downloads files, --offline forbids it: drop one of them".into(),
+        ));
+    }
+    let opts = HubOptions {
+        // Config and tokenizer files only, unless the user asks for the weights too.
+        tokenizer_only: !args.fetch,
+        ..opts
+    };
+    let load = match args.no_load {
+        true => None,
+        false => {
+            let (device, dtype) = global.load_options().open_device()?;
+            Some((device, dtype))
+        }
+    };
+    let mut overrides = super::common::overrides(global);
+    if let Some(length) = args.summary_length {
+        let (min, max) = SummaryLength::from(length).token_bounds();
+        overrides.min_new_tokens = Some(min);
+        overrides.max_new_tokens = Some(max);
+    }
+    let mut reports = Vec::new();
+    for (spec, default_role) in &named {
+        let resolved = hub::resolve(spec, &opts);
+        let role = match args.role {
+            Some(RoleArg::Generate) => InspectRole::Generate,
+            Some(RoleArg::Translator) => InspectRole::Translator,
+            Some(RoleArg::Summarizer) => InspectRole::Summarizer,
+            None => default_role
+                .or_else(|| {
+                    let preset = resolved.as_ref().ok()?.preset.as_ref()?;
+                    InspectRole::of_preset(&preset.role)
+                })
+                .unwrap_or(InspectRole::Generate),
+        };
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                reports.push(inspect::unresolved(spec, role, &err));
+                continue;
+            }
+        };
+        reports.push(inspect::inspect(&inspect::Request {
+            spec,
+            resolved: &resolved,
+            role,
+            overrides: &overrides,
+            load: load.as_ref().map(|(device, dtype)| (device, *dtype)),
+        }));
+    }
+    match args.format {
+        FormatArg::Json => Stdout::lock()
+            .line(&serde_json::to_string_pretty(&reports).expect("reports serialize"))?,
+        FormatArg::Text => {
+            let texts: Vec<String> = reports.iter().map(inspect::render_text).collect();
+            Stdout::lock().write(&texts.join("\n"))?;
+        }
+    }
+    let failed: Vec<String> = (reports.iter())
+        .filter(|r| !r.runnable)
+        .map(|r| format!("{} cannot run: {}", r.model, r.problems.join("; ")))
+        .collect();
+    match failed.is_empty() {
+        true => Ok(Outcome::Done),
+        false => Err(Error::Usage(failed.join("\n"))),
     }
 }
 

@@ -51,17 +51,26 @@ pub fn execute(args: TokenizeArgs, global: &GlobalArgs) -> Result<Outcome> {
     let model = hub::resolve(&args.model, &options)?;
     let tokenizer = Seq2SeqTokenizer::from_dir(&model.dir)?;
     let mut stdout = Stdout::lock();
+    let mut failed = 0;
     for (input, text) in read_utf8_inputs(&args.inputs)? {
         for (number, line) in text.lines().enumerate() {
-            let written = render(&tokenizer, &args, line)
-                .map_err(|e| Error::Usage(format!("{}:{}: {e}", input_name(&input), number + 1)))?;
+            // As in the --lines modes: a bad line is reported and left empty, and the others go
+            // on, so output line N still answers input line N.
+            let written = render(&tokenizer, &args, line).unwrap_or_else(|err| {
+                failed += 1;
+                eprintln!("{}:{}: {err}", input_name(&input), number + 1);
+                String::new()
+            });
             stdout.line(&written)?;
             if stdout.closed() {
-                return Ok(Outcome::Done);
+                break;
             }
         }
     }
-    Ok(Outcome::Done)
+    Ok(match failed {
+        0 => Outcome::Done,
+        _ => Outcome::SomeFailed,
+    })
 }
 
 /// What one input line becomes: a JSON array of ids, or the decoded text.

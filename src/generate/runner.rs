@@ -39,14 +39,21 @@ pub struct RunnerParts<M> {
 /// positions have none; its attention cost grows with the square of the length).
 const UNBOUNDED_INPUT_TOKENS: usize = 4096;
 
+/// Most source tokens a runner accepts: the preset's limit and the model's own
+/// (max_position_embeddings), the lower of the two, else [`UNBOUNDED_INPUT_TOKENS`].
+/// `mtsum models inspect` reports it without building a runner.
+pub fn input_limit(preset: Option<usize>, own: Option<usize>) -> usize {
+    match (preset, own) {
+        (Some(preset), Some(own)) => preset.min(own),
+        (Some(limit), None) | (None, Some(limit)) => limit,
+        (None, None) => UNBOUNDED_INPUT_TOKENS,
+    }
+}
+
 impl<M: Seq2Seq> Runner<M> {
     pub fn new(parts: RunnerParts<M>) -> Self {
-        let own_limit = parts.model.max_source_positions();
-        let max_input_tokens = match (parts.max_input_tokens, own_limit) {
-            (Some(preset), Some(own)) => preset.min(own),
-            (Some(limit), None) | (None, Some(limit)) => limit,
-            (None, None) => UNBOUNDED_INPUT_TOKENS,
-        };
+        let max_input_tokens =
+            input_limit(parts.max_input_tokens, parts.model.max_source_positions());
         let batch_tokens =
             (parts.batch_tokens).unwrap_or_else(|| schedule::default_batch_tokens(&parts.device));
         Self {

@@ -18,6 +18,7 @@ pub(crate) struct HubConfig {
     pub offline: bool,
     pub progress: bool,
     pub tokenizer_only: bool,
+    pub notes: super::Notes,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -62,6 +63,7 @@ impl HubConfig {
             offline: opts.offline || env("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v)),
             progress: opts.progress,
             tokenizer_only: opts.tokenizer_only,
+            notes: opts.notes.clone(),
         }
     }
 }

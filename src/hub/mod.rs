@@ -25,6 +25,7 @@ mod preset;
 mod remote;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use checksum::{git_sha1_file, sha256_file};
 pub use error::HubError;
@@ -54,6 +55,29 @@ pub struct HubOptions {
     pub token: Option<String>,
     /// Only config and tokenizer files, no weights (for `mtsum tokenize`).
     pub tokenizer_only: bool,
+    /// Where notes for people go (a fall-back to the cache, a wait for another process's
+    /// download, a file fetched); the hub never prints them itself.
+    pub notes: Notes,
+}
+
+/// A sink for the hub's notes to people: the command line prints them on stderr (unless
+/// `--quiet`); the default drops them.
+#[derive(Clone, Default)]
+pub struct Notes(Option<Arc<NoteSink>>);
+
+type NoteSink = dyn Fn(&str) + Send + Sync;
+
+impl Notes {
+    pub fn new(sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Notes(Some(Arc::new(sink)))
+    }
+
+    /// Passes `text` on, if anyone listens.
+    pub fn say(&self, text: &str) {
+        if let Some(sink) = &self.0 {
+            sink(text);
+        }
+    }
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -233,12 +257,10 @@ impl HubModel<'_> {
                 // Like huggingface_hub: with the hub out of reach, a complete cached snapshot
                 // of the revision is used as it is.
                 let commit = self.cached_commit().map_err(|_| err)?;
-                if self.config.progress {
-                    eprintln!(
-                        "warning: the hub is unreachable; using the cached {}@{} ({commit})",
-                        self.cached.repo_id, self.revision
-                    );
-                }
+                self.config.notes.say(&format!(
+                    "warning: the hub is unreachable; using the cached {}@{} ({commit})",
+                    self.cached.repo_id, self.revision
+                ));
                 return Ok(commit);
             }
             other => other?,

@@ -269,13 +269,11 @@ impl Remote {
         let etag = meta.expected.hex();
         let lock_path = cached.lock_path(etag);
         let _lock = BlobLock::acquire(&lock_path, || {
-            if self.config.progress {
-                eprintln!(
-                    "waiting for another process fetching {} {file} (lock {})",
-                    cached.repo_id,
-                    lock_path.display()
-                );
-            }
+            self.config.notes.say(&format!(
+                "waiting for another process fetching {} {file} (lock {})",
+                cached.repo_id,
+                lock_path.display()
+            ));
         })?;
         if let Some(pointer) = self.reuse_blob(cached, commit, file, &meta)? {
             return Ok(pointer);
@@ -310,13 +308,14 @@ impl Remote {
             });
         }
         std::fs::rename(&part, &blob).map_err(|e| HubError::io(&blob, e))?;
-        if self.config.progress && !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() {
+            // Where no bar showed the download, a line says it happened.
             let size = std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0);
-            eprintln!(
+            self.config.notes.say(&format!(
                 "fetched {} {file} ({})",
                 cached.repo_id,
                 indicatif::HumanBytes(size)
-            );
+            ));
         }
         cached.link(commit, file, etag)
     }

@@ -20,10 +20,10 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{Device, Tensor};
 
 use super::pickle::{unpickle, Input, PickleError, StorageInfo, TensorRef, Unpickled};
+use super::weights::TensorFile;
 use super::ModelError;
 
 /// torch's `MAGIC_NUMBER`, the first pickle of a legacy file.
@@ -411,36 +411,12 @@ fn gather(bytes: &[u8], size: usize, shape: &[usize], stride: &[usize]) -> Vec<u
     out
 }
 
-impl SimpleBackend for TorchFile {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let tensor = self.get_unchecked(name, dtype, device)?;
-        if tensor.shape() != &shape {
-            candle_core::bail!(
-                "{name}: shape {:?}, expected {:?}",
-                tensor.dims(),
-                shape.dims()
-            );
-        }
-        Ok(tensor)
+impl TensorFile for TorchFile {
+    fn tensor(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, device)
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.read(name, device)?.to_dtype(dtype)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
+    fn holds(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
 }

@@ -133,10 +133,10 @@ impl Weights {
         let source = locate(dir)?;
         let backend: Box<dyn SimpleBackend> = match source.format {
             WeightFormat::Safetensors | WeightFormat::ShardedSafetensors => {
-                Box::new(SafetensorsFiles::open(&source.files)?)
+                Box::new(Backend(SafetensorsFiles::open(&source.files)?))
             }
             WeightFormat::ZipBin | WeightFormat::LegacyBin => {
-                Box::new(TorchFile::open(&source.file)?)
+                Box::new(Backend(TorchFile::open(&source.file)?))
             }
         };
         Ok(Self {
@@ -376,7 +376,29 @@ impl SafetensorsFiles {
     }
 }
 
-impl SimpleBackend for SafetensorsFiles {
+impl TensorFile for SafetensorsFiles {
+    fn tensor(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, device)
+    }
+
+    fn holds(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+}
+
+/// A weight file read one named tensor at a time, in the dtype it stores: what each format
+/// (safetensors, torch's .bin) implements, so that one [`Backend`] serves candle for all.
+pub(super) trait TensorFile: Send + Sync {
+    /// The tensor `name` as stored, on `device`.
+    fn tensor(&self, name: &str, device: &Device) -> candle_core::Result<Tensor>;
+    fn holds(&self, name: &str) -> bool;
+}
+
+/// Any [`TensorFile`] as candle's `VarBuilder` backend: each tensor converted to the dtype
+/// asked for, its shape checked against the one the model expects.
+struct Backend<F>(F);
+
+impl<F: TensorFile> SimpleBackend for Backend<F> {
     fn get(
         &self,
         shape: Shape,
@@ -402,11 +424,11 @@ impl SimpleBackend for SafetensorsFiles {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        self.read(name, device)?.to_dtype(dtype)
+        self.0.tensor(name, device)?.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+        self.0.holds(name)
     }
 }
 

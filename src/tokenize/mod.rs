@@ -68,6 +68,67 @@ impl SpecialIds {
     }
 }
 
+/// Which tokenizer a model folder holds, told by its files alone. The order of the checks is
+/// the one [`Seq2SeqTokenizer::from_dir`] builds by (it asks this function), so what
+/// `mtsum models inspect` reports is what a run uses: Marian's pair first (its repos also
+/// carry a vocab.json), then tokenizer.json, spiece.model, sentencepiece.bpe.model and BART's
+/// vocab.json + merges.txt, transformers' order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// Marian: source.spm + target.spm + vocab.json.
+    MarianSpmPair,
+    /// A `tokenizers` tokenizer.json.
+    TokenizerJson,
+    /// A SentencePiece unigram model, spiece.model (T5, mT5).
+    SentencePiece,
+    /// mBART's sentencepiece.bpe.model.
+    MbartSentencePiece,
+    /// GPT-2 byte-level BPE from vocab.json + merges.txt (BART without tokenizer.json).
+    ByteLevelBpe,
+}
+
+impl TokenizerKind {
+    /// The kind the files in `dir` make; None when the folder holds no tokenizer.
+    pub fn detect(dir: &Path) -> Option<Self> {
+        [
+            Self::MarianSpmPair,
+            Self::TokenizerJson,
+            Self::SentencePiece,
+            Self::MbartSentencePiece,
+            Self::ByteLevelBpe,
+        ]
+        .into_iter()
+        .find(|kind| match kind {
+            // Marian's vocab.json is checked when the tokenizer is built, with its own message.
+            Self::MarianSpmPair => dir.join("source.spm").is_file(),
+            other => other.files().iter().all(|f| dir.join(f).is_file()),
+        })
+    }
+
+    /// The files it is built from, the one named in messages first.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            Self::MarianSpmPair => &["source.spm", "target.spm", "vocab.json"],
+            Self::TokenizerJson => &["tokenizer.json"],
+            Self::SentencePiece => &["spiece.model"],
+            Self::MbartSentencePiece => &["sentencepiece.bpe.model"],
+            Self::ByteLevelBpe => &["vocab.json", "merges.txt"],
+        }
+    }
+
+    /// For people: "Marian SentencePiece pair", "byte-level BPE"...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::MarianSpmPair => "Marian SentencePiece pair",
+            Self::TokenizerJson => "tokenizer.json",
+            Self::SentencePiece => "SentencePiece",
+            Self::MbartSentencePiece => "mBART SentencePiece BPE",
+            Self::ByteLevelBpe => "byte-level BPE",
+        }
+    }
+}
+
 /// The tokenizer of one seq2seq model, built from the files in its folder.
 #[derive(Debug, Clone)]
 pub struct Seq2SeqTokenizer {
@@ -86,39 +147,33 @@ impl Seq2SeqTokenizer {
     /// others: tokenizer.json, else spiece.model (T5), vocab.json + merges.txt (BART) or
     /// sentencepiece.bpe.model (mBART), in transformers' order of preference). Needs no weights.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizeError> {
-        if dir.join("source.spm").is_file() {
-            let marian = MarianTokenizer::from_dir(dir)?;
-            let specials = marian.specials();
-            return Ok(Self {
-                kind: Kind::Marian(Box::new(marian)),
-                specials,
-            });
-        }
-        let config = TokenizerConfig::load(dir)?;
-        let (single, file) = if dir.join("tokenizer.json").is_file() {
-            let file = dir.join("tokenizer.json");
-            (SingleTokenizer::from_json(&file, config.is_t5())?, file)
-        } else if dir.join("spiece.model").is_file() {
-            let file = dir.join("spiece.model");
-            (SingleTokenizer::from_spm(&file)?, file)
-        } else if dir.join("sentencepiece.bpe.model").is_file() {
-            let file = dir.join("sentencepiece.bpe.model");
-            let (tokenizer, extras) = bpe::mbart_spm(&file)?;
-            (
-                SingleTokenizer::from_pipeline(tokenizer, extras.clean_up_spaces),
-                file,
-            )
-        } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
-            (
-                SingleTokenizer::from_pipeline(bpe::byte_level_bpe(dir)?, false),
-                dir.join("vocab.json"),
-            )
-        } else {
+        let Some(kind) = TokenizerKind::detect(dir) else {
             return Err(TokenizeError::NoTokenizer {
                 dir: dir.to_path_buf(),
             });
         };
-        let specials = single.specials(&config, &file)?;
+        let file = dir.join(kind.files()[0]);
+        let config = || TokenizerConfig::load(dir);
+        let single = match kind {
+            TokenizerKind::MarianSpmPair => {
+                let marian = MarianTokenizer::from_dir(dir)?;
+                let specials = marian.specials();
+                return Ok(Self {
+                    kind: Kind::Marian(Box::new(marian)),
+                    specials,
+                });
+            }
+            TokenizerKind::TokenizerJson => SingleTokenizer::from_json(&file, config()?.is_t5())?,
+            TokenizerKind::SentencePiece => SingleTokenizer::from_spm(&file)?,
+            TokenizerKind::MbartSentencePiece => {
+                let (tokenizer, extras) = bpe::mbart_spm(&file)?;
+                SingleTokenizer::from_pipeline(tokenizer, extras.clean_up_spaces)
+            }
+            TokenizerKind::ByteLevelBpe => {
+                SingleTokenizer::from_pipeline(bpe::byte_level_bpe(dir)?, false)
+            }
+        };
+        let specials = single.specials(&config()?, &file)?;
         Ok(Self {
             kind: Kind::Single(single),
             specials,
@@ -298,6 +353,42 @@ fn read_optional_json(path: &Path) -> Result<Option<Value>, TokenizeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kind follows from_dir's order: Marian's pair before its own vocab.json, tokenizer.json
+    /// before the files transformers would convert.
+    #[test]
+    fn tokenizer_kind_follows_the_order_of_preference() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |name: &str| std::fs::write(dir.path().join(name), b"").unwrap();
+        assert_eq!(TokenizerKind::detect(dir.path()), None);
+        touch("vocab.json");
+        assert_eq!(TokenizerKind::detect(dir.path()), None);
+        touch("merges.txt");
+        assert_eq!(
+            TokenizerKind::detect(dir.path()),
+            Some(TokenizerKind::ByteLevelBpe)
+        );
+        touch("sentencepiece.bpe.model");
+        assert_eq!(
+            TokenizerKind::detect(dir.path()),
+            Some(TokenizerKind::MbartSentencePiece)
+        );
+        touch("spiece.model");
+        assert_eq!(
+            TokenizerKind::detect(dir.path()),
+            Some(TokenizerKind::SentencePiece)
+        );
+        touch("tokenizer.json");
+        assert_eq!(
+            TokenizerKind::detect(dir.path()),
+            Some(TokenizerKind::TokenizerJson)
+        );
+        touch("source.spm");
+        assert_eq!(
+            TokenizerKind::detect(dir.path()),
+            Some(TokenizerKind::MarianSpmPair)
+        );
+    }
 
     #[test]
     fn tokenizers_can_be_shared_across_threads() {
