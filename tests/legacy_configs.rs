@@ -9,6 +9,7 @@ mod batch_support;
 use std::path::PathBuf;
 
 use assert_cmd::Command;
+use batch_support::parity::expected;
 use batch_support::{read_json, repo_path};
 use candle_core::{DType, Device};
 use mtsum::generate::{
@@ -34,12 +35,6 @@ fn case<'a>(reference: &'a Value, name: &str) -> &'a Value {
 
 fn texts(reference: &Value) -> Vec<String> {
     serde_json::from_value(reference["texts"].clone()).unwrap()
-}
-
-/// Expected generated ids per input, without the decoder start token.
-fn expected(case: &Value) -> Vec<Vec<u32>> {
-    let ids: Vec<Vec<u32>> = serde_json::from_value(case["ids"].clone()).unwrap();
-    ids.into_iter().map(|row| row[1..].to_vec()).collect()
 }
 
 /// The case's keyword arguments as the flags that give them.

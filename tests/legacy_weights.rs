@@ -10,9 +10,10 @@ mod batch_support;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use batch_support::parity::{expected, settings, sources};
 use batch_support::{model_reference, read_json, repo_path, stdout_of};
 use candle_core::{DType, Device, Tensor};
-use mtsum::generate::{generate_batch, GenerationConfig, GenerationOverrides, Seq2Seq, Settings};
+use mtsum::generate::{generate_batch, Seq2Seq};
 use mtsum::models::weights::{locate, WeightFormat, Weights};
 use mtsum::models::{self, AnyModel};
 use serde_json::Value;
@@ -30,31 +31,6 @@ fn load_error(dir: &Path) -> String {
         Ok(_) => panic!("{} loaded", dir.display()),
         Err(e) => e.to_string(),
     }
-}
-
-/// The reference's source ids, padding removed.
-fn sources(reference: &Value) -> Vec<Vec<u32>> {
-    let ids = reference["input_ids"].as_array().unwrap();
-    let lengths = reference["input_lengths"].as_array().unwrap();
-    ids.iter()
-        .zip(lengths)
-        .map(|(row, len)| {
-            let row: Vec<u32> = serde_json::from_value(row.clone()).unwrap();
-            row[..len.as_u64().unwrap() as usize].to_vec()
-        })
-        .collect()
-}
-
-fn settings(dir: &Path, model: &impl Seq2Seq, case: &Value) -> Settings {
-    let mut config = GenerationConfig::from_dir(dir).unwrap();
-    config.update(&GenerationConfig::from_json(&case["kwargs"], "kwargs").unwrap());
-    config
-        .resolve(
-            &GenerationOverrides::default(),
-            model.special_tokens(),
-            model.max_source_positions(),
-        )
-        .unwrap()
 }
 
 fn first_step_logits(m: &AnyModel, reference: &Value) -> Vec<f32> {
@@ -104,11 +80,7 @@ fn legacy_bin_models_generate_exactly_transformers_ids() {
         let sources = sources(&reference);
         let batch: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
         for case in reference["generate"].as_array().unwrap() {
-            let want: Vec<Vec<u32>> = serde_json::from_value::<Vec<Vec<u32>>>(case["ids"].clone())
-                .unwrap()
-                .into_iter()
-                .map(|row| row[1..].to_vec())
-                .collect();
+            let want = expected(case);
             let settings = settings(&dir, &model, case);
             let got = generate_batch(&model, &settings, &batch, &Device::Cpu).unwrap();
             assert_eq!(got, want, "{} / {}", dir.display(), case["name"]);

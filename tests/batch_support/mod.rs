@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod assets;
+pub mod parity;
 pub mod standin;
 
 use std::path::{Path, PathBuf};
