@@ -1,4 +1,5 @@
-//! Lexically constrained decoding (issue 13) on the tiny Marian fixtures, random and trained:
+//! Lexically constrained decoding (issue 13) on the tiny Marian fixtures, trained (marian_tiny,
+//! marian_deep) and random (marian_long, at the engine: it has no tokenizer):
 //! every constraint (a glossary term's English side as the target tokenizer encodes it) is in
 //! the output under greedy and beam settings; inputs without constraints get exactly the ids
 //! of a run without any, alone and in padded batches; constraints that cannot fit within the
@@ -8,7 +9,7 @@ mod batch_support;
 
 use batch_support::{model_reference, repo_path};
 use candle_core::{DType, Device};
-use mtsum::generate::{GenerationOverrides, Runner};
+use mtsum::generate::{generate_constrained, GenerationConfig, GenerationOverrides, Runner};
 use mtsum::hub::ResolvedModel;
 use mtsum::loader::{self, Role};
 use mtsum::models::AnyModel;
@@ -63,6 +64,62 @@ fn overrides(beams: usize, max_new_tokens: Option<usize>) -> GenerationOverrides
         num_beams: Some(beams),
         max_new_tokens,
         ..Default::default()
+    }
+}
+
+/// A random-weight Marian (opus-mt layout, vocabulary 751) loops on a few tokens; constraints of
+/// tokens it rarely picks are placed all the same, greedy and with beams, and an input's output
+/// is the same alone and in a batch.
+#[test]
+fn a_random_marian_places_constraints_of_any_tokens_alone_and_in_a_batch() {
+    let reference: serde_json::Value =
+        batch_support::read_json("tests/fixtures/reference/long_beams.json");
+    let entry = &reference["models"]["marian_long"];
+    let dir = repo_path(entry["dir"].as_str().unwrap());
+    let model = mtsum::models::load(&dir, &Device::Cpu, DType::F32).unwrap();
+    let sources: Vec<Vec<u32>> = (entry["inputs"].as_array().unwrap().iter().take(4))
+        .map(|i| serde_json::from_value(i["input_ids"].clone()).unwrap())
+        .collect();
+    let batch: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
+    let constraints: Vec<Vec<Vec<u32>>> = vec![
+        vec![vec![340, 119]],
+        vec![vec![714], vec![5, 6, 7]],
+        vec![vec![42]],
+        vec![vec![590, 590], vec![300]],
+    ];
+    for beams in [1, 4] {
+        let config = GenerationConfig::from_dir(&dir).unwrap();
+        let settings = config
+            .resolve(
+                &overrides(beams, Some(24)),
+                mtsum::generate::Seq2Seq::special_tokens(&model),
+                mtsum::generate::Seq2Seq::max_source_positions(&model),
+            )
+            .unwrap();
+        let together =
+            generate_constrained(&model, &settings, &batch, &constraints, &[], &Device::Cpu)
+                .unwrap();
+        for (i, out) in together.iter().enumerate() {
+            let ids = out
+                .as_ref()
+                .unwrap_or_else(|| panic!("{beams} beams, input {i}: constraints not placed"));
+            for c in &constraints[i] {
+                assert!(
+                    contains(ids, c),
+                    "{beams} beams, input {i}: {c:?} not in {ids:?}"
+                );
+            }
+            let alone = generate_constrained(
+                &model,
+                &settings,
+                &batch[i..=i],
+                &constraints[i..=i],
+                &[],
+                &Device::Cpu,
+            )
+            .unwrap();
+            assert_eq!(alone[0].as_ref(), Some(ids), "{beams} beams, input {i}");
+        }
     }
 }
 
