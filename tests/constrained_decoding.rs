@@ -421,6 +421,27 @@ fn the_pipeline_constrains_only_sentences_that_lack_a_term_and_the_summary_too()
     );
 }
 
+/// stdout of `mtsum ARGS [--glossary G]` with the tiny Marian as translator on the CPU (24 new
+/// tokens at most), which must exit 0.
+fn stdout_of_tiny(args: &[&str], glossary: Option<&std::path::Path>, stdin: &str) -> String {
+    let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
+    cmd.arg("--translator")
+        .arg(repo_path("tests/fixtures/models/marian_tiny"))
+        .args(["--device", "cpu", "--max-length", "24"])
+        .args(args);
+    if let Some(glossary) = glossary {
+        cmd.arg("--glossary").arg(glossary);
+    }
+    let output = cmd
+        .write_stdin(stdin)
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(output).unwrap()
+}
+
 #[test]
 fn translate_lines_enforces_the_glossary_without_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -428,28 +449,7 @@ fn translate_lines_enforces_the_glossary_without_out() {
     std::fs::write(&glossary, TERMS_TSV).unwrap();
     let lines = "Сотрудники полиции задержали подозреваемого.\nСуд вынес приговор.\n";
     let translate = |glossary: Option<&std::path::Path>| {
-        let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
-        cmd.arg("--translator")
-            .arg(repo_path("tests/fixtures/models/marian_tiny"));
-        cmd.args([
-            "--device",
-            "cpu",
-            "--max-length",
-            "24",
-            "translate",
-            "--lines",
-        ]);
-        if let Some(glossary) = glossary {
-            cmd.arg("--glossary").arg(glossary);
-        }
-        let output = cmd
-            .write_stdin(lines)
-            .assert()
-            .code(0)
-            .get_output()
-            .stdout
-            .clone();
-        let text = String::from_utf8(output).unwrap();
+        let text = stdout_of_tiny(&["translate", "--lines"], glossary, lines);
         text.lines().map(str::to_string).collect::<Vec<_>>()
     };
     let (without, with) = (translate(None), translate(Some(&glossary)));
@@ -570,29 +570,8 @@ fn summarize_enforces_the_glossary_in_english_summaries() {
     std::fs::write(&glossary, TERMS_TSV).unwrap();
     let document = "Сотрудники полиции задержали подозреваемого. Расследование продолжается.\n";
     let summarize = |glossary: Option<&std::path::Path>| {
-        let mut cmd = assert_cmd::Command::cargo_bin("mtsum").unwrap();
-        cmd.arg("--translator")
-            .arg(repo_path("tests/fixtures/models/marian_tiny"));
-        cmd.args([
-            "--device",
-            "cpu",
-            "--max-length",
-            "24",
-            "summarize",
-            "--lines",
-        ]);
-        cmd.args(["--lang", "en", "--extractive"]);
-        if let Some(glossary) = glossary {
-            cmd.arg("--glossary").arg(glossary);
-        }
-        let output = cmd
-            .write_stdin(document)
-            .assert()
-            .code(0)
-            .get_output()
-            .stdout
-            .clone();
-        String::from_utf8(output).unwrap()
+        let args = ["summarize", "--lines", "--lang", "en", "--extractive"];
+        stdout_of_tiny(&args, glossary, document)
     };
     let (without, with) = (summarize(None), summarize(Some(&glossary)));
     assert!(

@@ -63,17 +63,7 @@ fn releases(dir: &Path) -> PathBuf {
 /// Clears every variable `--shard auto` or the hub reads, so the test's own environment
 /// cannot leak in.
 fn clean(cmd: &mut Command) -> &mut Command {
-    for var in [
-        "JOB_COMPLETION_INDEX",
-        "MTSUM_SHARDS",
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_ARRAY_TASK_MIN",
-        "SLURM_ARRAY_TASK_COUNT",
-        "SLURM_ARRAY_TASK_STEP",
-        "CI_NODE_INDEX",
-        "CI_NODE_TOTAL",
-        "HF_HUB_OFFLINE",
-    ] {
+    for var in SCHEDULER_VARS {
         cmd.env_remove(var);
     }
     cmd

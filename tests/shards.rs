@@ -66,20 +66,6 @@ fn mtsum() -> Command {
     cmd
 }
 
-/// Every variable `--shard auto` reads, cleared so the test's own environment (a CI runner
-/// may be a GitLab parallel job) cannot leak in.
-const SCHEDULER_VARS: [&str; 9] = [
-    "JOB_COMPLETION_INDEX",
-    "MTSUM_SHARDS",
-    "SLURM_ARRAY_TASK_ID",
-    "SLURM_ARRAY_TASK_MIN",
-    "SLURM_ARRAY_TASK_COUNT",
-    "SLURM_ARRAY_TASK_STEP",
-    "CI_NODE_INDEX",
-    "CI_NODE_TOTAL",
-    "HF_HUB_OFFLINE",
-];
-
 /// `mtsum merge DIRS --out OUT`: exit code and stderr.
 fn merge(dirs: &[&Path], out: &Path) -> (i32, String) {
     let output = mtsum()

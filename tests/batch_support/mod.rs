@@ -17,6 +17,20 @@ use serde_json::{json, Value};
 
 use standin::StandIn;
 
+/// Every variable `mtsum run --shard auto` reads (and HF_HUB_OFFLINE), for tests to clear so
+/// that their own environment (a CI runner may be a GitLab parallel job) cannot leak in.
+pub const SCHEDULER_VARS: [&str; 9] = [
+    "JOB_COMPLETION_INDEX",
+    "MTSUM_SHARDS",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_STEP",
+    "CI_NODE_INDEX",
+    "CI_NODE_TOTAL",
+    "HF_HUB_OFFLINE",
+];
+
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
