@@ -59,6 +59,8 @@ pub struct BenchArgs {
 #[derive(Debug, serde::Serialize)]
 struct Figures {
     mode: String,
+    /// The run's dtype as the loader reports it ("f32", "int8", ...).
+    dtype: String,
     beams: usize,
     segments: usize,
     generated_tokens: usize,
@@ -116,6 +118,7 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
             } else {
                 format!("beam {beams}")
             },
+            dtype: runner.info().dtype.clone(),
             beams,
             segments: batch.len(),
             generated_tokens: generated,
@@ -138,8 +141,9 @@ fn report(f: &Figures, json: bool) -> Result<()> {
         return stdout.line(&serde_json::to_string(f).expect("figures serialize"));
     }
     stdout.line(&format!(
-        "{:<8} {:>4} segments x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
+        "{:<8} {:<4} {:>4} segments x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
         f.mode,
+        f.dtype,
         f.segments,
         f.generated_tokens / f.segments.max(1),
         f.segments_per_s,
