@@ -231,14 +231,19 @@ impl QuantizedMatrix {
                 .zip(offsets.par_chunks_mut(PANEL))
                 .enumerate()
                 .for_each(|(p, ((panel, scales), offsets))| {
-                    let mut q = vec![0i8; cols];
+                    // One row at a time, zero-padded to whole groups, then spread a group (four
+                    // bytes, one 32-bit move) at a time into its column's place.
+                    let mut q = vec![0i8; groups * GROUP];
                     for lane in 0..PANEL.min(rows - p * PANEL) {
                         let src = &w[(p * PANEL + lane) * cols..][..cols];
-                        scales[lane] = quantize_row(src, &mut q);
+                        scales[lane] = quantize_row(src, &mut q[..cols]);
                         offsets[lane] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
-                        for (g, four) in q.chunks(GROUP).enumerate() {
-                            let at = g * GROUP_BYTES + lane * GROUP;
-                            panel[at..at + four.len()].copy_from_slice(four);
+                        let at = lane * GROUP..(lane + 1) * GROUP;
+                        for (group, four) in panel
+                            .chunks_exact_mut(GROUP_BYTES)
+                            .zip(q.chunks_exact(GROUP))
+                        {
+                            group[at.clone()].copy_from_slice(four);
                         }
                     }
                 });
