@@ -20,6 +20,8 @@ use serde_json::Value;
 /// tokens an input, often near-ties) are the most sensitive: keeping any one kind of layer
 /// (attention, feed-forward in or out, output layer) in f32 moves their share by at most 3
 /// points, so the loss is spread over the whole stack rather than one layer gone wrong.
+/// CTranslate2's int8 against its own float32 on the same cases (scripts/int8_yardstick.py):
+/// Marian 81.3 %, T5 77.2 %.
 const MIN_AGREEMENT: [(&str, f64); 2] = [("marian", 0.90), ("t5", 0.80)];
 /// Largest |int8 logit - f32 logit| allowed per family, over every step of every reference
 /// input decoded with f32's ids (the fixtures' largest logits are 18 to 27 in magnitude).
