@@ -1,11 +1,12 @@
 //! GGUF LLMs (llama.cpp's file format) on candle-transformers' quantized model families:
-//! Qwen2/2.5, Qwen3, Gemma 3 and Llama. This module reads the file, rebuilds its tokenizer from
+//! Qwen2/2.5, Qwen3 and Llama, and Gemma 3 on candle's quantized blocks (see `gemma3` for why). This module reads the file, rebuilds its tokenizer from
 //! the metadata as llama.cpp does, renders its chat template, and runs prompts (one batched
 //! forward each) and greedy or seeded sampling on the KV cache, with forks that share a prompt
 //! prefix. It knows nothing of releases, summaries or flags: the pipeline and the commands use
 //! it the way they use `models` for seq2seq.
 
 mod error;
+mod gemma3;
 mod gguf;
 mod model;
 mod template;

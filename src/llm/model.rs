@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{
-    quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3,
-};
+use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
 
 use super::gguf::{Family, GgufInfo};
 use super::template::{ChatTemplate, Message};
@@ -23,7 +21,7 @@ use super::LlmError;
 #[derive(Clone)]
 enum Weights {
     Qwen3(quantized_qwen3::ModelWeights),
-    Gemma3(quantized_gemma3::ModelWeights),
+    Gemma3(super::gemma3::Gemma3),
     Llama(quantized_llama::ModelWeights),
 }
 
@@ -345,10 +343,6 @@ impl<'m> Session<'m> {
 
     /// Runs `ids` through the model after what was fed before, in one batched forward, and
     /// returns the logits for the next token.
-    ///
-    /// candle-transformers' Gemma 3 builds its attention mask only for a batch that starts at
-    /// position 0 (after a cached prefix its mask hides the prefix), so there a continuation of
-    /// a prefix is fed token by token: slower, but right.
     pub fn feed(&mut self, ids: &[u32]) -> Result<&[f32], LlmError> {
         if ids.is_empty() {
             return self.logits.as_deref().ok_or_else(|| LlmError::Generation {
@@ -554,7 +548,7 @@ fn load_weights(info: &GgufInfo, device: &Device) -> Result<Backend, LlmError> {
             }),
         Family::Qwen3 => quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
             .map(|m| Backend::Clonable(Weights::Qwen3(m))),
-        Family::Gemma3 => quantized_gemma3::ModelWeights::from_gguf(content, &mut reader, device)
+        Family::Gemma3 => super::gemma3::Gemma3::load(info, &content, &mut reader, device)
             .map(|m| Backend::Clonable(Weights::Gemma3(m))),
         Family::Llama => quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
             .map(|m| Backend::Clonable(Weights::Llama(m))),
