@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
@@ -546,8 +546,18 @@ fn load_weights(info: &GgufInfo, device: &Device) -> Result<Backend, LlmError> {
                     cached: Vec::new(),
                 }))
             }),
-        Family::Qwen3 => quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
-            .map(|m| Backend::Clonable(Weights::Qwen3(m))),
+        Family::Qwen3 => {
+            // candle-transformers' Qwen3 computes its RoPE table in `general.dtype`, F16 when
+            // the key is absent (llama.cpp never writes it): angles then carry f16 rounding
+            // (logits 0.08 from llama.cpp's on the tiny fixture, worse at later positions).
+            // F32 keeps them exact; the weights stay as quantized.
+            let mut content = content;
+            content
+                .metadata
+                .insert("general.dtype".into(), gguf_file::Value::U32(0));
+            quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
+                .map(|m| Backend::Clonable(Weights::Qwen3(m)))
+        }
         Family::Gemma3 => super::gemma3::Gemma3::load(info, &content, &mut reader, device)
             .map(|m| Backend::Clonable(Weights::Gemma3(m))),
         Family::Llama => quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
