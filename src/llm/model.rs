@@ -52,7 +52,7 @@ enum Backend {
 /// A session's handle on the weights: its own copy, or its turn on the shared Qwen2.
 #[derive(Clone)]
 enum SessionWeights {
-    Owned(Weights),
+    Owned(Box<Weights>),
     Shared,
 }
 
@@ -272,7 +272,7 @@ impl GgufModel {
         Session {
             model: self,
             weights: match &self.backend {
-                Backend::Clonable(weights) => SessionWeights::Owned(weights.clone()),
+                Backend::Clonable(weights) => SessionWeights::Owned(Box::new(weights.clone())),
                 Backend::Shared(_) => SessionWeights::Shared,
             },
             ids: Vec::new(),
@@ -361,19 +361,9 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        let one_by_one = matches!(self.weights, SessionWeights::Owned(Weights::Gemma3(_)))
-            && !self.ids.is_empty();
-        let chunks: Vec<&[u32]> = if one_by_one {
-            ids.chunks(1).collect()
-        } else {
-            vec![ids]
-        };
-        for chunk in chunks {
-            let logits = self.forward(chunk)?;
-            self.ids.extend_from_slice(chunk);
-            self.logits = Some(logits);
-        }
-        Ok(self.logits.as_deref().expect("fed at least one token"))
+        let logits = self.forward(ids)?;
+        self.ids.extend_from_slice(ids);
+        Ok(self.logits.insert(logits))
     }
 
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, LlmError> {
@@ -423,7 +413,7 @@ impl<'m> Session<'m> {
     /// CPU, whose preallocated cache is written in place, and Qwen2, whose one shared instance
     /// keeps one cache (the first fork to continue uses it as it is).
     pub fn fork(&self) -> Result<Session<'m>, LlmError> {
-        let in_place_cache = matches!(self.weights, SessionWeights::Owned(Weights::Qwen3(_)))
+        let in_place_cache = matches!(&self.weights, SessionWeights::Owned(w) if matches!(**w, Weights::Qwen3(_)))
             && !self.model.device.is_cpu();
         if !in_place_cache {
             return Ok(self.clone());
