@@ -552,3 +552,35 @@ fn cli_errors_on_bad_gguf_files_exit_2_naming_the_file() {
         .code(2)
         .stderr(predicates::str::contains("greedily"));
 }
+
+#[test]
+fn a_tokenizer_json_beside_the_model_replaces_its_own_tokenizer() {
+    // Any Hugging Face tokenizer.json: its ids for the text, the GGUF's BOS in front (gemma3's
+    // metadata adds one).
+    let json = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tokenizers/bart_bpe/tokenizer.json");
+    let info = GgufInfo::read(&model_path("gemma3")).unwrap();
+    let tokenizer = GgufTokenizer::from_tokenizer_json(&info, &json).unwrap();
+    let reference = tokenizers::Tokenizer::from_file(&json).unwrap();
+    let text = "Police detained a suspect on Monday.";
+    let expected: Vec<u32> =
+        std::iter::once(info.get_u64("tokenizer.ggml.bos_token_id").unwrap() as u32)
+            .chain(
+                reference
+                    .encode(text, false)
+                    .unwrap()
+                    .get_ids()
+                    .iter()
+                    .copied(),
+            )
+            .collect();
+    let ids = tokenizer.encode(text, true, false).unwrap();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        tokenizer.decode(&ids[1..]),
+        reference.decode(&ids[1..], true).unwrap()
+    );
+    // A file that is not a tokenizer.json is an error naming it.
+    let err = GgufTokenizer::from_tokenizer_json(&info, &model_path("qwen2")).unwrap_err();
+    assert!(err.to_string().contains("tiny-qwen2.gguf"), "{err}");
+}
