@@ -45,6 +45,14 @@ def write_generation_configs(marian: Path, t5: Path):
     }))
 
 
+def linked_copy(source: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.is_file() and item.name != "generation_config.json":
+            (target / item.name).symlink_to(item.resolve())
+    return target
+
+
 def write_releases(folder: Path, count: int, paragraphs: int, per_paragraph: int):
     lines = bench_peers.corpus_lines()
     at = 0
@@ -65,8 +73,8 @@ def write_releases(folder: Path, count: int, paragraphs: int, per_paragraph: int
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--releases", type=int, default=100)
-    parser.add_argument("--paragraphs", type=int, default=2)
-    parser.add_argument("--per-paragraph", type=int, default=4)
+    parser.add_argument("--paragraphs", type=int, default=4)
+    parser.add_argument("--per-paragraph", type=int, default=5)
     parser.add_argument("--translation-tokens", type=int, default=32)
     parser.add_argument("--summary-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -87,8 +95,11 @@ def main():
         bench_peers.build_model(marian)
     if not (t5 / "model.safetensors").exists():
         bench_peers.build_t5(t5, args.t5_tokenizer)
-    write_generation_configs(marian, t5)
     run = Path(tempfile.mkdtemp(prefix="mtsum-pipeline-run-"))
+    # The run's own model folders (links to the built files), so that their generation
+    # configs do not change the models bench_peers.py measures in the same --keep folder.
+    marian, t5 = linked_copy(marian, run / "marian"), linked_copy(t5, run / "t5")
+    write_generation_configs(marian, t5)
     releases, out = run / "releases", run / "out"
     write_releases(releases, args.releases, args.paragraphs, args.per_paragraph)
 
