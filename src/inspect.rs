@@ -20,7 +20,7 @@ use crate::generate::{GenerationConfig, GenerationOverrides, SettingOrigin};
 use crate::hub::ResolvedModel;
 use crate::loader::{self, Role};
 use crate::models::weights::{self, WeightSource};
-use crate::models::{ModelConfig, ModelType};
+use crate::models::{ModelConfig, ModelType, WeightPrecision};
 use crate::tokenize::{Seq2SeqTokenizer, TokenizerKind};
 
 /// What the model is inspected as; the settings differ only for the summarizer, which takes
@@ -128,8 +128,9 @@ pub struct Request<'a> {
     pub resolved: &'a ResolvedModel,
     pub role: InspectRole,
     pub overrides: &'a GenerationOverrides,
-    /// Load the weights on this device in this dtype (None: only locate the weight file).
-    pub load: Option<(&'a Device, DType)>,
+    /// Load the weights on this device in this dtype, with the linear layers held in this
+    /// precision (None: only locate the weight file).
+    pub load: Option<(&'a Device, DType, WeightPrecision)>,
 }
 
 /// Inspects one resolved model. Never fails: what cannot be read becomes a problem in the
@@ -209,12 +210,13 @@ pub fn inspect(request: &Request) -> Report {
     }
 
     let mut loaded = None;
-    if let (Some((device, dtype)), Some(_), Some(_)) = (request.load, &config, &weights) {
-        match crate::models::load(dir, device, dtype) {
+    if let (Some((device, dtype, precision)), Some(_), Some(_)) = (request.load, &config, &weights)
+    {
+        match crate::models::load_with(dir, device, dtype, precision) {
             Ok(_) => {
                 loaded = Some(LoadReport {
                     device: runner::device_name(device),
-                    dtype: format!("{dtype:?}").to_lowercase(),
+                    dtype: precision.label(dtype),
                 })
             }
             Err(err) => note(&err),

@@ -13,10 +13,10 @@ use crate::generate::{
     runner::device_name, GenerationConfig, ModelInfo, Origin, Runner, RunnerParts, TaskDefaults,
 };
 use crate::hub::{HubOptions, Preset, ResolvedModel};
-use crate::models::AnyModel;
+use crate::models::{AnyModel, WeightPrecision};
 use crate::progress::Observer;
 use crate::tokenize::Seq2SeqTokenizer;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where and how models are loaded.
 #[derive(Debug, Clone, Default)]
@@ -27,17 +27,46 @@ pub struct LoadOptions {
     pub device: DeviceSpec,
     /// The floating-point type; None takes f32 on the CPU and f16 on a GPU.
     pub dtype: Option<DType>,
+    /// How the linear layers hold their weights; int8 needs the CPU and f32.
+    pub precision: WeightPrecision,
     /// Token budget of one batch; None takes the device's default.
     pub batch_tokens: Option<usize>,
 }
 
 impl LoadOptions {
-    /// Opens the device and picks the dtype for it.
+    /// Opens the device and picks the dtype for it. int8 weights on a GPU, or under f16 or
+    /// bf16 activations, are a usage error that names what works.
     pub fn open_device(&self) -> Result<(Device, DType)> {
+        let int8 = self.precision == WeightPrecision::Int8;
+        let gpu = match self.device {
+            DeviceSpec::Cuda(_) => Some("cuda"),
+            DeviceSpec::Metal => Some("metal"),
+            DeviceSpec::Auto | DeviceSpec::Cpu => None,
+        };
+        if let (true, Some(gpu)) = (int8, gpu) {
+            return Err(int8_on_gpu(gpu));
+        }
         let device = self.device.open()?;
         let dtype = crate::device::choose_dtype(&device, self.dtype);
+        if int8 {
+            if !device.is_cpu() {
+                return Err(int8_on_gpu(&device_name(&device)));
+            }
+            if dtype != DType::F32 {
+                return Err(Error::Usage(format!(
+                    "int8 weights run with f32 activations, not {dtype:?}: use --dtype int8 alone"
+                )));
+            }
+        }
         Ok((device, dtype))
     }
+}
+
+/// `--dtype int8` asked of a GPU: the usage error that names what works.
+fn int8_on_gpu(gpu: &str) -> Error {
+    Error::Usage(format!(
+        "--dtype int8 runs on the CPU only, not on {gpu}: add --device cpu, or use --dtype f16, bf16 or f32 on the GPU"
+    ))
 }
 
 /// What a model is loaded for: plain `generate()` (`mtsum generate`, `bench`, the translator), or
@@ -65,6 +94,20 @@ pub fn load(
     role: Role,
     observer: &dyn Observer,
 ) -> Result<Runner<AnyModel>> {
+    let numerics = (dtype, WeightPrecision::Float);
+    load_with(resolved, device, numerics, batch_tokens, role, observer)
+}
+
+/// [`load`] with the linear layers held as the precision of `(dtype, precision)` says (the
+/// caller checked that the device runs it: [`LoadOptions::open_device`]).
+pub fn load_with(
+    resolved: &ResolvedModel,
+    device: &Device,
+    (dtype, precision): (DType, WeightPrecision),
+    batch_tokens: Option<usize>,
+    role: Role,
+    observer: &dyn Observer,
+) -> Result<Runner<AnyModel>> {
     let dir = &resolved.dir;
     let tokenizer = Seq2SeqTokenizer::from_dir(dir)?;
     let (config, prefix) = generation_config(dir, resolved.preset.as_ref(), role)?;
@@ -75,13 +118,13 @@ pub fn load(
             config.unsupported.join(", ")
         ));
     }
-    let model = crate::models::load(dir, device, dtype)?;
+    let model = crate::models::load_with(dir, device, dtype, precision)?;
     let info = ModelInfo {
         repo: resolved.repo.clone(),
         revision: resolved.revision.clone(),
         commit: resolved.commit.clone(),
         family: model.model_type().name().to_string(),
-        dtype: format!("{dtype:?}").to_lowercase(),
+        dtype: precision.label(dtype),
         device: device_name(device),
     };
     let runner = Runner::new(RunnerParts {
@@ -107,10 +150,10 @@ pub fn open(
     observer: &dyn Observer,
 ) -> Result<Runner<AnyModel>> {
     let resolved = crate::hub::resolve(spec, &options.hub)?;
-    load(
+    load_with(
         &resolved,
         device,
-        dtype,
+        (dtype, options.precision),
         options.batch_tokens,
         role,
         observer,

@@ -125,8 +125,9 @@ impl<'a> Subject<'a> {
 struct Figures {
     /// `translator` or `summarizer`.
     model: String,
-    dtype: String,
     mode: String,
+    /// The run's dtype as the loader reports it ("f32", "int8", ...).
+    dtype: String,
     beams: usize,
     segments: usize,
     /// Mean source tokens per input (end token included).
@@ -212,12 +213,12 @@ fn bench_seq2seq(
         }
         let figures = Figures {
             model: role.to_string(),
-            dtype: runner.info().dtype.clone(),
             mode: if beams == 1 {
                 "greedy".into()
             } else {
                 format!("beam {beams}")
             },
+            dtype: runner.info().dtype.clone(),
             beams,
             segments: batch.len(),
             source_tokens,
@@ -241,7 +242,7 @@ fn report(f: &Figures, json: bool) -> Result<()> {
         return stdout.line(&serde_json::to_string(f).expect("figures serialize"));
     }
     stdout.line(&format!(
-        "{} {} {:<8} {:>4} segments ({:.0} source tokens) x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
+        "{} {:<4} {:<8} {:>4} segments ({:.0} source tokens) x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
         f.model,
         f.dtype,
         f.mode,

@@ -140,8 +140,9 @@ fn inspect_models(args: &InspectArgs, global: &GlobalArgs, opts: HubOptions) -> 
     let load = match args.no_load {
         true => None,
         false => {
-            let (device, dtype) = global.load_options().open_device()?;
-            Some((device, dtype))
+            let options = global.load_options();
+            let (device, dtype) = options.open_device()?;
+            Some((device, dtype, options.precision))
         }
     };
     let mut overrides = super::common::overrides(global);
@@ -176,7 +177,7 @@ fn inspect_models(args: &InspectArgs, global: &GlobalArgs, opts: HubOptions) -> 
             resolved: &resolved,
             role,
             overrides: &overrides,
-            load: load.as_ref().map(|(device, dtype)| (device, *dtype)),
+            load: (load.as_ref()).map(|(device, dtype, precision)| (device, *dtype, *precision)),
         }));
     }
     match args.format {

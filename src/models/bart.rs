@@ -235,7 +235,7 @@ impl BartModel {
             .contains("final_logits_bias")
             .then(|| w.get("final_logits_bias", (1, decoder_vocab)))
             .transpose()?;
-        let head = OutputHead::new(head, bias);
+        let head = OutputHead::new(head, bias, w.precision())?;
 
         let scale = if cfg.bool("scale_embedding")? {
             (d_model as f64).sqrt()

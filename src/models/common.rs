@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
 
 use super::host_attention::{cross, with_host_f32, HostKv, Memory};
-use super::linear::Linear;
+use super::linear::{Linear, WeightPrecision};
 use super::weights::Weights;
 use super::ModelError;
 
@@ -90,14 +90,17 @@ fn projections(
     })
 }
 
-fn fused(parts: Vec<(Tensor, Option<Tensor>)>) -> std::result::Result<Linear, ModelError> {
+fn fused(
+    w: &Weights,
+    parts: Vec<(Tensor, Option<Tensor>)>,
+) -> std::result::Result<Linear, ModelError> {
     let (weights, biases): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     let weight = Tensor::cat(&weights, 0)?;
     let bias = match biases.into_iter().collect::<Option<Vec<_>>>() {
         Some(b) => Some(Tensor::cat(&b, 0)?),
         None => None,
     };
-    Ok(Linear::new(weight, bias))
+    Ok(Linear::load(weight, bias, w.precision())?)
 }
 
 /// (batch, len, heads * head_dim) -> (batch, heads, len, head_dim), contiguous for matmul.
@@ -141,8 +144,8 @@ impl SelfAttention {
     ) -> std::result::Result<Self, ModelError> {
         let Projections { q, k, v, out } = projections(w, prefix, names, shape)?;
         Ok(Self {
-            qkv: fused(vec![q, k, v])?,
-            out: Linear::new(out.0, out.1),
+            qkv: fused(w, vec![q, k, v])?,
+            out: Linear::load(out.0, out.1, w.precision())?,
             shape,
         })
     }
@@ -213,9 +216,9 @@ impl CrossAttention {
     ) -> std::result::Result<Self, ModelError> {
         let Projections { q, k, v, out } = projections(w, prefix, names, shape)?;
         Ok(Self {
-            q: Linear::new(q.0, q.1),
-            kv: fused(vec![k, v])?,
-            out: Linear::new(out.0, out.1),
+            q: Linear::load(q.0, q.1, w.precision())?,
+            kv: fused(w, vec![k, v])?,
+            out: Linear::load(out.0, out.1, w.precision())?,
             shape,
         })
     }
@@ -324,16 +327,16 @@ impl FeedForward {
             Some(dtype) if dtype != w.dtype() && !bias => {
                 let name = format!("{prefix}.{down}.weight");
                 let weight = w.get_in_dtype(&name, (d_model, d_ff), dtype)?;
-                (Linear::new(weight, None), dtype)
+                (Linear::load(weight, None, w.precision())?, dtype)
             }
             _ => {
                 let (dw, db) = projection(w, prefix, down, (d_model, d_ff), bias, 1.0)?;
-                (Linear::new(dw, db), w.dtype())
+                (Linear::load(dw, db, w.precision())?, w.dtype())
             }
         };
         Ok(Self {
             gated: ups.len() > 1,
-            up: fused(ups)?,
+            up: fused(w, ups)?,
             down,
             down_dtype,
             act,
@@ -778,10 +781,11 @@ pub struct OutputHead {
 }
 
 impl OutputHead {
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            linear: Linear::new(weight, bias),
-        }
+    /// The layer held as `precision` says.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, precision: WeightPrecision) -> Result<Self> {
+        Ok(Self {
+            linear: Linear::load(weight, bias, precision)?,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -11,6 +11,11 @@
 //! much faster computing `W xᵀ` than `x Wᵀ` (measured: 5.3 ms instead of 19 ms for 8 rows of
 //! opus-mt's output layer, transposition included; from 128 rows on the plain order wins), so
 //! with at most [`SKINNY_ROWS`] rows the product is taken as `(W xᵀ)ᵀ`.
+//!
+//! Under [`WeightPrecision::Int8`] (`--dtype int8`, the CPU in f32 only) every layer is
+//! quantized when it loads and runs through [`super::qgemm`]. A tied embedding then keeps its
+//! own f32 table: its rows are looked up exactly as in f32, and the int8 head is only a quarter
+//! of the table's size on top.
 
 use std::sync::Arc;
 
@@ -18,6 +23,28 @@ use candle_core::{DType, Module, Result, Storage, Tensor, TensorId};
 use rayon::prelude::*;
 
 use super::gemm::{Kernel, PackedMatrix};
+use super::qgemm::{QKernel, QuantizedMatrix};
+
+/// How the weights of the linear layers are held: as loaded (the dtype of the model), or
+/// quantized to int8 at load time with f32 activations around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightPrecision {
+    /// The model's dtype: f32, f16 or bf16.
+    #[default]
+    Float,
+    /// int8 weights, one scale per output feature; f32 everywhere else. CPU only.
+    Int8,
+}
+
+impl WeightPrecision {
+    /// What a run reports as its dtype: "int8", or the float dtype's name.
+    pub fn label(self, dtype: DType) -> String {
+        match self {
+            Self::Float => format!("{dtype:?}").to_lowercase(),
+            Self::Int8 => "int8".to_string(),
+        }
+    }
+}
 
 /// Most rows for which the transposed product is used (measured crossover: between 64 and 128).
 pub const SKINNY_ROWS: usize = 64;
@@ -36,6 +63,10 @@ enum Repr {
         /// The tensor the weight was packed from (to recognise a tied embedding).
         source: TensorId,
     },
+    Int8 {
+        weight: Arc<QuantizedMatrix>,
+        bias: Option<Arc<Vec<f32>>>,
+    },
 }
 
 impl Linear {
@@ -46,6 +77,34 @@ impl Linear {
             _ => Repr::Candle(candle_nn::Linear::new(weight, bias)),
         };
         Self { repr }
+    }
+
+    /// `weight` (out_features, in_features) held as `precision` says. int8 needs an f32
+    /// weight on the CPU (the loader refuses `--dtype int8` elsewhere); it is an error here
+    /// rather than a silent fall-back to f32.
+    pub fn load(weight: Tensor, bias: Option<Tensor>, precision: WeightPrecision) -> Result<Self> {
+        match precision {
+            WeightPrecision::Float => Ok(Self::new(weight, bias)),
+            WeightPrecision::Int8 => {
+                let (rows, cols) = weight.dims2()?;
+                let kernel = QKernel::detect();
+                let quantize = |w: &[f32]| QuantizedMatrix::quantize(w, rows, cols, kernel);
+                let Some(quantized) = with_f32(&weight.contiguous()?, quantize)? else {
+                    candle_core::bail!(
+                        "int8 weights are made from f32 weights on the CPU, not {:?} on {:?}",
+                        weight.dtype(),
+                        weight.device().location()
+                    );
+                };
+                let bias = bias.map(|b| bias_values(&b, rows)).transpose()?;
+                Ok(Self {
+                    repr: Repr::Int8 {
+                        weight: Arc::new(quantized),
+                        bias: bias.map(Arc::new),
+                    },
+                })
+            }
+        }
     }
 
     fn pack(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Repr>> {
@@ -70,10 +129,19 @@ impl Linear {
         }))
     }
 
+    /// The int8 kernel this layer runs, if it was quantized.
+    pub fn int8_kernel(&self) -> Option<QKernel> {
+        match &self.repr {
+            Repr::Int8 { weight, .. } => Some(weight.kernel()),
+            _ => None,
+        }
+    }
+
     pub fn out_features(&self) -> usize {
         match &self.repr {
             Repr::Candle(l) => l.weight().dim(0).unwrap_or(0),
             Repr::Packed { weight, .. } => weight.rows(),
+            Repr::Int8 { weight, .. } => weight.rows(),
         }
     }
 
@@ -92,7 +160,9 @@ impl Module for Linear {
         let Some((&inputs, leading)) = dims.split_last() else {
             return match &self.repr {
                 Repr::Candle(l) => l.forward(x),
-                Repr::Packed { .. } => candle_core::bail!("a linear layer needs a vector input"),
+                Repr::Packed { .. } | Repr::Int8 { .. } => {
+                    candle_core::bail!("a linear layer needs a vector input")
+                }
             };
         };
         let rows: usize = leading.iter().product();
@@ -104,6 +174,14 @@ impl Module for Linear {
                 let bias = bias.as_ref().map(|b| b.as_slice());
                 let Some(y) = with_f32(&x, |a| weight.matmul_t(a, rows, bias))? else {
                     candle_core::bail!("a packed f32 layer got a {:?} input", x.dtype());
+                };
+                Tensor::from_vec(y, out_dims, x.device())
+            }
+            Repr::Int8 { weight, bias } => {
+                let x = x.contiguous()?;
+                let bias = bias.as_ref().map(|b| b.as_slice());
+                let Some(y) = with_f32(&x, |a| weight.matmul_t(a, rows, bias))? else {
+                    candle_core::bail!("an int8 layer got a {:?} input", x.dtype());
                 };
                 Tensor::from_vec(y, out_dims, x.device())
             }
@@ -173,6 +251,15 @@ impl TokenTable {
         dims.push(dim);
         Tensor::from_vec(out, dims, ids.device())
     }
+}
+
+/// The `rows` f32 values of a bias tensor.
+fn bias_values(bias: &Tensor, rows: usize) -> Result<Vec<f32>> {
+    let values = bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    if values.len() != rows {
+        candle_core::bail!("a bias of {} values for {rows} outputs", values.len());
+    }
+    Ok(values)
 }
 
 /// Runs `f` on the f32 values of a contiguous CPU tensor; `None` for any other tensor.

@@ -2,7 +2,7 @@
 //! config.json's `model_type`: `bart` (Marian, BART, mBART) and `t5` (T5, mT5). Both implement
 //! the [`Seq2Seq`] trait of `crate::seq2seq` through [`AnyModel`]; [`load`] is the entry point.
 //! Also owned here: config.json as transformers reads it, weight files, and the CPU kernels of
-//! the linear layers (`gemm`).
+//! the linear layers (`gemm` in f32, `qgemm` in int8).
 
 pub mod bart;
 pub mod common;
@@ -11,6 +11,7 @@ pub mod gemm;
 mod host_attention;
 pub mod linear;
 mod pickle;
+pub mod qgemm;
 pub mod t5;
 mod torch_file;
 pub mod weights;
@@ -21,6 +22,7 @@ use candle_core::{DType, Device, Tensor};
 
 pub use common::DecoderCache;
 pub use config::{ModelConfig, ModelType};
+pub use linear::WeightPrecision;
 
 use crate::seq2seq::{Seq2Seq, SpecialTokens};
 
@@ -141,8 +143,19 @@ pub enum AnyModel {
 /// model.safetensors / model.safetensors.index.json + shards / pytorch_model.bin), with its
 /// weights converted to `dtype` on `device`.
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<AnyModel, ModelError> {
+    load_with(dir, device, dtype, WeightPrecision::Float)
+}
+
+/// [`load`], with the linear layers held as `precision` says (int8: f32 on the CPU only, as
+/// the loader checks before).
+pub fn load_with(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    precision: WeightPrecision,
+) -> Result<AnyModel, ModelError> {
     let config = ModelConfig::read(dir)?;
-    let weights = weights::Weights::open(dir, dtype, device)?;
+    let weights = weights::Weights::open(dir, dtype, device)?.with_precision(precision);
     Ok(match config.model_type {
         ModelType::Marian | ModelType::Bart | ModelType::MBart => {
             AnyModel::Bart(bart::BartModel::load(&config, &weights)?)

@@ -211,7 +211,7 @@ impl T5Model {
         let head = memo.get(&["lm_head.weight", shared, dec, enc], (vocab, d_model))?;
         drop(memo);
         // A tied head's packed copy serves the embedding lookups too (see `TokenTable`).
-        let head = OutputHead::new(head, None);
+        let head = OutputHead::new(head, None, w.precision())?;
         let embed = TokenTable::new(embed, head.linear())?;
         let decoder_embed = TokenTable::new(decoder_embed, head.linear())?;
         let scales_output = config.model_type == ModelType::T5

@@ -19,6 +19,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+use super::linear::WeightPrecision;
 use super::torch_file::{self, TorchFile, TorchFormat};
 use super::ModelError;
 
@@ -125,6 +126,8 @@ pub struct Weights {
     vb: VarBuilder<'static>,
     /// What the messages name: the file, or the index of a sharded checkpoint.
     file: PathBuf,
+    /// How the linear layers hold what they read (int8 under `--dtype int8`).
+    precision: WeightPrecision,
 }
 
 impl Weights {
@@ -142,7 +145,18 @@ impl Weights {
         Ok(Self {
             vb: VarBuilder::from_backend(backend, dtype, device.clone()),
             file: source.file,
+            precision: WeightPrecision::Float,
         })
+    }
+
+    /// The same weights, with the linear layers built from them held as `precision` says.
+    pub fn with_precision(self, precision: WeightPrecision) -> Self {
+        Self { precision, ..self }
+    }
+
+    /// How the linear layers built from these weights hold them.
+    pub fn precision(&self) -> WeightPrecision {
+        self.precision
     }
 
     pub fn file(&self) -> &Path {
