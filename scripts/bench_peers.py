@@ -145,13 +145,15 @@ def write_inputs(folder, tag, ids, tokenizer):
 
 
 def timed(fn, repeat):
+    """Best wall seconds and best CPU seconds (process_time: every thread) of repeat runs."""
     fn(warmup=True)
-    best, produced = float("inf"), None
+    best, best_cpu, produced = float("inf"), float("inf"), None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         produced = fn(warmup=False)
         best = min(best, time.perf_counter() - start)
-    return best, produced
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return (best, best_cpu), produced
 
 
 def modes_of(args):
@@ -213,11 +215,12 @@ def run_ctranslate2(folder: Path, args, quantization):
     return figures
 
 
-def result(engine, beams, seconds, outputs):
-    lengths = [len(o) for o in outputs]
+def result(engine, beams, times, outputs):
+    (seconds, cpu_seconds), lengths = times, [len(o) for o in outputs]
     generated = sum(lengths)
     return {
-        "engine": engine, "beams": beams, "seconds": seconds, "segments": len(lengths),
+        "engine": engine, "beams": beams, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "segments": len(lengths),
         "generated_tokens": generated, "tokens_per_s": generated / seconds,
         "segments_per_s": len(lengths) / seconds, "peak_rss_mib": peak_rss_mib(),
         "outputs": outputs,
@@ -264,9 +267,12 @@ def peer_process(engine: str, folder: Path, suite):
 def table(figures, weights_mib, new_tokens, int8_missing, compared):
     base = {f["beams"]: f for f in figures if f["engine"] == "transformers"}
     ct2 = {f["beams"]: f["tokens_per_s"] for f in figures if f["engine"] == "ctranslate2 float32"}
+    cpu = lambda f: f["generated_tokens"] / f["cpu_seconds"]  # noqa: E731
+    base_cpu = {f["beams"]: cpu(f) for f in figures if f["engine"] == "transformers"}
+    ct2_cpu = {f["beams"]: cpu(f) for f in figures if f["engine"] == "ctranslate2 float32"}
     lines = [
-        f"| engine | mode | tokens/s | segments/s | vs transformers | vs CT2 float32 | same ids as transformers | peak RSS MiB (x weights {weights_mib:.0f} MiB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| engine | mode | tokens/s | vs transformers | vs CT2 float32 | tokens per CPU-s | vs transformers | vs CT2 float32 | same ids as transformers | peak RSS MiB (x weights {weights_mib:.0f} MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in figures:
         mode = "greedy" if f["beams"] == 1 else f"beam {f['beams']}"
@@ -274,13 +280,15 @@ def table(figures, weights_mib, new_tokens, int8_missing, compared):
         reference = base[f["beams"]]["outputs"]
         same = sum(a[:compared] == b[:compared] for a, b in zip(f["outputs"], reference))
         lines.append(
-            f"| {f['engine']} | {mode} | {f['tokens_per_s']:.0f}{check} | {f['segments_per_s']:.2f} | "
+            f"| {f['engine']} | {mode} | {f['tokens_per_s']:.0f}{check} | "
             f"{f['tokens_per_s'] / base[f['beams']]['tokens_per_s']:.2f}x | "
-            f"{f['tokens_per_s'] / ct2[f['beams']]:.2f}x | {same}/{len(reference)} | "
+            f"{f['tokens_per_s'] / ct2[f['beams']]:.2f}x | {cpu(f):.0f} | "
+            f"{cpu(f) / base_cpu[f['beams']]:.2f}x | {cpu(f) / ct2_cpu[f['beams']]:.2f}x | "
+            f"{same}/{len(reference)} | "
             f"{f['peak_rss_mib']:.0f} ({f['peak_rss_mib'] / weights_mib:.2f}x) |"
         )
     if int8_missing:
-        lines.append("| mtsum int8 | - | not available (this build's --dtype has no int8) | | | | | |")
+        lines.append("| mtsum int8 | - | not available (this build's --dtype has no int8) | | | | | | | |")
     return "\n".join(lines)
 
 

@@ -134,6 +134,9 @@ struct Figures {
     source_tokens: f64,
     generated_tokens: usize,
     seconds: f64,
+    /// CPU time of the process (user + system, all threads) over the same run: on a machine
+    /// shared with other jobs, a steadier measure of the work than wall time.
+    cpu_seconds: f64,
     segments_per_s: f64,
     tokens_per_s: f64,
     peak_rss_mib: f64,
@@ -196,12 +199,13 @@ fn bench_seq2seq(
         };
         // Warm-up on a few inputs: page in the weights, size the allocator.
         run(&batch[..batch.len().min(4)])?;
-        let mut best = f64::INFINITY;
+        let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
         let mut outputs = Vec::new();
         for _ in 0..args.repeat {
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), cpu_seconds());
             outputs = run(&batch)?;
             best = best.min(started.elapsed().as_secs_f64());
+            best_cpu = best_cpu.min(cpu_seconds() - cpu);
         }
         let generated = outputs.iter().map(Vec::len).sum();
         if let Some((path, file)) = ids_out {
@@ -224,6 +228,7 @@ fn bench_seq2seq(
             source_tokens,
             generated_tokens: generated,
             seconds: best,
+            cpu_seconds: best_cpu,
             segments_per_s: batch.len() as f64 / best,
             tokens_per_s: generated as f64 / best,
             peak_rss_mib: peak_rss_bytes() as f64 / MIB,
@@ -344,6 +349,24 @@ fn weights_size(dir: &Path) -> u64 {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
+}
+
+/// User + system CPU seconds of the process so far (all threads; 0 where /proc is not
+/// available).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// The process's peak resident memory (VmHWM), 0 where /proc is not available.
