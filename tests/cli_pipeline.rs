@@ -56,6 +56,45 @@ fn every_sample_is_translated_summarized_and_written() {
 }
 
 #[test]
+fn the_report_says_where_the_time_went() {
+    let out = tempfile::tempdir().unwrap();
+    let (t, s) = (StandIn::translator(), StandIn::summarizer());
+    let report = run_batch(&t, &s, &[samples()], out.path(), BatchOptions::default());
+    let timings = &report.timings;
+    let stages = timings
+        .stages
+        .expect("a run's report has its stage timings");
+    // The model stages are the releases' shares of the calls: they add up to the generation time.
+    let models = stages.translate_seconds + stages.summarize_seconds;
+    assert!(
+        (models - timings.generation_seconds).abs() < 1e-9,
+        "{timings:?}"
+    );
+    assert!(
+        stages.translate_seconds > 0.0 && stages.summarize_seconds > 0.0,
+        "{stages:?}"
+    );
+    assert!(
+        stages.segment_seconds > 0.0 && stages.write_seconds > 0.0,
+        "{stages:?}"
+    );
+    let counted = models + stages.segment_seconds + stages.write_seconds;
+    assert!(counted <= timings.total_seconds, "{timings:?}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
+    let keys = [
+        "segment_seconds",
+        "translate_seconds",
+        "summarize_seconds",
+        "write_seconds",
+    ];
+    for key in keys {
+        assert!(written["timings"]["stages"][key].is_f64(), "{key}");
+    }
+}
+
+#[test]
 fn samples_record_their_encodings_and_structure() {
     let out = tempfile::tempdir().unwrap();
     let (t, s) = (StandIn::translator(), StandIn::summarizer());

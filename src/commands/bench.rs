@@ -1,6 +1,9 @@
 //! `mtsum bench`: throughput of the engine on one fixed batch, with a fixed number of generated
 //! tokens (min = max), so a model with random weights does the same work as a trained one.
-//! scripts/bench_peers.py runs it beside transformers and CTranslate2 on the same inputs.
+//! It times the translator (`--translator`) or the summarizer (`--summarizer`): the same
+//! measurement, on inputs of the length each sees in `mtsum run` (`--source-tokens`).
+//! scripts/bench_peers.py runs it beside transformers and CTranslate2 on the same inputs;
+//! scripts/bench_pipeline.py times a whole `mtsum run`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +21,8 @@ const EXAMPLES: &str = "\
 Examples:
   mtsum bench --translator Helsinki-NLP/opus-mt-ru-en --threads 2
   mtsum bench --translator ./marian-random --ids-file inputs.jsonl --json
+  mtsum bench --translator ./marian-random --source-tokens 12
+  mtsum bench --summarizer ./t5-random --source-tokens 400-600 --sentences 32 --beams 5 --new-tokens 64
   python scripts/bench_peers.py      the same batch through transformers and CTranslate2 too";
 
 /// Sentences of press-release style used when no input is given (our own writing).
@@ -44,6 +49,11 @@ pub struct BenchArgs {
     /// Text inputs, one per line (default: built-in Russian sentences, repeated as needed).
     #[arg(long, value_name = "FILE", conflicts_with = "ids_file")]
     pub input: Option<PathBuf>,
+    /// Inputs of exactly N source tokens (the end token included), or of N to M spread
+    /// evenly (`400-600`): the input sentences' tokens run together and cut, so the work
+    /// per input is known whatever the tokenizer.
+    #[arg(long, value_name = "N[-M]", value_parser = parse_token_range, conflicts_with = "ids_file")]
+    pub source_tokens: Option<(usize, usize)>,
     /// Source token ids instead of text, a JSON array per line (the end token included).
     #[arg(long, value_name = "FILE")]
     pub ids_file: Option<PathBuf>,
@@ -53,18 +63,80 @@ pub struct BenchArgs {
     /// One JSON object per mode instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write the generated ids of each mode's last timed run here: one JSON object per mode
+    /// and input (`{"beams": 4, "ids": [...]}`), for comparing outputs with other engines.
+    #[arg(long, value_name = "FILE")]
+    pub ids_out: Option<PathBuf>,
+}
+
+/// `N` or `N-M` for `--source-tokens`.
+fn parse_token_range(text: &str) -> std::result::Result<(usize, usize), String> {
+    let number = |t: &str| {
+        t.trim().parse::<usize>().map_err(|_| {
+            format!("expected N or N-M source tokens (like 25 or 400-600), got {text:?}")
+        })
+    };
+    let (low, high) = match text.split_once('-') {
+        Some((low, high)) => (number(low)?, number(high)?),
+        None => (number(text)?, number(text)?),
+    };
+    if low < 2 || high < low {
+        return Err(format!(
+            "source tokens {text:?}: need at least 2 (a token and the end token), and N <= M"
+        ));
+    }
+    Ok((low, high))
+}
+
+/// Which model `mtsum bench` times. Each kind of model has its own path through the bench;
+/// the encoder-decoder models (Marian, T5, BART) share one.
+enum Subject<'a> {
+    /// An encoder-decoder model, as the translator or the summarizer.
+    Seq2seq { spec: &'a str, role: &'static str },
+}
+
+impl<'a> Subject<'a> {
+    fn of(global: &'a GlobalArgs) -> Result<Self> {
+        match (global.translator.as_deref(), global.summarizer.as_deref()) {
+            (Some(_), Some(_)) => Err(Error::Usage(
+                "mtsum bench times one model: give --translator MODEL or --summarizer MODEL, \
+                 not both (scripts/bench_pipeline.py times a whole `mtsum run`)"
+                    .into(),
+            )),
+            (Some(spec), None) => Ok(Subject::Seq2seq {
+                spec,
+                role: "translator",
+            }),
+            (None, Some(spec)) => Ok(Subject::Seq2seq {
+                spec,
+                role: "summarizer",
+            }),
+            (None, None) => Err(Error::Usage(
+                "mtsum bench needs --translator MODEL or --summarizer MODEL (hub id, preset or \
+                 folder)"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// One measured mode.
 #[derive(Debug, serde::Serialize)]
 struct Figures {
+    /// `translator` or `summarizer`.
+    model: String,
     mode: String,
     /// The run's dtype as the loader reports it ("f32", "int8", ...).
     dtype: String,
     beams: usize,
     segments: usize,
+    /// Mean source tokens per input (end token included).
+    source_tokens: f64,
     generated_tokens: usize,
     seconds: f64,
+    /// CPU time of the process (user + system, all threads) over the same run: on a machine
+    /// shared with other jobs, a steadier measure of the work than wall time.
+    cpu_seconds: f64,
     segments_per_s: f64,
     tokens_per_s: f64,
     peak_rss_mib: f64,
@@ -72,21 +144,44 @@ struct Figures {
 }
 
 pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
-    let spec = global.translator.as_deref().ok_or_else(|| {
-        Error::Usage("mtsum bench needs --translator MODEL (hub id, preset or folder)".into())
-    })?;
+    let subject = Subject::of(global)?;
     if args.sentences == 0 || args.new_tokens == 0 || args.repeat == 0 {
         return Err(Error::Usage(
             "--sentences, --new-tokens and --repeat must be at least 1".into(),
         ));
     }
-    let runner = open_runner(spec, global)?;
-    let sources = sources(&args, &runner)?;
-    let weights_mib = runner.dir().map_or(0, weights_size) as f64 / MIB;
-    let modes = match global.beams {
-        Some(b) => vec![b],
-        None => vec![1, 4],
+    let mut ids_out = match &args.ids_out {
+        Some(path) => Some((
+            path,
+            std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
+        )),
+        None => None,
     };
+    match subject {
+        Subject::Seq2seq { spec, role } => {
+            let runner = open_runner(spec, global)?;
+            bench_seq2seq(&runner, role, &args, global, &mut ids_out)
+        }
+    }
+}
+
+/// Times an encoder-decoder model: greedy and beam 4 for a translator, its own generation
+/// config's beams (5 for rut5) for a summarizer, unless --beams says.
+fn bench_seq2seq(
+    runner: &Runner<crate::models::AnyModel>,
+    role: &str,
+    args: &BenchArgs,
+    global: &GlobalArgs,
+    ids_out: &mut Option<(&PathBuf, std::fs::File)>,
+) -> Result<Outcome> {
+    let sources = sources(args, runner)?;
+    let weights_mib = runner.dir().map_or(0, weights_size) as f64 / MIB;
+    let modes = match (global.beams, role) {
+        (Some(b), _) => vec![b],
+        (None, "summarizer") => vec![runner.resolve(&GenerationOverrides::default())?.num_beams],
+        (None, _) => vec![1, 4],
+    };
+    let source_tokens = sources.iter().map(Vec::len).sum::<usize>() as f64 / sources.len() as f64;
     for beams in modes {
         let overrides = GenerationOverrides {
             num_beams: Some(beams),
@@ -104,15 +199,24 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
         };
         // Warm-up on a few inputs: page in the weights, size the allocator.
         run(&batch[..batch.len().min(4)])?;
-        let mut best = f64::INFINITY;
-        let mut generated = 0;
+        let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
+        let mut outputs = Vec::new();
         for _ in 0..args.repeat {
-            let started = Instant::now();
-            let out = run(&batch)?;
+            let (started, cpu) = (Instant::now(), cpu_seconds());
+            outputs = run(&batch)?;
             best = best.min(started.elapsed().as_secs_f64());
-            generated = out.iter().map(Vec::len).sum();
+            best_cpu = best_cpu.min(cpu_seconds() - cpu);
+        }
+        let generated = outputs.iter().map(Vec::len).sum();
+        if let Some((path, file)) = ids_out {
+            use std::io::Write;
+            for ids in &outputs {
+                let line = serde_json::json!({ "beams": beams, "ids": ids });
+                writeln!(file, "{line}").map_err(|e| Error::io(&**path, e))?;
+            }
         }
         let figures = Figures {
+            model: role.to_string(),
             mode: if beams == 1 {
                 "greedy".into()
             } else {
@@ -121,8 +225,10 @@ pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
             dtype: runner.info().dtype.clone(),
             beams,
             segments: batch.len(),
+            source_tokens,
             generated_tokens: generated,
             seconds: best,
+            cpu_seconds: best_cpu,
             segments_per_s: batch.len() as f64 / best,
             tokens_per_s: generated as f64 / best,
             peak_rss_mib: peak_rss_bytes() as f64 / MIB,
@@ -141,10 +247,12 @@ fn report(f: &Figures, json: bool) -> Result<()> {
         return stdout.line(&serde_json::to_string(f).expect("figures serialize"));
     }
     stdout.line(&format!(
-        "{:<8} {:<4} {:>4} segments x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
-        f.mode,
+        "{} {:<4} {:<8} {:>4} segments ({:.0} source tokens) x {:>3} tokens: {:>8.1} segments/s {:>9.1} tokens/s  ({:.2} s), peak RSS {:.0} MiB ({:.2}x weights {:.0} MiB)",
+        f.model,
         f.dtype,
+        f.mode,
         f.segments,
+        f.source_tokens,
         f.generated_tokens / f.segments.max(1),
         f.segments_per_s,
         f.tokens_per_s,
@@ -156,7 +264,8 @@ fn report(f: &Figures, json: bool) -> Result<()> {
 }
 
 /// The batch: ids from --ids-file, or the lines of --input (or the built-in sentences)
-/// tokenized, repeated until there are `--sentences` of them.
+/// tokenized, repeated until there are `--sentences` of them; with --source-tokens, those
+/// tokens run together and cut into inputs of the asked lengths.
 fn sources(args: &BenchArgs, runner: &Runner<crate::models::AnyModel>) -> Result<Vec<Vec<u32>>> {
     let base: Vec<Vec<u32>> = if let Some(path) = &args.ids_file {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -189,7 +298,41 @@ fn sources(args: &BenchArgs, runner: &Runner<crate::models::AnyModel>) -> Result
     if base.is_empty() {
         return Err(Error::Usage("mtsum bench: the input has no lines".into()));
     }
-    Ok(base.iter().cycle().take(args.sentences).cloned().collect())
+    match args.source_tokens {
+        Some(range) => Ok(cut_to_lengths(&base, range, args.sentences)),
+        None => Ok(base.iter().cycle().take(args.sentences).cloned().collect()),
+    }
+}
+
+/// `count` inputs whose lengths step evenly from `low` to `high` tokens (end token included):
+/// the sentences' tokens (each without its end token) run together, repeated as needed, each
+/// input a fresh cut of that stream closed by the end token the tokenizer appends.
+fn cut_to_lengths(
+    sentences: &[Vec<u32>],
+    (low, high): (usize, usize),
+    count: usize,
+) -> Vec<Vec<u32>> {
+    let end = *sentences[0]
+        .last()
+        .expect("encoded sentences hold the end token");
+    let body = |s: &Vec<u32>| s[..s.len().saturating_sub(1)].to_vec();
+    let mut stream = sentences
+        .iter()
+        .map(body)
+        .filter(|b| !b.is_empty())
+        .cycle()
+        .flatten();
+    (0..count)
+        .map(|i| {
+            let len = match count {
+                1 => low,
+                _ => low + (high - low) * i / (count - 1),
+            };
+            let mut ids: Vec<u32> = stream.by_ref().take(len - 1).collect();
+            ids.push(end);
+            ids
+        })
+        .collect()
 }
 
 /// Bytes of the weight files in a local model folder (0 when the model is not a folder).
@@ -206,6 +349,24 @@ fn weights_size(dir: &Path) -> u64 {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
+}
+
+/// User + system CPU seconds of the process so far (all threads; 0 where /proc is not
+/// available).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// The process's peak resident memory (VmHWM), 0 where /proc is not available.

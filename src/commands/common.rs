@@ -281,6 +281,7 @@ pub fn print_stdout_stats(
         load_seconds,
         generation_seconds: seconds,
         total_seconds: seconds + load_seconds,
+        stages: None,
     };
     print_stats(
         global,

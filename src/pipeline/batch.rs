@@ -154,6 +154,26 @@ pub struct ReportTimings {
     pub load_seconds: f64,
     pub generation_seconds: f64,
     pub total_seconds: f64,
+    /// Where a run's time went (absent in merged reports and in reports from before these
+    /// existed): so a slow run shows whether the models or the text work around them cost.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stages: Option<StageSeconds>,
+}
+
+/// Seconds of a run by stage. The model stages are the releases' shares of the pooled calls
+/// (they add up to the engine's time); what `total_seconds` holds beyond these is the rest
+/// of the text work (guards, alignment, summary chunking, extracts) and the scheduling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageSeconds {
+    /// Cutting release bodies and titles into sentences and model-sized pieces (with the
+    /// translator's tokenizer counting).
+    pub segment_seconds: f64,
+    /// Translator calls.
+    pub translate_seconds: f64,
+    /// Summarizer calls.
+    pub summarize_seconds: f64,
+    /// Writing the releases' Markdown and JSON and the digest.
+    pub write_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -242,6 +262,7 @@ pub fn run(
         records: Vec::new(),
         tokens: TokenCounts::default(),
         generation_seconds: 0.0,
+        stages: StageSeconds::default(),
     };
     observer.batch_started(plan.owned_count());
     let calls = Calls::default();
@@ -262,7 +283,10 @@ pub fn run(
     batch.records.sort_by_key(|record| record.index);
     let outputs = batch.records.iter().filter_map(|r| r.output.as_ref());
     let outputs = digest_order(outputs, options.digest_order);
+    let writing = Instant::now();
     out.write_digest(&outputs, &iso_date(started_at))?;
+    batch.stages.write_seconds += writing.elapsed().as_secs_f64();
+    batch.stages.segment_seconds = pipeline.segment_seconds();
     let report = batch.report(started_at, started);
     out.write_report(&report)?;
     Ok(report)
@@ -435,6 +459,7 @@ struct Batch<'a> {
     records: Vec<Record>,
     tokens: TokenCounts,
     generation_seconds: f64,
+    stages: StageSeconds,
 }
 
 /// What became of one input, with its place in the input order.
@@ -531,11 +556,13 @@ impl Batch<'_> {
 
     /// Writes a processed release (Markdown, then JSON) and records it, or records its failure.
     fn write(&mut self, job: Job, done: Result<ReleaseOutput>) {
+        let writing = Instant::now();
         let done = done.and_then(|mut output| {
             output.position = Some(job.index);
             self.out.write_release(&output, self.options.side_by_side)?;
             Ok(output)
         });
+        self.stages.write_seconds += writing.elapsed().as_secs_f64();
         let Job {
             index,
             release,
@@ -555,6 +582,8 @@ impl Batch<'_> {
                 self.tokens += output.tokens;
                 self.generation_seconds +=
                     output.timings.translate_seconds + output.timings.summarize_seconds;
+                self.stages.translate_seconds += output.timings.translate_seconds;
+                self.stages.summarize_seconds += output.timings.summarize_seconds;
                 entry.warnings.extend(output.warnings.iter().cloned());
                 entry.file = Some(file);
                 entry.status = Status::Processed;
@@ -649,6 +678,7 @@ impl Batch<'_> {
                 load_seconds: self.options.load_seconds,
                 generation_seconds: self.generation_seconds,
                 total_seconds: started.elapsed().as_secs_f64(),
+                stages: Some(self.stages),
             },
             throughput: Throughput::new(self.tokens, self.generation_seconds),
             models,

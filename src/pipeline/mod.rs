@@ -32,6 +32,7 @@ pub use review::{review_reasons, term_counts};
 pub use stream::each_release;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
@@ -96,6 +97,9 @@ pub struct Pipeline<'a> {
     translator: Option<&'a dyn TextGenerator>,
     summarizer: Option<&'a dyn TextGenerator>,
     options: PipelineOptions,
+    /// Nanoseconds spent segmenting releases, for the report's stage timings (atomic only so
+    /// that the pipeline stays shareable; releases are processed on one thread).
+    segmenting: AtomicU64,
 }
 
 impl<'a> Pipeline<'a> {
@@ -121,7 +125,22 @@ impl<'a> Pipeline<'a> {
             translator,
             summarizer,
             options,
+            segmenting: AtomicU64::new(0),
         })
+    }
+
+    /// Seconds spent so far cutting release bodies and titles into model-sized pieces.
+    pub fn segment_seconds(&self) -> f64 {
+        self.segmenting.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// `work`, its time counted as segmentation.
+    fn segmenting<T>(&self, work: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let done = work();
+        let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.segmenting.fetch_add(nanos, Ordering::Relaxed);
+        done
     }
 
     /// The models as recorded in outputs and the report.

@@ -15,7 +15,7 @@ use crate::io::{Bilingual, ParagraphOut, Release};
 use crate::progress::{Observer, Stage};
 use crate::text::numbers::SourceNumber;
 use crate::text::{self, collapse_spaces, Sentence};
-use crate::Result;
+use crate::{Error, Result};
 
 impl<'a> Pipeline<'a> {
     /// The title and every sentence of the body, in one translator call.
@@ -26,12 +26,12 @@ impl<'a> Pipeline<'a> {
         calls: &Calls<'a>,
         spent: &mut Spent,
     ) -> Result<(Option<Bilingual>, Vec<ParagraphOut>)> {
-        let title = release
-            .title
-            .as_deref()
-            .map(|t| prepare_unit(translator, t))
-            .transpose()?;
-        let blocks = prepare_blocks(translator, &release.blocks)?;
+        let (title, blocks) = self.segmenting(|| {
+            let title = (release.title.as_deref())
+                .map(|t| prepare_unit(translator, t))
+                .transpose()?;
+            Ok::<_, Error>((title, prepare_blocks(translator, &release.blocks)?))
+        })?;
         let sentences: Vec<&Sentence> = title
             .iter()
             .chain(blocks.iter().flat_map(|b| &b.sentences))
