@@ -83,6 +83,7 @@ pub fn load(
         family: model.model_type().name().to_string(),
         dtype: format!("{dtype:?}").to_lowercase(),
         device: device_name(device),
+        llm: None,
     };
     let runner = Runner::new(RunnerParts {
         model,
