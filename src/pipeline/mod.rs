@@ -21,6 +21,7 @@ pub mod batch;
 mod generator;
 pub mod merge;
 pub mod pool;
+mod prompted;
 mod review;
 pub mod shard;
 mod stream;
@@ -111,6 +112,12 @@ impl<'a> Pipeline<'a> {
         let abstractive = options.summarize && !options.summaries.extractive;
         if abstractive && summarizer.is_none() {
             return Err(Error::Usage("summaries need a summarizer model".into()));
+        }
+        let instruct = summarizer.is_some_and(|s| s.follows_instructions());
+        if abstractive && instruct && options.summaries.side == SummarySide::En {
+            return Err(Error::Usage(
+                "an LLM summarizer reads the Russian original and writes both summaries itself: drop --summarize-from en".into(),
+            ));
         }
         if options.summarize && options.summaries.side == SummarySide::En && translator.is_none() {
             return Err(Error::Usage(
