@@ -16,6 +16,7 @@ use crate::io::{encoding, Input, ReadFailure};
 use crate::loader::{self, Role};
 use crate::models::AnyModel;
 use crate::pipeline::batch::{self, ReportTimings, Throughput};
+use crate::pipeline::llm::Sampling;
 use crate::pipeline::{SummaryOptions, TextGenerator};
 use crate::progress::{chain, Finished, LogLines, Observer};
 use crate::summary::{SummaryLength, SummarySide};
@@ -124,6 +125,16 @@ pub struct SummaryFlags {
     /// languages from the aligned translation.
     #[arg(long, conflicts_with_all = ["summary_length", "summarize_from"])]
     pub extractive: bool,
+    /// LLM summarizers (GGUF): sample with this temperature instead of greedy decoding
+    /// (default 0: greedy, the same summaries every run).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// LLM summarizers: sample only from the most likely tokens up to this total probability.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
+    /// LLM summarizers: the sampler's seed (the same seed gives the same summaries).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 impl SummaryFlags {
@@ -138,6 +149,15 @@ impl SummaryFlags {
         match self.side() {
             SummarySide::Ru => DEFAULT_SUMMARIZER,
             SummarySide::En => DEFAULT_ENGLISH_SUMMARIZER,
+        }
+    }
+
+    /// `--temperature`, `--top-p`, `--seed`.
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
         }
     }
 

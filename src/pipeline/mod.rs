@@ -19,6 +19,7 @@
 
 pub mod batch;
 mod generator;
+pub mod llm;
 pub mod merge;
 pub mod pool;
 mod prompted;
