@@ -183,6 +183,11 @@ pub enum HubError {
         "{path} is not a GGUF file (it starts with \"{start}\", not \"GGUF\"); an LLM summarizer is a .gguf file, a seq2seq model a folder holding config.json and the weights"
     )]
     NotGguf { path: PathBuf, start: String },
+
+    #[error(
+        "{path}: the GGUF header cannot be read ({reason}); the file is truncated or corrupt, or uses a tensor type candle does not read (such as the IQ quantizations): take a Q4_K_M, Q5_K_M, Q8_0 or F16 file (a cached one is checked and fetched again by `mtsum models verify --repair`)"
+    )]
+    BadGguf { path: PathBuf, reason: String },
 }
 
 impl HubError {
