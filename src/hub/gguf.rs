@@ -328,53 +328,6 @@ fn header(path: &Path) -> Result<Content, HubError> {
     })
 }
 
-/// The quantization of a GGUF as its publishers name it (`Q4_K_M`, `Q8_0`, `F16`): from
-/// `general.file_type` (llama.cpp's `llama_ftype`), else the type most of its 2-D weights have.
-/// Recorded with every summary, so a digest says which of a repo's files made it.
-pub fn quantization(path: &Path) -> Result<String, HubError> {
-    let content = header(path)?;
-    let named = (content.metadata.get("general.file_type"))
-        .and_then(|v| v.to_u32().ok())
-        .and_then(file_type_name);
-    if let Some(name) = named {
-        return Ok(name.to_string());
-    }
-    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    for info in content.tensor_infos.values() {
-        if info.shape.rank() == 2 {
-            *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
-        }
-    }
-    Ok((counts.into_iter())
-        .max_by_key(|(_, n)| *n)
-        .map(|(dtype, _)| dtype.to_uppercase())
-        .unwrap_or_else(|| "unknown".into()))
-}
-
-/// llama.cpp's `llama_ftype` values (include/llama.h) that name a whole-file quantization.
-fn file_type_name(value: u32) -> Option<&'static str> {
-    Some(match value {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        32 => "BF16",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,44 +397,15 @@ mod tests {
         assert!(err.contains("no such GGUF file"), "{err}");
     }
 
-    /// A GGUF v3 header with `general.file_type` (when given) and one 2-D tensor info.
-    fn tiny_gguf(file_type: Option<u32>, tensor_type: u32) -> Vec<u8> {
-        fn string(out: &mut Vec<u8>, text: &str) {
-            out.extend((text.len() as u64).to_le_bytes());
-            out.extend(text.as_bytes());
-        }
-        let mut out = b"GGUF".to_vec();
-        out.extend(3u32.to_le_bytes());
-        out.extend(1u64.to_le_bytes());
-        out.extend((file_type.is_some() as u64).to_le_bytes());
-        if let Some(file_type) = file_type {
-            string(&mut out, "general.file_type");
-            out.extend(4u32.to_le_bytes());
-            out.extend(file_type.to_le_bytes());
-        }
-        string(&mut out, "blk.0.w");
-        out.extend(2u32.to_le_bytes());
-        out.extend(32u64.to_le_bytes());
-        out.extend(2u64.to_le_bytes());
-        out.extend(tensor_type.to_le_bytes());
-        out.extend(0u64.to_le_bytes());
-        out
-    }
-
     #[test]
-    fn the_quantization_is_named_as_its_publishers_name_it() {
+    fn an_unreadable_header_is_named_with_its_likely_causes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
-        std::fs::write(&path, tiny_gguf(Some(15), 12)).unwrap();
-        assert_eq!(quantization(&path).unwrap(), "Q4_K_M");
-        std::fs::write(&path, tiny_gguf(None, 8)).unwrap();
-        assert_eq!(quantization(&path).unwrap(), "Q8_0");
-        // A tensor type candle does not read (IQ4_XS is 23) is named as the cause.
-        std::fs::write(&path, tiny_gguf(None, 23)).unwrap();
-        let err = quantization(&path).unwrap_err().to_string();
-        assert!(err.contains("the GGUF header cannot be read"), "{err}");
-        std::fs::write(&path, &tiny_gguf(Some(15), 12)[..30]).unwrap();
-        assert!(matches!(quantization(&path), Err(HubError::BadGguf { .. })));
+        // The magic, version 3, then a header cut short.
+        std::fs::write(&path, b"GGUF\x03\0\0\0\x01\0").unwrap();
+        let err = has_embedded_tokenizer(&path).unwrap_err();
+        assert!(matches!(err, HubError::BadGguf { .. }), "{err}");
+        assert!(err.to_string().contains("truncated or corrupt"), "{err}");
     }
 
     #[test]

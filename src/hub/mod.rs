@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use checksum::{git_sha1_file, sha256_file};
 pub use error::HubError;
-pub use gguf::{check_magic, is_gguf_spec, quantization, resolve_gguf, ResolvedGguf};
+pub use gguf::{check_magic, is_gguf_spec, resolve_gguf, ResolvedGguf};
 pub use needs::Family;
 pub use preset::{default_preset, preset, presets, Preset};
 
