@@ -70,8 +70,15 @@ impl SummaryLanguage {
 /// the request, and the engine can reuse the prompt's KV cache for the second (the chat
 /// template adds the same header to both). Both requests are written in the language asked
 /// for: small models answer in the language of the instruction more reliably than in one
-/// named in another language.
-pub fn summary_prompt(document: &str, language: SummaryLanguage, sentences: usize) -> String {
+/// named in another language. The `retry` after a rejected summary adds a line against the
+/// usual faults (the wrong language, repetition): with greedy decoding the same prompt would
+/// give the same answer again.
+pub fn summary_prompt(
+    document: &str,
+    language: SummaryLanguage,
+    sentences: usize,
+    retry: bool,
+) -> String {
     let request = match language {
         SummaryLanguage::Ru => format!(
             "Кратко изложи этот пресс-релиз на русском языке: не больше {sentences} {}. \
@@ -90,7 +97,16 @@ pub fn summary_prompt(document: &str, language: SummaryLanguage, sentences: usiz
             }
         ),
     };
-    format!("Пресс-релиз:\n\n{}\n\n{request}", document.trim())
+    let insist = match (retry, language) {
+        (false, _) => "",
+        (true, SummaryLanguage::Ru) => {
+            "\nПиши только по-русски, кириллицей, своими словами и без повторов."
+        }
+        (true, SummaryLanguage::En) => {
+            "\nWrite in English only, in your own words, without repeating yourself."
+        }
+    };
+    format!("Пресс-релиз:\n\n{}\n\n{request}{insist}", document.trim())
 }
 
 /// "sentences" after "не больше N": the genitive, singular after 1, 21, 31... (not 11).
@@ -228,8 +244,8 @@ mod tests {
     #[test]
     fn the_two_prompts_of_a_release_share_the_document_as_their_prefix() {
         let document = "Полиция задержала подозреваемого.\nОн дал показания.";
-        let ru = summary_prompt(document, SummaryLanguage::Ru, 3);
-        let en = summary_prompt(document, SummaryLanguage::En, 1);
+        let ru = summary_prompt(document, SummaryLanguage::Ru, 3, false);
+        let en = summary_prompt(document, SummaryLanguage::En, 1, false);
         let shared = ru
             .chars()
             .zip(en.chars())
@@ -239,6 +255,11 @@ mod tests {
         assert!(ru.ends_with("Ответь только текстом изложения."), "{ru}");
         assert!(ru.contains("не больше 3 предложений"), "{ru}");
         assert!(en.contains("at most 1 sentence."), "{en}");
+        let retry = summary_prompt(document, SummaryLanguage::Ru, 3, true);
+        assert!(
+            retry.starts_with(&ru) && retry.ends_with("без повторов."),
+            "{retry}"
+        );
         assert_eq!(russian_sentences_word(21), "предложения");
         assert_eq!(russian_sentences_word(11), "предложений");
     }

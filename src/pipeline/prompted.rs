@@ -51,7 +51,9 @@ impl<'a> Pipeline<'a> {
             .await?;
         let mut notes = Vec::new();
         let first = self
-            .ask(llm, &text, &LANGUAGES, sentences, overrides, calls, spent)
+            .ask(
+                llm, &text, &LANGUAGES, sentences, false, overrides, calls, spent,
+            )
             .await?;
         let mut sides: Vec<Option<Side>> = Vec::new();
         let mut failed = Vec::new();
@@ -71,7 +73,9 @@ impl<'a> Pipeline<'a> {
         if !failed.is_empty() {
             let stricter = guard::stricter(overrides);
             let retry = self
-                .ask(llm, &text, &failed, sentences, &stricter, calls, spent)
+                .ask(
+                    llm, &text, &failed, sentences, true, &stricter, calls, spent,
+                )
                 .await?;
             for (language, output) in failed.iter().zip(retry) {
                 let index = LANGUAGES.iter().position(|l| l == language).unwrap_or(0);
@@ -144,7 +148,8 @@ impl<'a> Pipeline<'a> {
         })
     }
 
-    /// One prompt per language, in one call (so they pool and share their prefix).
+    /// One prompt per language, in one call (so they pool and share their prefix); a `retry`
+    /// asks more insistently (`summary::summary_prompt`).
     #[allow(clippy::too_many_arguments)]
     async fn ask(
         &self,
@@ -152,12 +157,13 @@ impl<'a> Pipeline<'a> {
         text: &str,
         languages: &[SummaryLanguage],
         sentences: usize,
+        retry: bool,
         overrides: &GenerationOverrides,
         calls: &Calls<'a>,
         spent: &mut Spent,
     ) -> Result<Vec<String>> {
         let prompts = (languages.iter())
-            .map(|l| summary_prompt(text, *l, sentences))
+            .map(|l| summary_prompt(text, *l, sentences, retry))
             .collect();
         let generation = calls
             .generate(llm, prompts, overrides, Stage::Summarize)
@@ -194,7 +200,7 @@ impl<'a> Pipeline<'a> {
         let max = llm.max_input_tokens();
         let longest = LANGUAGES
             .iter()
-            .map(|l| llm.count_tokens(&summary_prompt(document, *l, sentences)))
+            .map(|l| llm.count_tokens(&summary_prompt(document, *l, sentences, true)))
             .try_fold(0, |most, n| n.map(|n| most.max(n)))?;
         if longest <= max || round >= MAX_ROUNDS {
             return Ok((document.to_string(), 1));
@@ -202,14 +208,14 @@ impl<'a> Pipeline<'a> {
         // What the request around a part costs, beyond the part's own tokens.
         let overhead = LANGUAGES
             .iter()
-            .map(|l| llm.count_tokens(&summary_prompt("", *l, sentences)))
+            .map(|l| llm.count_tokens(&summary_prompt("", *l, sentences, true)))
             .try_fold(0, |most, n| n.map(|n| most.max(n)))?
             .saturating_sub(llm.count_tokens("")?);
         let budget = max.saturating_sub(overhead).max(1);
         let parts = parts_that_fit(llm, document, budget)?;
         let count = parts.len();
         let prompts = (parts.iter())
-            .map(|p| summary_prompt(p, SummaryLanguage::Ru, sentences))
+            .map(|p| summary_prompt(p, SummaryLanguage::Ru, sentences, false))
             .collect();
         let generation = calls
             .generate(llm, prompts, overrides, Stage::Summarize)
@@ -415,8 +421,14 @@ mod tests {
         assert!(summary.notes[1].contains("fell back to the lead sentences"));
         let calls = llm.calls.lock().unwrap();
         assert_eq!(calls.len(), 2);
-        // Only the failed language is asked again, with the stricter settings.
+        // Only the failed language is asked again, more insistently, with the stricter
+        // settings.
         assert_eq!(calls[1].0.len(), 1);
+        assert!(
+            calls[1].0[0].ends_with("без повторов."),
+            "{}",
+            calls[1].0[0]
+        );
         assert_eq!(calls[1].1, guard::stricter(&GenerationOverrides::default()));
     }
 
