@@ -16,6 +16,8 @@ pub enum Error {
     #[error(transparent)]
     Generate(#[from] crate::generate::GenerateError),
     #[error(transparent)]
+    Llm(#[from] crate::llm::LlmError),
+    #[error(transparent)]
     Input(#[from] crate::io::InputError),
     #[error(transparent)]
     Output(#[from] crate::io::OutputError),

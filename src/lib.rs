@@ -32,6 +32,7 @@ pub mod guard;
 pub mod hub;
 pub mod inspect;
 pub mod io;
+pub mod llm;
 pub mod loader;
 pub mod models;
 pub mod outcome;

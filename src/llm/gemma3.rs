@@ -1,0 +1,317 @@
+//! Gemma 3 on candle's quantized matmuls, following llama.cpp's graph (`llm_build_gemma3`).
+//!
+//! This is the one family not run through candle-transformers: its `quantized_gemma3` (0.11.1)
+//! computes the feed-forward with SiLU where Gemma uses GELU (tanh), so its logits on the real
+//! Gemma 3 270M differ from llama.cpp's by up to 9.4 (logits' spread ~5); it also hides the
+//! cached prefix from a multi-token continuation, ignores the sliding window when decoding, and
+//! builds 131,072-position RoPE tables per layer (2.4 GB for the 270M model). The building blocks
+//! here are candle's (`QMatMul`, `rms_norm`, `rope`, `repeat_kv`); only the wiring is ours.
+
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_transformers::utils::repeat_kv;
+
+use super::gguf::GgufInfo;
+
+/// llama.cpp's Gemma 3 constants: every sixth layer attends globally, the others within the
+/// sliding window and with RoPE base 10,000.
+const SLIDING_WINDOW_PATTERN: usize = 6;
+const SLIDING_ROPE_BASE: f32 = 10_000.0;
+
+#[derive(Debug)]
+struct Config {
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f64,
+    window: usize,
+    rope_base: f32,
+    /// Linear RoPE scaling of the global layers (`rope.scaling.factor`, the 4B-27B models).
+    rope_scale: f32,
+    attention_scale: f64,
+}
+
+#[derive(Clone)]
+struct Layer {
+    attn_norm: Tensor,
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    post_ffn_norm: Tensor,
+    sliding: bool,
+    cache: Option<(Tensor, Tensor)>,
+}
+
+/// The weights (shared between clones) and one sequence's KV cache (per clone).
+#[derive(Clone)]
+pub struct Gemma3 {
+    config: Arc<Config>,
+    embedding: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    device: Device,
+}
+
+impl Gemma3 {
+    pub fn load<R: std::io::Read + std::io::Seek>(
+        info: &GgufInfo,
+        content: &Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let arch = &info.architecture;
+        let get = |key: &str| {
+            info.get_u64(&format!("{arch}.{key}"))
+                .map(|v| v as usize)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no {arch}.{key} in the metadata")))
+        };
+        let float = |key: &str| match info.get(&format!("{arch}.{key}")) {
+            Some(value) => value.to_f32().ok(),
+            None => None,
+        };
+        let hidden = get("embedding_length")?;
+        let heads = get("attention.head_count")?;
+        let blocks = get("block_count")?;
+        let head_dim = get("attention.key_length").unwrap_or(hidden / heads);
+        // llama.cpp: Gemma 3 27B (62 layers) scales queries by hidden/heads, the others by the
+        // head size.
+        let attention_scale = match blocks {
+            62 => 1.0 / ((hidden / heads) as f64).sqrt(),
+            _ => 1.0 / (head_dim as f64).sqrt(),
+        };
+        let linear_scaling = info
+            .get_str(&format!("{arch}.rope.scaling.type"))
+            .is_none_or(|kind| kind == "linear");
+        let config = Config {
+            hidden,
+            heads,
+            kv_heads: get("attention.head_count_kv").unwrap_or(heads),
+            head_dim,
+            eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-6) as f64,
+            window: get("attention.sliding_window")?,
+            rope_base: float("rope.freq_base").unwrap_or(1_000_000.0),
+            rope_scale: match (linear_scaling, float("rope.scaling.factor")) {
+                (true, Some(factor)) if factor > 0.0 => 1.0 / factor,
+                _ => 1.0,
+            },
+            attention_scale,
+        };
+        let mut tensor = |name: &str| content.tensor(reader, name, device);
+        let embedding = Arc::new(tensor("token_embd.weight")?);
+        let dense = |q: QTensor| q.dequantize(device);
+        let mut layers = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let p = format!("blk.{i}");
+            let mut matmul = |name: &str| QMatMul::from_qtensor(tensor(&format!("{p}.{name}"))?);
+            let q = matmul("attn_q.weight")?;
+            let k = matmul("attn_k.weight")?;
+            let v = matmul("attn_v.weight")?;
+            let o = matmul("attn_output.weight")?;
+            let gate = matmul("ffn_gate.weight")?;
+            let up = matmul("ffn_up.weight")?;
+            let down = matmul("ffn_down.weight")?;
+            let mut norm = |name: &str| dense(tensor(&format!("{p}.{name}"))?);
+            layers.push(Layer {
+                attn_norm: norm("attn_norm.weight")?,
+                q_norm: norm("attn_q_norm.weight")?,
+                k_norm: norm("attn_k_norm.weight")?,
+                post_attn_norm: norm("post_attention_norm.weight")?,
+                ffn_norm: norm("ffn_norm.weight")?,
+                post_ffn_norm: norm("post_ffw_norm.weight")?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                sliding: (i + 1) % SLIDING_WINDOW_PATTERN != 0,
+                cache: None,
+            });
+        }
+        let norm = dense(tensor("output_norm.weight")?)?;
+        // Tied head: llama.cpp uses token_embd when the file has no output.weight.
+        let output = match content.tensor_infos.contains_key("output.weight") {
+            true => QMatMul::from_qtensor(tensor("output.weight")?)?,
+            false => QMatMul::from_arc(embedding.clone())?,
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            embedding,
+            layers,
+            norm,
+            output,
+            device: device.clone(),
+        })
+    }
+
+    /// The embedding rows of `ids`, dequantized row by row (the table stays quantized: 262k
+    /// rows of Gemma's vocabulary would take 670 MB as f32).
+    fn embed(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let dtype = self.embedding.dtype();
+        let hidden = self.config.hidden;
+        let row_bytes = hidden / dtype.block_size() * dtype.type_size();
+        let data = self.embedding.data()?;
+        let vocab = data.len() / row_bytes;
+        let mut rows = Vec::with_capacity(ids.len() * row_bytes);
+        for &id in ids {
+            let id = id as usize;
+            if id >= vocab {
+                candle_core::bail!("token id {id} is outside the vocabulary of {vocab}");
+            }
+            rows.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
+        }
+        let storage = QStorage::from_data(std::borrow::Cow::Owned(rows), &Device::Cpu, dtype)?;
+        let rows = QTensor::new(storage, (ids.len(), hidden))?.dequantize(&Device::Cpu)?;
+        rows.to_device(&self.device)
+    }
+
+    pub fn clear_kv_cache(&mut self) {
+        for layer in &mut self.layers {
+            layer.cache = None;
+        }
+    }
+
+    /// The logits after the last of `ids`, which sit at `position..position + ids.len()`.
+    pub fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        let ids = input.flatten_all()?.to_vec1::<u32>()?;
+        let config = self.config.clone();
+        let c = &*config;
+        let seq = ids.len();
+        if position == 0 {
+            self.clear_kv_cache();
+        }
+        let mut x = (self.embed(&ids)? * (c.hidden as f64).sqrt())?.unsqueeze(0)?;
+        let (global_cos, global_sin) =
+            rope_tables(c, c.rope_base, c.rope_scale, position, seq, &self.device)?;
+        let (local_cos, local_sin) =
+            rope_tables(c, SLIDING_ROPE_BASE, 1.0, position, seq, &self.device)?;
+        let global_mask = mask(seq, position, None, &self.device)?;
+        let local_mask = mask(seq, position, Some(c.window), &self.device)?;
+        for layer in &mut self.layers {
+            let (cos, sin, mask) = match layer.sliding {
+                true => (&local_cos, &local_sin, &local_mask),
+                false => (&global_cos, &global_sin, &global_mask),
+            };
+            let residual = x.clone();
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.eps as f32)?;
+            let q = layer
+                .q
+                .forward(&h)?
+                .reshape((1, seq, c.heads, c.head_dim))?;
+            let k = layer
+                .k
+                .forward(&h)?
+                .reshape((1, seq, c.kv_heads, c.head_dim))?;
+            let v = layer
+                .v
+                .forward(&h)?
+                .reshape((1, seq, c.kv_heads, c.head_dim))?;
+            let q = candle_nn::ops::rms_norm(&q, &layer.q_norm, c.eps as f32)?.transpose(1, 2)?;
+            let k = candle_nn::ops::rms_norm(&k, &layer.k_norm, c.eps as f32)?.transpose(1, 2)?;
+            let v = v.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
+            let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
+            let (k, v) = match &layer.cache {
+                Some((k_cache, v_cache)) => (
+                    Tensor::cat(&[k_cache, &k], 2)?,
+                    Tensor::cat(&[v_cache, &v], 2)?,
+                ),
+                None => (k, v),
+            };
+            layer.cache = Some((k.clone(), v.clone()));
+            let k = repeat_kv(k, c.heads / c.kv_heads)?.contiguous()?;
+            let v = repeat_kv(v, c.heads / c.kv_heads)?.contiguous()?;
+            let scores = (q.matmul(&k.t()?)? * c.attention_scale)?;
+            let scores = match mask {
+                Some(mask) => scores.broadcast_add(mask)?,
+                None => scores,
+            };
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attended =
+                weights
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((1, seq, c.heads * c.head_dim))?;
+            let attended = layer.o.forward(&attended)?;
+            let attended =
+                candle_nn::ops::rms_norm(&attended, &layer.post_attn_norm, c.eps as f32)?;
+            x = (attended + residual)?;
+            let residual = x.clone();
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.eps as f32)?;
+            let gated = (layer.gate.forward(&h)?.gelu()? * layer.up.forward(&h)?)?;
+            let out = layer.down.forward(&gated)?;
+            let out = candle_nn::ops::rms_norm(&out, &layer.post_ffn_norm, c.eps as f32)?;
+            x = (out + residual)?;
+        }
+        let last = x.narrow(1, seq - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, c.eps as f32)?;
+        self.output.forward(&last)?.squeeze(1)?.to_dtype(DType::F32)
+    }
+}
+
+/// NEOX-style RoPE tables (what llama.cpp uses for Gemma) for `seq` positions from `start`.
+fn rope_tables(
+    c: &Config,
+    base: f32,
+    scale: f32,
+    start: usize,
+    seq: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = c.head_dim / 2;
+    let mut cos = Vec::with_capacity(seq * half);
+    let mut sin = Vec::with_capacity(seq * half);
+    for pos in start..start + seq {
+        for i in 0..half {
+            let inv_freq = base.powf(-((2 * i) as f32) / c.head_dim as f32);
+            let angle = pos as f32 * scale * inv_freq;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (seq, half), device)?,
+        Tensor::from_vec(sin, (seq, half), device)?,
+    ))
+}
+
+/// The additive mask of `seq` queries from `start` over all `start + seq` keys: causal, and
+/// within `window` (llama.cpp: key j hidden when i - j >= window). `None` when nothing is hidden.
+fn mask(
+    seq: usize,
+    start: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> candle_core::Result<Option<Tensor>> {
+    let kv_len = start + seq;
+    let mut values = vec![0f32; seq * kv_len];
+    let mut any = false;
+    for qi in 0..seq {
+        let i = start + qi;
+        for j in 0..kv_len {
+            let hidden = j > i || window.is_some_and(|w| j + w <= i);
+            if hidden {
+                values[qi * kv_len + j] = f32::NEG_INFINITY;
+                any = true;
+            }
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    Tensor::from_vec(values, (seq, kv_len), device).map(Some)
+}
