@@ -118,6 +118,7 @@ fn only_the_named_gguf_is_fetched_checked_and_linked_in_the_hf_layout() {
     // An LFS blob is named by its sha256, as huggingface_hub names it.
     let link = std::fs::read_link(&model.path).unwrap();
     assert_eq!(link, Path::new("../../blobs").join(served.sha256()));
+    assert_eq!(model.sha256, Some(served.sha256()));
 
     // Offline, the cache serves it without a request.
     hub.clear_log();
@@ -149,6 +150,7 @@ fn a_gguf_without_its_own_tokenizer_brings_the_repos_tokenizer_json() {
         snapshot_names(&model.dir),
         ["no-tokenizer.gguf", "tokenizer.json"]
     );
+    assert_eq!(model.tokenizer_json, Some(model.dir.join("tokenizer.json")));
     assert_eq!(
         downloaded_files(&hub),
         ["no-tokenizer.gguf", "tokenizer.json"]

@@ -18,7 +18,9 @@ const EXAMPLES: &str = "\
 Examples:
   mtsum bench --translator Helsinki-NLP/opus-mt-ru-en --threads 2
   mtsum bench --translator ./marian-random --ids-file inputs.jsonl --json
-  python scripts/bench_peers.py      the same batch through transformers and CTranslate2 too";
+  python scripts/bench_peers.py      the same batch through transformers and CTranslate2 too
+  mtsum bench --summarizer ./model.gguf --threads 2 --new-tokens 64   prompt and generation tokens/s
+  python scripts/bench_llm.py --model ./model.gguf   the same through llama.cpp too";
 
 /// Sentences of press-release style used when no input is given (our own writing).
 const SENTENCES: &[&str] = &[
@@ -70,6 +72,10 @@ struct Figures {
 }
 
 pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
+    // A GGUF LLM summarizer has its own bench: prompt and generation speed (bench_llm.rs).
+    if let Some(spec) = (global.summarizer.as_deref()).filter(|s| crate::hub::is_gguf_spec(s)) {
+        return super::bench_llm::execute(spec, &args, global);
+    }
     let spec = global.translator.as_deref().ok_or_else(|| {
         Error::Usage("mtsum bench needs --translator MODEL (hub id, preset or folder)".into())
     })?;

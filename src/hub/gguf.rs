@@ -41,6 +41,11 @@ pub struct ResolvedGguf {
     pub commit: Option<String>,
     /// The preset's manifest when the model was named by one.
     pub preset: Option<Preset>,
+    /// The file's sha256 when its cache blob is named by it (an LFS file of the hub, checked
+    /// when it was downloaded); None for a local file, which is not read through to hash it.
+    pub sha256: Option<String>,
+    /// The repo's tokenizer.json beside the file, when the GGUF has no tokenizer of its own.
+    pub tokenizer_json: Option<PathBuf>,
 }
 
 /// What a GGUF spec names.
@@ -99,8 +104,11 @@ pub fn resolve_gguf(spec: &str, opts: &HubOptions) -> Result<ResolvedGguf, HubEr
             };
             let commit = model.commit()?;
             let dir = cached.snapshot(&commit);
+            let path = dir.join(&file);
             Ok(ResolvedGguf {
-                path: dir.join(&file),
+                tokenizer_json: separate_tokenizer(&path, &dir)?,
+                sha256: blob_sha256(&path),
+                path,
                 dir,
                 repo,
                 file,
@@ -198,6 +206,8 @@ fn local_file(spec: &str, path: PathBuf) -> Result<ResolvedGguf, HubError> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let commit = (in_snapshots && super::layout::is_commit(name)).then(|| name.to_string());
     Ok(ResolvedGguf {
+        tokenizer_json: separate_tokenizer(&path, &dir)?,
+        sha256: blob_sha256(&path),
         path,
         dir,
         repo: spec.to_string(),
@@ -206,6 +216,19 @@ fn local_file(spec: &str, path: PathBuf) -> Result<ResolvedGguf, HubError> {
         commit,
         preset: None,
     })
+}
+
+/// `tokenizer.json` beside a GGUF that lacks its own tokenizer, when there is one.
+fn separate_tokenizer(path: &Path, dir: &Path) -> Result<Option<PathBuf>, HubError> {
+    let json = dir.join(TOKENIZER_JSON);
+    Ok((json.is_file() && !has_embedded_tokenizer(path)?).then_some(json))
+}
+
+/// The sha256 a cache blob's name gives (64 hex digits: an LFS file's checksum).
+fn blob_sha256(pointer: &Path) -> Option<String> {
+    let blob = super::layout::blob_of(pointer)?;
+    let name = blob.file_name()?.to_str()?;
+    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
 }
 
 /// Fails with a clear message when `path` does not start with the GGUF magic.
