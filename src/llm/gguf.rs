@@ -152,7 +152,8 @@ impl GgufInfo {
     }
 
     /// The quantization as llama.cpp names it: `general.file_type` (the mix llama-quantize was
-    /// asked for, e.g. Q4_K_M), else the tensor type holding most of the weight bytes.
+    /// asked for, e.g. Q4_K_M), else the type holding most bytes of the matrices (the token
+    /// embedding and the 1-D norms, often kept wider, left out).
     pub fn quantization(&self) -> String {
         if let Some(name) = self
             .get_u64("general.file_type")
@@ -161,7 +162,10 @@ impl GgufInfo {
             return name.to_string();
         }
         let mut bytes: HashMap<String, u64> = HashMap::new();
-        for info in self.content.tensor_infos.values() {
+        for (name, info) in &self.content.tensor_infos {
+            if name.starts_with("token_embd") || info.shape.rank() < 2 {
+                continue;
+            }
             *bytes.entry(format!("{:?}", info.ggml_dtype)).or_default() +=
                 tensor_bytes(info.ggml_dtype, info.shape.elem_count());
         }

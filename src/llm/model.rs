@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
@@ -52,7 +52,7 @@ enum Backend {
 /// A session's handle on the weights: its own copy, or its turn on the shared Qwen2.
 #[derive(Clone)]
 enum SessionWeights {
-    Owned(Weights),
+    Owned(Box<Weights>),
     Shared,
 }
 
@@ -272,7 +272,7 @@ impl GgufModel {
         Session {
             model: self,
             weights: match &self.backend {
-                Backend::Clonable(weights) => SessionWeights::Owned(weights.clone()),
+                Backend::Clonable(weights) => SessionWeights::Owned(Box::new(weights.clone())),
                 Backend::Shared(_) => SessionWeights::Shared,
             },
             ids: Vec::new(),
@@ -361,19 +361,9 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        let one_by_one = matches!(self.weights, SessionWeights::Owned(Weights::Gemma3(_)))
-            && !self.ids.is_empty();
-        let chunks: Vec<&[u32]> = if one_by_one {
-            ids.chunks(1).collect()
-        } else {
-            vec![ids]
-        };
-        for chunk in chunks {
-            let logits = self.forward(chunk)?;
-            self.ids.extend_from_slice(chunk);
-            self.logits = Some(logits);
-        }
-        Ok(self.logits.as_deref().expect("fed at least one token"))
+        let logits = self.forward(ids)?;
+        self.ids.extend_from_slice(ids);
+        Ok(self.logits.insert(logits))
     }
 
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, LlmError> {
@@ -423,7 +413,7 @@ impl<'m> Session<'m> {
     /// CPU, whose preallocated cache is written in place, and Qwen2, whose one shared instance
     /// keeps one cache (the first fork to continue uses it as it is).
     pub fn fork(&self) -> Result<Session<'m>, LlmError> {
-        let in_place_cache = matches!(self.weights, SessionWeights::Owned(Weights::Qwen3(_)))
+        let in_place_cache = matches!(&self.weights, SessionWeights::Owned(w) if matches!(**w, Weights::Qwen3(_)))
             && !self.model.device.is_cpu();
         if !in_place_cache {
             return Ok(self.clone());
@@ -546,8 +536,18 @@ fn load_weights(info: &GgufInfo, device: &Device) -> Result<Backend, LlmError> {
                     cached: Vec::new(),
                 }))
             }),
-        Family::Qwen3 => quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
-            .map(|m| Backend::Clonable(Weights::Qwen3(m))),
+        Family::Qwen3 => {
+            // candle-transformers' Qwen3 computes its RoPE table in `general.dtype`, F16 when
+            // the key is absent (llama.cpp never writes it): angles then carry f16 rounding
+            // (logits 0.08 from llama.cpp's on the tiny fixture, worse at later positions).
+            // F32 keeps them exact; the weights stay as quantized.
+            let mut content = content;
+            content
+                .metadata
+                .insert("general.dtype".into(), gguf_file::Value::U32(0));
+            quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
+                .map(|m| Backend::Clonable(Weights::Qwen3(m)))
+        }
         Family::Gemma3 => super::gemma3::Gemma3::load(info, &content, &mut reader, device)
             .map(|m| Backend::Clonable(Weights::Gemma3(m))),
         Family::Llama => quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)

@@ -381,7 +381,8 @@ impl GgufTokenizer {
                 .encode(text, false)
                 .map_err(|e| self.error(format!("tokenizing: {e}")))?;
             ids.extend_from_slice(encoding.get_ids());
-        } else {
+        } else if !text.is_empty() {
+            // llama.cpp makes no fragment of an empty text (so no space prefix either).
             let mut previous_special = true;
             for fragment in self.partition(text, parse_special) {
                 match fragment {
@@ -412,15 +413,24 @@ impl GgufTokenizer {
         self.encode(rendered, !starts_with_bos, true)
     }
 
-    /// The text of `ids` as llama.cpp's `token_to_piece` joins them without special tokens:
-    /// control and unknown tokens skipped, byte tokens put back together into UTF-8.
+    /// The text of `ids` as llama.cpp's `llama_detokenize` gives it without special tokens:
+    /// control and unknown tokens skipped, byte tokens put back together into UTF-8, and (for
+    /// SentencePiece models that add a space prefix) the first piece's leading space dropped.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         if let Model::Json(tokenizer) = &self.model {
             return tokenizer.decode(ids, true).unwrap_or_default();
         }
+        let mut remove_space = self.add_space_prefix;
         for id in ids {
+            let start = bytes.len();
             self.piece_bytes(*id, &mut bytes);
+            if remove_space && bytes.len() > start {
+                if bytes[start] == b' ' {
+                    bytes.remove(start);
+                }
+                remove_space = false;
+            }
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
