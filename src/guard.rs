@@ -23,6 +23,9 @@ pub enum Degenerate {
         expected: Script,
         foreign_share: f64,
     },
+    /// Bytes that are no text: control characters or pieces of broken UTF-8 (U+FFFD), as a
+    /// byte-level LLM writes when it goes astray.
+    Garbled,
 }
 
 impl std::fmt::Display for Degenerate {
@@ -38,6 +41,7 @@ impl std::fmt::Display for Degenerate {
                 "{:.0}% of its letters in the source language",
                 source_script_share * 100.0
             ),
+            Self::Garbled => write!(f, "garbled: control characters or broken UTF-8"),
             Self::WrongLanguage {
                 expected,
                 foreign_share,
@@ -86,10 +90,14 @@ impl Script {
     }
 }
 
+/// Most of a summary's letters in the other script: names and brands in it are fine, a
+/// summary half in the other language is not.
+const MAX_SUMMARY_FOREIGN_SHARE: f64 = 0.25;
+
 /// Checks a summary written in a language it was asked for (an LLM's): the checks of
-/// [`check_output`], then the language check: most of its letters must be in the language's
-/// script (`limits.max_foreign_share`), so a Russian summary is mostly Cyrillic and an English
-/// one mostly Latin, names in the other script aside.
+/// [`check_output`], no garbled bytes, then the language check: at least three quarters of
+/// its letters must be in the language's script, so a Russian summary is mostly Cyrillic and
+/// an English one mostly Latin, names in the other script aside.
 pub fn check_summary(
     source: &str,
     summary: &str,
@@ -99,8 +107,13 @@ pub fn check_summary(
     if let Some(problem) = check_output(source, summary, None, limits) {
         return Some(problem);
     }
+    let garbled = |c: char| c == '\u{FFFD}' || (c.is_control() && !c.is_whitespace());
+    if summary.chars().any(garbled) {
+        return Some(Degenerate::Garbled);
+    }
     let share = foreign_script_share(summary, language);
-    (share > limits.max_foreign_share).then_some(Degenerate::WrongLanguage {
+    let limit = limits.max_foreign_share.min(MAX_SUMMARY_FOREIGN_SHARE);
+    (share > limit).then_some(Degenerate::WrongLanguage {
         expected: language,
         foreign_share: share,
     })
@@ -294,6 +307,20 @@ mod tests {
         assert!(
             copied.to_string().starts_with("not in English: "),
             "{copied}"
+        );
+        let mixed = "Полиция задержала 12 suspects in the Moscow region yesterday.";
+        assert!(matches!(
+            check_summary(source, mixed, Script::Cyrillic, &limits),
+            Some(Degenerate::WrongLanguage { .. })
+        ));
+        assert_eq!(
+            check_summary(
+                source,
+                "Полиция \u{1c}задержала\u{FFFD}.",
+                Script::Cyrillic,
+                &limits
+            ),
+            Some(Degenerate::Garbled)
         );
         // The other checks still come first.
         let looped = "ГИБДД задержала водителей. ".repeat(6);

@@ -80,7 +80,10 @@ fn a_family_candle_transformers_lacks_is_named_with_the_supported_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mamba-q4_k_m.gguf");
     std::fs::write(&path, header_only_gguf("mamba")).unwrap();
-    run_fails_with(&path, &["mamba-q4_k_m.gguf", "\"mamba\" is not supported", "qwen2"]);
+    run_fails_with(
+        &path,
+        &["mamba-q4_k_m.gguf", "\"mamba\" is not supported", "qwen2"],
+    );
 }
 
 #[test]
@@ -105,4 +108,69 @@ fn sampling_flags_need_an_llm_summarizer() {
         .code(2)
         .stderr(predicates::str::contains("--temperature"))
         .stderr(predicates::str::contains("GGUF"));
+}
+
+/// The engine's tiny random-weight Qwen2 GGUF (real metadata and chat template) with a
+/// 4096-token context (tests/fixtures/make_llmsum.py), room for whole summary prompts.
+fn tiny_llm() -> PathBuf {
+    repo_path("tests/fixtures/gguf/tiny-qwen2-ctx4k.gguf")
+}
+
+#[test]
+fn run_with_a_gguf_summarizer_writes_both_summaries_marked_and_traced() {
+    let out = tempfile::tempdir().unwrap();
+    mtsum_with(&tiny_llm())
+        .args([
+            "--max-length",
+            "12",
+            "run",
+            "--summary-sentences",
+            "2",
+            "--out",
+        ])
+        .arg(out.path())
+        .arg(samples())
+        .assert()
+        .code(0);
+    let report = read_report(out.path());
+    assert_eq!(report["counts"]["processed"], 9);
+    let llm = &report["models"]["summarizer"]["llm"];
+    assert_eq!(llm["backend"], "candle-transformers quantized_qwen2");
+    assert_eq!(llm["gguf_file"], "tiny-qwen2-ctx4k.gguf");
+    assert_eq!(llm["commit"], "local");
+    assert_eq!(llm["prompt_template_version"], "summary-prompt-v1");
+    assert!(llm["quantization"].as_str().is_some_and(|q| !q.is_empty()));
+    assert_eq!(report["settings"]["summarizer"]["decoding"], "greedy");
+    let digest = std::fs::read_to_string(out.path().join("digest.jsonl")).unwrap();
+    assert_eq!(digest.lines().count(), 9);
+    for (entry, line) in report["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(digest.lines())
+    {
+        let output = read_output(out.path(), entry["file"].as_str().unwrap());
+        let summary = output.summary.expect("a summary");
+        assert!(
+            !summary.ru.is_empty() && !summary.en.is_empty(),
+            "{}",
+            output.id
+        );
+        // Random weights write no Russian: the language check rejects it twice and the
+        // lead sentences stand in, marked as such.
+        let languages = summary.languages.expect("the LLM's per-language methods");
+        assert_eq!(languages.ru, "lead-fallback", "{}", output.id);
+        assert_eq!(summary.method, "lead-fallback", "{}", output.id);
+        assert!(
+            summary
+                .notes
+                .iter()
+                .any(|n| n.starts_with("Russian summary rejected")),
+            "{:?}",
+            summary.notes
+        );
+        let listed: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(listed["summary"]["ru"], summary.ru.as_str());
+        assert_eq!(listed["summary"]["en"], summary.en.as_str());
+    }
 }

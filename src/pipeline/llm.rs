@@ -39,7 +39,9 @@ impl LlmSummarizer {
         input_limit: Option<usize>,
     ) -> Self {
         let context = model.context_length().unwrap_or(4096);
-        let room = context.saturating_sub(DEFAULT_MAX_NEW_TOKENS).max(1);
+        // Room for the answer: the default budget, or a quarter of a small context.
+        let answer = DEFAULT_MAX_NEW_TOKENS.min(context / 4);
+        let room = context.saturating_sub(answer).max(1);
         LlmSummarizer {
             model,
             info,

@@ -269,11 +269,15 @@ fn prepare_blocks(generator: &dyn TextGenerator, blocks: &[Block]) -> Result<Vec
 
 /// One text as one sentence: normalized for the model and cut into pieces that fit.
 fn prepare_unit(generator: &dyn TextGenerator, unit: &str) -> Result<Sentence> {
+    prepare_unit_within(generator, unit, generator.max_input_tokens())
+}
+
+/// As [`prepare_unit`], with pieces of at most `max` tokens (an LLM's parts leave room for
+/// the request around them).
+fn prepare_unit_within(generator: &dyn TextGenerator, unit: &str, max: usize) -> Result<Sentence> {
     let counter = TokenCounter::new(generator);
     let normalized = text::normalize_for_model(unit);
-    let pieces = text::split_long(&normalized, generator.max_input_tokens(), |s| {
-        counter.count(s)
-    });
+    let pieces = text::split_long(&normalized, max, |s| counter.count(s));
     counter.finish()?;
     Ok(Sentence {
         original: unit.trim().to_string(),

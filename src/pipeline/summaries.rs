@@ -4,7 +4,7 @@
 //! summarizer's input limit.
 
 use super::pool::{self, Calls, Pool, Spent};
-use super::{prepare_unit, Pipeline, TextGenerator};
+use super::{prepare_unit_within, Pipeline, TextGenerator};
 use crate::generate::{GenerationOverrides, TokenCounts};
 use crate::guard::{self, Degenerate, Script};
 use crate::io::output::join_sentences;
@@ -359,7 +359,7 @@ pub(super) fn parts_that_fit(
             pieces.push(paragraph.to_string());
         } else {
             for sentence in text::sentences(paragraph) {
-                let unit = prepare_unit(summarizer, &sentence)?;
+                let unit = prepare_unit_within(summarizer, &sentence, max)?;
                 pieces.extend(unit.pieces.into_iter().map(|p| p.text));
             }
         }
