@@ -48,8 +48,9 @@ pub struct ResolvedGguf {
     pub tokenizer_json: Option<PathBuf>,
 }
 
-/// What a GGUF spec names.
+/// What a GGUF spec names. Short-lived, so the preset is not boxed.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 enum GgufSpec {
     Local(PathBuf),
     Hub {

@@ -504,7 +504,7 @@ mod tests {
         };
         let paragraph =
             "Сотрудники полиции провели большую операцию в городе и задержали нескольких человек.";
-        let document = vec![paragraph; 8].join("\n");
+        let document = [paragraph; 8].join("\n");
         let summary = summarize(&llm, None, &document);
         assert_eq!(summary.method, "llm-chunked");
         assert!(summary.chunks > 1, "{}", summary.chunks);
