@@ -200,7 +200,7 @@ pub fn open_llm(
         dtype: quantization.clone(),
         device: device_name(device),
         llm: Some(LlmInfo {
-            backend: format!("candle-transformers quantized_{family}"),
+            backend: backend_name(&family),
             gguf_file: resolved.file.clone(),
             quantization,
             commit: resolved.commit.clone().unwrap_or_else(|| "local".into()),
@@ -210,4 +210,14 @@ pub fn open_llm(
     };
     let limit = resolved.preset.as_ref().and_then(|p| p.max_input_tokens);
     Ok(LlmSummarizer::new(model, info, sampling, limit))
+}
+
+/// The engine that runs a GGUF family, as recorded: candle-transformers' quantized model, except
+/// Gemma 3, which the engine runs on candle's quantized matmuls itself (`llm/gemma3.rs`: the
+/// candle-transformers model computes its feed-forward with the wrong activation).
+pub fn backend_name(family: &str) -> String {
+    match family {
+        "gemma3" => "mtsum gemma3 on candle quantized matmuls".into(),
+        other => format!("candle-transformers quantized_{other}"),
+    }
 }

@@ -100,10 +100,7 @@ pub fn execute(spec: &str, args: &BenchArgs, global: &GlobalArgs) -> Result<Outc
     let prompt_tokens = ids.iter().map(Vec::len).sum();
     let figures = LlmFigures {
         mode: "llm",
-        backend: format!(
-            "candle-transformers quantized_{}",
-            format!("{:?}", model.family()).to_lowercase()
-        ),
+        backend: crate::loader::backend_name(&format!("{:?}", model.family()).to_lowercase()),
         quantization: model.quantization(),
         prompts: ids.len(),
         prompt_tokens,
