@@ -18,6 +18,14 @@ pub enum Degenerate {
     TooLong { ratio: f64 },
     /// The output is still mostly in the source language.
     Untranslated { source_script_share: f64 },
+    /// A summary not in the language asked for: too few of its letters in that script.
+    WrongLanguage {
+        expected: Script,
+        foreign_share: f64,
+    },
+    /// Bytes that are no text: control characters or pieces of broken UTF-8 (U+FFFD), as a
+    /// byte-level LLM writes when it goes astray.
+    Garbled,
 }
 
 impl std::fmt::Display for Degenerate {
@@ -32,6 +40,17 @@ impl std::fmt::Display for Degenerate {
                 f,
                 "{:.0}% of its letters in the source language",
                 source_script_share * 100.0
+            ),
+            Self::Garbled => write!(f, "garbled: control characters or broken UTF-8"),
+            Self::WrongLanguage {
+                expected,
+                foreign_share,
+            } => write!(
+                f,
+                "not in {}: {:.0}% of its letters are not {}",
+                expected.language(),
+                foreign_share * 100.0,
+                expected.name()
             ),
         }
     }
@@ -52,6 +71,52 @@ pub fn stricter(overrides: &GenerationOverrides) -> GenerationOverrides {
 pub enum Script {
     Latin,
     Cyrillic,
+}
+
+impl Script {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Latin => "Latin",
+            Self::Cyrillic => "Cyrillic",
+        }
+    }
+
+    /// The language mtsum writes in this script.
+    fn language(self) -> &'static str {
+        match self {
+            Self::Latin => "English",
+            Self::Cyrillic => "Russian",
+        }
+    }
+}
+
+/// Most of a summary's letters in the other script: names and brands in it are fine, a
+/// summary half in the other language is not.
+const MAX_SUMMARY_FOREIGN_SHARE: f64 = 0.25;
+
+/// Checks a summary written in a language it was asked for (an LLM's): the checks of
+/// [`check_output`], no garbled bytes, then the language check: at least three quarters of
+/// its letters must be in the language's script, so a Russian summary is mostly Cyrillic and
+/// an English one mostly Latin, names in the other script aside.
+pub fn check_summary(
+    source: &str,
+    summary: &str,
+    language: Script,
+    limits: &GuardLimits,
+) -> Option<Degenerate> {
+    if let Some(problem) = check_output(source, summary, None, limits) {
+        return Some(problem);
+    }
+    let garbled = |c: char| c == '\u{FFFD}' || (c.is_control() && !c.is_whitespace());
+    if summary.chars().any(garbled) {
+        return Some(Degenerate::Garbled);
+    }
+    let share = foreign_script_share(summary, language);
+    let limit = limits.max_foreign_share.min(MAX_SUMMARY_FOREIGN_SHARE);
+    (share > limit).then_some(Degenerate::WrongLanguage {
+        expected: language,
+        foreign_share: share,
+    })
 }
 
 /// Limits of the guard; the defaults are loose enough that a normal summary or translation
@@ -213,6 +278,56 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn summaries_must_be_in_the_language_asked_for() {
+        let limits = GuardLimits::default();
+        let source = "Сотрудники ГИБДД МВД России подвели итоги операции «Трезвый водитель»: \
+                      за выходные задержаны 1240 водителей, из них 85 без прав.";
+        let russian = "ГИБДД МВД России за выходные задержала 1240 нетрезвых водителей, \
+                       85 из них ездили без прав; операция Trezvy Voditel продолжится.";
+        let english = "Over the weekend the traffic police of the Russian Interior Ministry \
+                       detained 1,240 drunk drivers, 85 of them without a licence.";
+        assert_eq!(
+            check_summary(source, russian, Script::Cyrillic, &limits),
+            None
+        );
+        assert_eq!(check_summary(source, english, Script::Latin, &limits), None);
+        let wrong = check_summary(source, english, Script::Cyrillic, &limits).unwrap();
+        assert!(
+            matches!(wrong, Degenerate::WrongLanguage { expected: Script::Cyrillic, foreign_share } if foreign_share > 0.99),
+            "{wrong:?}"
+        );
+        assert_eq!(
+            wrong.to_string(),
+            "not in Russian: 100% of its letters are not Cyrillic"
+        );
+        let copied = check_summary(source, russian, Script::Latin, &limits).unwrap();
+        assert!(
+            copied.to_string().starts_with("not in English: "),
+            "{copied}"
+        );
+        let mixed = "Полиция задержала 12 suspects in the Moscow region yesterday.";
+        assert!(matches!(
+            check_summary(source, mixed, Script::Cyrillic, &limits),
+            Some(Degenerate::WrongLanguage { .. })
+        ));
+        assert_eq!(
+            check_summary(
+                source,
+                "Полиция \u{1c}задержала\u{FFFD}.",
+                Script::Cyrillic,
+                &limits
+            ),
+            Some(Degenerate::Garbled)
+        );
+        // The other checks still come first.
+        let looped = "ГИБДД задержала водителей. ".repeat(6);
+        assert!(matches!(
+            check_summary(source, &looped, Script::Cyrillic, &limits),
+            Some(Degenerate::Repetition { .. })
+        ));
     }
 
     #[test]

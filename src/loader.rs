@@ -10,10 +10,13 @@ use candle_core::{DType, Device};
 
 use crate::device::DeviceSpec;
 use crate::generate::{
-    runner::device_name, GenerationConfig, ModelInfo, Origin, Runner, RunnerParts, TaskDefaults,
+    runner::device_name, GenerationConfig, LlmInfo, ModelInfo, Origin, Runner, RunnerParts,
+    TaskDefaults,
 };
 use crate::hub::{HubOptions, Preset, ResolvedModel};
+use crate::llm::GgufModel;
 use crate::models::{AnyModel, WeightPrecision};
+use crate::pipeline::llm::{LlmSummarizer, Sampling};
 use crate::progress::Observer;
 use crate::tokenize::Seq2SeqTokenizer;
 use crate::{Error, Result};
@@ -126,6 +129,7 @@ pub fn load_with(
         family: model.model_type().name().to_string(),
         dtype: precision.label(dtype),
         device: device_name(device),
+        llm: None,
     };
     let runner = Runner::new(RunnerParts {
         model,
@@ -203,5 +207,60 @@ fn preset_defaults(preset: &Preset) -> GenerationConfig {
         no_repeat_ngram_size: preset.no_repeat_ngram_size,
         max_length: preset.max_length,
         ..GenerationConfig::default()
+    }
+}
+
+/// Resolves a GGUF spec (`org/name[@revision]:file.gguf`, a GGUF preset or a local .gguf
+/// file) and loads it as an LLM summarizer on `device`: the engine's model (`crate::llm`),
+/// recorded as what traces a digest to it (backend, file, quantization, commit, prompt
+/// version). A file without a chat template (a base model) is loaded with a warning: its
+/// prompts go to it as plain text.
+pub fn open_llm(
+    spec: &str,
+    options: &LoadOptions,
+    device: &Device,
+    sampling: Sampling,
+    observer: &dyn Observer,
+) -> Result<LlmSummarizer> {
+    sampling.validate()?;
+    let resolved = crate::hub::resolve_gguf(spec, &options.hub)?;
+    let model =
+        GgufModel::open_with_tokenizer(&resolved.path, resolved.tokenizer_json.as_deref(), device)?;
+    if model.chat_template().is_none() {
+        observer.message(&format!(
+            "warning: {} has no chat template (tokenizer.chat_template): a base model, not an \
+             instruction model; its prompts go to it as plain text and its summaries will be poor",
+            resolved.path.display()
+        ));
+    }
+    let quantization = model.quantization();
+    let family = format!("{:?}", model.family()).to_lowercase();
+    let info = ModelInfo {
+        repo: resolved.repo.clone(),
+        revision: resolved.revision.clone(),
+        commit: resolved.commit.clone(),
+        family: model.architecture().to_string(),
+        dtype: quantization.clone(),
+        device: device_name(device),
+        llm: Some(LlmInfo {
+            backend: backend_name(&family),
+            gguf_file: resolved.file.clone(),
+            quantization,
+            commit: resolved.commit.clone().unwrap_or_else(|| "local".into()),
+            sha256: resolved.sha256.clone(),
+            prompt_template_version: crate::summary::PROMPT_TEMPLATE_VERSION.into(),
+        }),
+    };
+    let limit = resolved.preset.as_ref().and_then(|p| p.max_input_tokens);
+    Ok(LlmSummarizer::new(model, info, sampling, limit))
+}
+
+/// The engine that runs a GGUF family, as recorded: candle-transformers' quantized model, except
+/// Gemma 3, which the engine runs on candle's quantized matmuls itself (`llm/gemma3.rs`: the
+/// candle-transformers model computes its feed-forward with the wrong activation).
+pub fn backend_name(family: &str) -> String {
+    match family {
+        "gemma3" => "mtsum gemma3 on candle quantized matmuls".into(),
+        other => format!("candle-transformers quantized_{other}"),
     }
 }

@@ -42,6 +42,82 @@ pub enum SummarySide {
     En,
 }
 
+/// The version of the summary prompts below, recorded with every LLM summary: change it
+/// whenever their wording changes, so a digest can be traced to the prompt that made it.
+pub const PROMPT_TEMPLATE_VERSION: &str = "summary-prompt-v1";
+
+/// The language an instruction-following summarizer is asked to write in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SummaryLanguage {
+    Ru,
+    En,
+}
+
+impl SummaryLanguage {
+    /// The script its summary must be written in (the guard's language check).
+    pub fn script(self) -> crate::guard::Script {
+        match self {
+            Self::Ru => crate::guard::Script::Cyrillic,
+            Self::En => crate::guard::Script::Latin,
+        }
+    }
+}
+
+/// The user turn that asks an instruction-tuned LLM for a summary of `document` (Russian
+/// text) in `language`, in at most `sentences` sentences. The document comes first and the
+/// request after it, so the Russian and English prompts of one release share everything up to
+/// the request, and the engine can reuse the prompt's KV cache for the second (the chat
+/// template adds the same header to both). Both requests are written in the language asked
+/// for: small models answer in the language of the instruction more reliably than in one
+/// named in another language. The `retry` after a rejected summary adds a line against the
+/// usual faults (the wrong language, repetition): with greedy decoding the same prompt would
+/// give the same answer again.
+pub fn summary_prompt(
+    document: &str,
+    language: SummaryLanguage,
+    sentences: usize,
+    retry: bool,
+) -> String {
+    let request = match language {
+        SummaryLanguage::Ru => format!(
+            "Кратко изложи этот пресс-релиз на русском языке: не больше {sentences} {}. \
+             Только факты из текста (кто, что, где, когда, цифры), без вступления, \
+             заголовка, списков и оценок. Ответь только текстом изложения.",
+            russian_sentences_word(sentences)
+        ),
+        SummaryLanguage::En => format!(
+            "Summarize this press release in English in at most {sentences} {}. \
+             Only facts from the text (who, what, where, when, figures), with no preamble, \
+             heading, list or comment. Answer with the summary only.",
+            if sentences == 1 {
+                "sentence"
+            } else {
+                "sentences"
+            }
+        ),
+    };
+    let insist = match (retry, language) {
+        (false, _) => "",
+        (true, SummaryLanguage::Ru) => {
+            "\nПиши только по-русски, кириллицей, своими словами и без повторов."
+        }
+        (true, SummaryLanguage::En) => {
+            "\nWrite in English only, in your own words, without repeating yourself."
+        }
+    };
+    format!("Пресс-релиз:\n\n{}\n\n{request}{insist}", document.trim())
+}
+
+/// "sentences" after "не больше N": the genitive, singular after 1, 21, 31... (not 11).
+fn russian_sentences_word(n: usize) -> &'static str {
+    if n % 10 == 1 && n % 100 != 11 {
+        "предложения"
+    } else {
+        "предложений"
+    }
+}
+
 /// Keeps the first `max` sentences of a summary (`--summary-sentences`).
 pub fn cap_sentences(summary: &str, max: Option<usize>) -> String {
     match max {
@@ -163,6 +239,29 @@ mod tests {
         assert_eq!(chosen.len(), 2);
         assert_ne!(chosen[1], 1, "the off-topic sentence must not be chosen");
         assert!(key_sentences(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn the_two_prompts_of_a_release_share_the_document_as_their_prefix() {
+        let document = "Полиция задержала подозреваемого.\nОн дал показания.";
+        let ru = summary_prompt(document, SummaryLanguage::Ru, 3, false);
+        let en = summary_prompt(document, SummaryLanguage::En, 1, false);
+        let shared = ru
+            .chars()
+            .zip(en.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        assert!(shared > document.chars().count(), "{ru}\n{en}");
+        assert!(ru.ends_with("Ответь только текстом изложения."), "{ru}");
+        assert!(ru.contains("не больше 3 предложений"), "{ru}");
+        assert!(en.contains("at most 1 sentence."), "{en}");
+        let retry = summary_prompt(document, SummaryLanguage::Ru, 3, true);
+        assert!(
+            retry.starts_with(&ru) && retry.ends_with("без повторов."),
+            "{retry}"
+        );
+        assert_eq!(russian_sentences_word(21), "предложения");
+        assert_eq!(russian_sentences_word(11), "предложений");
     }
 
     #[test]

@@ -23,7 +23,9 @@ Examples:
   mtsum bench --translator ./marian-random --ids-file inputs.jsonl --json
   mtsum bench --translator ./marian-random --source-tokens 12
   mtsum bench --summarizer ./t5-random --source-tokens 400-600 --sentences 32 --beams 5 --new-tokens 64
-  python scripts/bench_peers.py      the same batch through transformers and CTranslate2 too";
+  mtsum bench --summarizer ./model.gguf --threads 2 --new-tokens 64   prompt and generation tokens/s
+  python scripts/bench_peers.py      the same batch through transformers and CTranslate2 too
+  python scripts/bench_llm.py --model ./model.gguf   the same through llama.cpp too";
 
 /// Sentences of press-release style used when no input is given (our own writing).
 const SENTENCES: &[&str] = &[
@@ -144,6 +146,10 @@ struct Figures {
 }
 
 pub fn execute(args: BenchArgs, global: &GlobalArgs) -> Result<Outcome> {
+    // A GGUF LLM summarizer has its own bench: prompt and generation speed (bench_llm.rs).
+    if let Some(spec) = (global.summarizer.as_deref()).filter(|s| crate::hub::is_gguf_spec(s)) {
+        return super::bench_llm::execute(spec, &args, global);
+    }
     let subject = Subject::of(global)?;
     if args.sentences == 0 || args.new_tokens == 0 || args.repeat == 0 {
         return Err(Error::Usage(

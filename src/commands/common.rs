@@ -11,11 +11,13 @@ use clap::Args;
 use super::allocator;
 use crate::cli::{GlobalArgs, SummaryLengthFlag, SummarySideFlag};
 use crate::generate::{GenerationOverrides, Runner, TokenCounts};
+use crate::hub;
 use crate::io::read::{self, ReadOptions};
 use crate::io::{encoding, Input, ReadFailure};
 use crate::loader::{self, Role};
 use crate::models::AnyModel;
 use crate::pipeline::batch::{self, ReportTimings, Throughput};
+use crate::pipeline::llm::Sampling;
 use crate::pipeline::{SummaryOptions, TextGenerator};
 use crate::progress::{chain, Finished, LogLines, Observer};
 use crate::summary::{SummaryLength, SummarySide};
@@ -54,30 +56,63 @@ impl Models {
     /// summarizer when `summarizer` names the default to use without `--summarizer`. Any
     /// failure is fatal (exit 2): the message names the model and the file at fault.
     pub fn load(global: &GlobalArgs, translator: bool, summarizer: Option<&str>) -> Result<Self> {
+        Self::load_with(global, translator, summarizer, Sampling::default())
+    }
+
+    /// As [`Models::load`], with the sampling of an LLM summarizer (`--temperature`,
+    /// `--top-p`, `--seed`). The summarizer is an LLM when its spec names a GGUF file (a
+    /// repo's `:file.gguf`, a GGUF preset, a local .gguf file), else a seq2seq model; the
+    /// sampling flags are refused for the latter.
+    pub fn load_with(
+        global: &GlobalArgs,
+        translator: bool,
+        summarizer: Option<&str>,
+        sampling: Sampling,
+    ) -> Result<Self> {
         let started = Instant::now();
         let options = global.load_options();
         let (device, dtype) = options.open_device()?;
         let notes = LogLines::new(global.verbosity());
-        let load = |spec: Option<&String>, default: &str, role| -> Result<Box<dyn TextGenerator>> {
-            let spec = spec.map_or(default, String::as_str);
+        let load = |spec: &str, role| -> Result<Box<dyn TextGenerator>> {
             let runner = allocator::loading(&device, || {
                 loader::open(spec, &options, &device, dtype, role, &notes)
             })?;
             Ok(Box::new(runner))
         };
         let translator = match translator {
-            true => Some(load(
-                global.translator.as_ref(),
-                DEFAULT_TRANSLATOR,
-                Role::Generate,
-            )?),
+            true => {
+                let spec = global.translator.as_deref().unwrap_or(DEFAULT_TRANSLATOR);
+                if hub::is_gguf_spec(spec) {
+                    return Err(Error::Usage(format!(
+                        "--translator {spec}: a GGUF LLM can only be the summarizer \
+                         (--summarizer); the translator is a seq2seq model such as opus-mt-ru-en"
+                    )));
+                }
+                Some(load(spec, Role::Generate)?)
+            }
             false => None,
         };
         // The summarizer takes config.json's task_specific_params.summarization and prefix, as
         // transformers' summarization pipeline did.
-        let summarizer = summarizer
-            .map(|default| load(global.summarizer.as_ref(), default, Role::Summarizer))
-            .transpose()?;
+        let summarizer = match summarizer {
+            None => None,
+            Some(default) => {
+                let spec = global.summarizer.as_deref().unwrap_or(default);
+                if hub::is_gguf_spec(spec) {
+                    let llm = allocator::loading(&device, || {
+                        loader::open_llm(spec, &options, &device, sampling, &notes)
+                    })?;
+                    Some(Box::new(llm) as Box<dyn TextGenerator>)
+                } else if sampling.is_set() {
+                    return Err(Error::Usage(format!(
+                        "--temperature, --top-p and --seed apply to LLM summarizers (GGUF); \
+                         {spec} is a seq2seq model, which decodes greedily or by beam search"
+                    )));
+                } else {
+                    Some(load(spec, Role::Summarizer)?)
+                }
+            }
+        };
         Ok(Models {
             translator,
             summarizer,
@@ -124,6 +159,16 @@ pub struct SummaryFlags {
     /// languages from the aligned translation.
     #[arg(long, conflicts_with_all = ["summary_length", "summarize_from"])]
     pub extractive: bool,
+    /// LLM summarizers (GGUF): sample with this temperature instead of greedy decoding
+    /// (default 0: greedy, the same summaries every run).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// LLM summarizers: sample only from the most likely tokens up to this total probability.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
+    /// LLM summarizers: the sampler's seed (the same seed gives the same summaries).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 impl SummaryFlags {
@@ -138,6 +183,15 @@ impl SummaryFlags {
         match self.side() {
             SummarySide::Ru => DEFAULT_SUMMARIZER,
             SummarySide::En => DEFAULT_ENGLISH_SUMMARIZER,
+        }
+    }
+
+    /// `--temperature`, `--top-p`, `--seed`.
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
         }
     }
 

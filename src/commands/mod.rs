@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod bench;
+mod bench_llm;
 pub mod common;
 pub mod generate;
 pub mod merge;

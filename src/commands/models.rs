@@ -207,6 +207,18 @@ fn fetch(models: &[String], global: &GlobalArgs, opts: &HubOptions) -> Result<Ou
     };
     let mut stdout = Stdout::lock();
     for spec in &specs {
+        if hub::is_gguf_spec(spec) {
+            // One file of a GGUF repo: the line names the file itself.
+            let model = hub::resolve_gguf(spec, opts)?;
+            stdout.line(&format!(
+                "{}@{} {} {}",
+                model.repo,
+                model.revision.as_deref().unwrap_or("-"),
+                model.commit.as_deref().unwrap_or("-"),
+                model.path.display()
+            ))?;
+            continue;
+        }
         let model = hub::resolve(spec, opts)?;
         stdout.line(&format!(
             "{}@{} {} {}",

@@ -108,7 +108,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Outcome> {
     }
     let summarizer = (!args.no_summary && args.summaries.needs_summarizer())
         .then(|| args.summaries.default_summarizer());
-    let models = Models::load(global, true, summarizer)?;
+    let models = Models::load_with(global, true, summarizer, args.summaries.sampling())?;
     let observer = observer_for(global.verbosity());
     let options = PipelineOptions {
         translate_body: true,

@@ -68,7 +68,7 @@ pub fn execute(args: SummarizeArgs, global: &GlobalArgs) -> Result<Outcome> {
         .summaries
         .needs_summarizer()
         .then(|| args.summaries.default_summarizer());
-    let models = Models::load(global, translator, summarizer)?;
+    let models = Models::load_with(global, translator, summarizer, args.summaries.sampling())?;
     let options = PipelineOptions {
         summarize: true,
         summary: args.summaries.overrides(global),

@@ -48,6 +48,29 @@ pub struct ModelInfo {
     pub family: String,
     pub dtype: String,
     pub device: String,
+    /// For a GGUF LLM: what traces a digest back to the file and the prompt (absent for
+    /// seq2seq models, so their records are as before).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub llm: Option<LlmInfo>,
+}
+
+/// What names a GGUF LLM and the way it was asked, beside [`ModelInfo`]'s repo and commit.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LlmInfo {
+    /// The engine and the model family that ran it, e.g. `candle-transformers quantized_gemma3`.
+    pub backend: String,
+    /// The GGUF file's name in its repo (or the local file's name).
+    pub gguf_file: String,
+    /// The weights' quantization, e.g. `Q4_K_M` (from the GGUF's `general.file_type`, else the
+    /// most common tensor type).
+    pub quantization: String,
+    /// The hub commit the file came from, or `local` for a file outside the cache.
+    pub commit: String,
+    /// The sha256 of the file, when it is known without reading a gigabyte (a hub blob's name).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
+    /// Version of the summary prompts (`crate::summary::PROMPT_TEMPLATE_VERSION`).
+    pub prompt_template_version: String,
 }
 
 /// What model calls cost in inputs and tokens: for throughput figures and every output.

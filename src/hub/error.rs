@@ -165,6 +165,29 @@ pub enum HubError {
 
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
+
+    #[error(
+        "model `{spec}` is not a GGUF spec: name a hub repo and file as `org/name:file.gguf` (a revision as `org/name@revision:file.gguf`), a preset, or a local .gguf file"
+    )]
+    BadGgufSpec { spec: String },
+
+    #[error("`{repo}`@{revision} has no file `{file}`; its GGUF files: {available}")]
+    GgufMissing {
+        repo: String,
+        revision: String,
+        file: String,
+        available: String,
+    },
+
+    #[error(
+        "{path} is not a GGUF file (it starts with \"{start}\", not \"GGUF\"); an LLM summarizer is a .gguf file, a seq2seq model a folder holding config.json and the weights"
+    )]
+    NotGguf { path: PathBuf, start: String },
+
+    #[error(
+        "{path}: the GGUF header cannot be read ({reason}); the file is truncated or corrupt, or uses a tensor type candle does not read (such as the IQ quantizations): take a Q4_K_M, Q5_K_M, Q8_0 or F16 file (a cached one is checked and fetched again by `mtsum models verify --repair`)"
+    )]
+    BadGguf { path: PathBuf, reason: String },
 }
 
 impl HubError {

@@ -17,6 +17,7 @@ mod checksum;
 mod config;
 mod download;
 mod error;
+mod gguf;
 mod layout;
 mod lock;
 mod needs;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub use checksum::{git_sha1_file, sha256_file};
 pub use error::HubError;
+pub use gguf::{check_magic, is_gguf_spec, resolve_gguf, ResolvedGguf};
 pub use needs::Family;
 pub use preset::{default_preset, preset, presets, Preset};
 
@@ -343,6 +345,13 @@ fn missing_files(
 ) -> Result<Vec<String>, HubError> {
     let config = snapshot.join(CONFIG);
     if !config.is_file() {
+        // A GGUF repo's snapshot holds only the file(s) fetched: each is a whole model.
+        if walk_files(snapshot).iter().any(|f| {
+            f.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        }) {
+            return Ok(Vec::new());
+        }
         return Ok(needs::describe_all(family, weights));
     }
     let family = Family::from_config(&config)?;

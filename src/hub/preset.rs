@@ -32,6 +32,9 @@ pub struct Preset {
     pub no_repeat_ngram_size: Option<usize>,
     /// transformers' max_length: decoder start token included.
     pub max_length: Option<usize>,
+    /// For a GGUF LLM: the one file of the repo to fetch (a GGUF repo holds one per
+    /// quantization); `family` is then the GGUF's `general.architecture`.
+    pub gguf_file: Option<String>,
 }
 
 const MANIFESTS: &[(&str, &str)] = &[
@@ -50,6 +53,14 @@ const MANIFESTS: &[(&str, &str)] = &[
     (
         "distilbart-cnn-12-6.toml",
         include_str!("../../models/distilbart-cnn-12-6.toml"),
+    ),
+    (
+        "qwen2.5-1.5b-instruct.toml",
+        include_str!("../../models/qwen2.5-1.5b-instruct.toml"),
+    ),
+    (
+        "gemma-3-1b-it.toml",
+        include_str!("../../models/gemma-3-1b-it.toml"),
     ),
 ];
 
@@ -121,11 +132,12 @@ mod tests {
         let all = presets().unwrap();
         assert_eq!(all.len(), MANIFESTS.len());
         for p in &all {
-            assert!(
-                super::super::needs::Family::from_model_type(&p.family).is_some(),
-                "{}",
-                p.name
-            );
+            // A GGUF preset's family is its general.architecture, which the LLM engine reads.
+            let known = match p.gguf_file {
+                Some(_) => ["qwen2", "gemma3"].contains(&p.family.as_str()),
+                None => super::super::needs::Family::from_model_type(&p.family).is_some(),
+            };
+            assert!(known, "{}", p.name);
             assert!(matches!(p.role.as_str(), "translator" | "summarizer"));
             assert!(p.hub_id.contains('/'), "{}", p.hub_id);
         }

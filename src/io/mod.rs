@@ -12,7 +12,7 @@ pub mod release;
 pub mod text_blocks;
 pub mod write;
 
-pub use output::{Bilingual, ParagraphOut, ReleaseOutput, SummaryOut};
+pub use output::{Bilingual, ParagraphOut, ReleaseOutput, SummaryMethods, SummaryOut};
 pub use read::{Input, ReadFailure, ReadItem, ReadOptions};
 pub use release::{Block, BlockKind, Format, Release, SourceInfo};
 pub use write::OutputDir;

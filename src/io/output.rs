@@ -109,6 +109,17 @@ pub struct SummaryOut {
     /// Anything a reader should know: guards that fired, fall-backs taken.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub notes: Vec<String>,
+    /// An LLM's summaries: how each language was made (`llm`, `llm-chunked`, or
+    /// `lead-fallback` when its guard rejected it twice). Absent for the seq2seq path.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub languages: Option<SummaryMethods>,
+}
+
+/// How each language of a summary was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryMethods {
+    pub ru: String,
+    pub en: String,
 }
 
 /// The models a release was processed with.

@@ -27,6 +27,13 @@ pub trait TextGenerator: Send + Sync {
         overrides: &GenerationOverrides,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Generated>>;
+    /// Whether the model follows instructions (an instruction-tuned LLM): each input is then
+    /// one user turn of a chat, and the pipeline asks it for each summary language with a
+    /// prompt (`summary::summary_prompt`) instead of summarizing one language and translating.
+    /// Seq2seq models do not.
+    fn follows_instructions(&self) -> bool {
+        false
+    }
     /// As [`TextGenerator::generate`], each output holding the `constraints` of its input
     /// (English texts, e.g. glossary terms) where the model's constrained search can place
     /// them; an input without constraints is generated exactly as by `generate`, and one whose

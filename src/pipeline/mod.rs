@@ -19,8 +19,10 @@
 
 pub mod batch;
 mod generator;
+pub mod llm;
 pub mod merge;
 pub mod pool;
+mod prompted;
 mod review;
 pub mod shard;
 mod stream;
@@ -115,6 +117,12 @@ impl<'a> Pipeline<'a> {
         let abstractive = options.summarize && !options.summaries.extractive;
         if abstractive && summarizer.is_none() {
             return Err(Error::Usage("summaries need a summarizer model".into()));
+        }
+        let instruct = summarizer.is_some_and(|s| s.follows_instructions());
+        if abstractive && instruct && options.summaries.side == SummarySide::En {
+            return Err(Error::Usage(
+                "an LLM summarizer reads the Russian original and writes both summaries itself: drop --summarize-from en".into(),
+            ));
         }
         if options.summarize && options.summaries.side == SummarySide::En && translator.is_none() {
             return Err(Error::Usage(
@@ -280,11 +288,15 @@ fn prepare_blocks(generator: &dyn TextGenerator, blocks: &[Block]) -> Result<Vec
 
 /// One text as one sentence: normalized for the model and cut into pieces that fit.
 fn prepare_unit(generator: &dyn TextGenerator, unit: &str) -> Result<Sentence> {
+    prepare_unit_within(generator, unit, generator.max_input_tokens())
+}
+
+/// As [`prepare_unit`], with pieces of at most `max` tokens (an LLM's parts leave room for
+/// the request around them).
+fn prepare_unit_within(generator: &dyn TextGenerator, unit: &str, max: usize) -> Result<Sentence> {
     let counter = TokenCounter::new(generator);
     let normalized = text::normalize_for_model(unit);
-    let pieces = text::split_long(&normalized, generator.max_input_tokens(), |s| {
-        counter.count(s)
-    });
+    let pieces = text::split_long(&normalized, max, |s| counter.count(s));
     counter.finish()?;
     Ok(Sentence {
         original: unit.trim().to_string(),

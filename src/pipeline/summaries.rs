@@ -4,7 +4,7 @@
 //! summarizer's input limit.
 
 use super::pool::{self, Calls, Pool, Spent};
-use super::{prepare_unit, Pipeline, TextGenerator};
+use super::{prepare_unit_within, Pipeline, TextGenerator};
 use crate::generate::{GenerationOverrides, TokenCounts};
 use crate::guard::{self, Degenerate, Script};
 use crate::io::output::join_sentences;
@@ -88,6 +88,11 @@ impl<'a> Pipeline<'a> {
     ) -> Result<SummaryOut> {
         let aligned: Vec<Vec<Bilingual>> = paragraphs.iter().map(|p| p.sentences.clone()).collect();
         let summaries = &self.options.summaries;
+        if self.prompted() {
+            return self
+                .summarize_prompted(&release.body_text(), calls, spent)
+                .await;
+        }
         match (aligned.is_empty(), summaries.extractive, summaries.side) {
             (true, _, _) => {
                 self.summarize_document(&release.body_text(), calls, spent)
@@ -117,6 +122,9 @@ impl<'a> Pipeline<'a> {
                 .collect();
             return self.extract(pairs, calls, spent).await;
         }
+        if self.prompted() {
+            return self.summarize_prompted(document, calls, spent).await;
+        }
         match summaries.side {
             SummarySide::Ru => self.summarize_russian(document, calls, spent).await,
             SummarySide::En => {
@@ -124,6 +132,13 @@ impl<'a> Pipeline<'a> {
                 self.summarize_english(&aligned, calls, spent).await
             }
         }
+    }
+
+    /// Whether summaries are asked of an instruction-following LLM, in both languages, rather
+    /// than made by a seq2seq summarizer in one and translated (`prompted.rs`).
+    fn prompted(&self) -> bool {
+        let instruct = self.summarizer.is_some_and(|s| s.follows_instructions());
+        instruct && !self.options.summaries.extractive
     }
 
     /// The default: the summarizer reads the Russian original (so translation errors are not
@@ -162,6 +177,7 @@ impl<'a> Pipeline<'a> {
             method: made.method,
             chunks: made.chunks,
             notes,
+            languages: None,
         })
     }
 
@@ -196,6 +212,7 @@ impl<'a> Pipeline<'a> {
             method: format!("{}-from-en", made.method),
             chunks: made.chunks,
             notes: made.notes,
+            languages: None,
         })
     }
 
@@ -228,6 +245,7 @@ impl<'a> Pipeline<'a> {
             method: "extractive".into(),
             chunks: 1,
             notes: Vec::new(),
+            languages: None,
         })
     }
 
@@ -330,7 +348,7 @@ impl<'a> Pipeline<'a> {
 
 /// Packs whole lines (paragraphs) into parts of at most `max` tokens; a paragraph that is
 /// too long alone is cut into sentences and then pieces.
-fn parts_that_fit(
+pub(super) fn parts_that_fit(
     summarizer: &dyn TextGenerator,
     document: &str,
     max: usize,
@@ -341,7 +359,7 @@ fn parts_that_fit(
             pieces.push(paragraph.to_string());
         } else {
             for sentence in text::sentences(paragraph) {
-                let unit = prepare_unit(summarizer, &sentence)?;
+                let unit = prepare_unit_within(summarizer, &sentence, max)?;
                 pieces.extend(unit.pieces.into_iter().map(|p| p.text));
             }
         }
@@ -381,7 +399,7 @@ impl Abstract {
 }
 
 /// The document's lines normalized for the model, blank ones dropped.
-fn model_text(document: &str) -> String {
+pub(super) fn model_text(document: &str) -> String {
     document
         .lines()
         .map(text::normalize_for_model)
@@ -391,7 +409,7 @@ fn model_text(document: &str) -> String {
 }
 
 /// The sentences of a document, paragraph by paragraph.
-fn russian_sentences(document: &str) -> Vec<String> {
+pub(super) fn russian_sentences(document: &str) -> Vec<String> {
     text::paragraphs(document)
         .iter()
         .flat_map(|block| text::sentences(&block.text))

@@ -57,6 +57,7 @@ impl StandIn {
                 family: "standin".into(),
                 dtype: "f32".into(),
                 device: "cpu".into(),
+                llm: None,
             },
             max_input_tokens,
             fail_on: None,
