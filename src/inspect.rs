@@ -456,3 +456,215 @@ fn file_name(path: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
 }
+
+/// Everything `mtsum models inspect` says about a GGUF LLM (what `--summarizer` takes besides
+/// seq2seq models): what the file is, how mtsum would run it and trace it, and why it cannot.
+/// A GGUF file is its own weights, so a hub file is read from the cache unless `--fetch`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GgufReport {
+    /// The spec as given (`org/name[@rev]:file.gguf`, preset or local file).
+    pub model: String,
+    /// Hub id, or the local file as given (None when the spec could not be resolved).
+    pub repo: Option<String>,
+    pub revision: Option<String>,
+    pub commit: Option<String>,
+    /// The file's name in the repo (or the local file's name).
+    pub file: Option<String>,
+    /// Where the file is on this machine.
+    pub path: Option<PathBuf>,
+    pub preset: Option<String>,
+    /// Always `summarizer`: mtsum runs GGUF LLMs as summarizers (and in tokenize/generate).
+    pub role: &'static str,
+    /// `general.architecture` as written (also when unsupported).
+    pub architecture: Option<String>,
+    /// The engine that would run it, as runs record it.
+    pub backend: Option<String>,
+    /// As llama.cpp names it (`general.file_type`, e.g. Q4_K_M).
+    pub quantization: Option<String>,
+    pub file_bytes: Option<u64>,
+    /// The model's context length (`<arch>.context_length`).
+    pub context_length: Option<usize>,
+    /// The preset's input limit, when it has one.
+    pub max_input_tokens: Option<usize>,
+    /// Where the tokenizer comes from: the GGUF's metadata or a tokenizer.json beside it.
+    pub tokenizer: Option<String>,
+    /// Whether the file carries a chat template (`tokenizer.chat_template`); without one it is a
+    /// base model, and summaries will be poor.
+    pub chat_template: Option<bool>,
+    /// The tokens generation stops at (end of turn, end of text).
+    pub stop_tokens: Vec<String>,
+    /// The summary prompts' version that runs record.
+    pub prompt_template_version: &'static str,
+    /// Where the model was loaded to check it; None when loading was skipped or failed.
+    pub loaded: Option<LoadReport>,
+    pub runnable: bool,
+    pub problems: Vec<String>,
+}
+
+/// Inspects one GGUF spec as `hub::resolve_gguf` resolved it (or failed to). Loads the model on
+/// `device` when given (the only check that catches a missing or malformed tensor), else reads
+/// the header and the tokenizer only. Never fails: what cannot be read becomes a problem.
+pub fn inspect_gguf(
+    spec: &str,
+    resolved: std::result::Result<crate::hub::ResolvedGguf, crate::hub::HubError>,
+    device: Option<&Device>,
+) -> GgufReport {
+    let mut report = GgufReport {
+        model: spec.to_string(),
+        repo: None,
+        revision: None,
+        commit: None,
+        file: None,
+        path: None,
+        preset: None,
+        role: "summarizer",
+        architecture: None,
+        backend: None,
+        quantization: None,
+        file_bytes: None,
+        context_length: None,
+        max_input_tokens: None,
+        tokenizer: None,
+        chat_template: None,
+        stop_tokens: Vec::new(),
+        prompt_template_version: crate::summary::PROMPT_TEMPLATE_VERSION,
+        loaded: None,
+        runnable: false,
+        problems: Vec::new(),
+    };
+    let resolved = match resolved {
+        Ok(resolved) => resolved,
+        Err(err) => {
+            report.problems.push(err.to_string());
+            return report;
+        }
+    };
+    report.repo = Some(resolved.repo.clone());
+    report.revision = resolved.revision.clone();
+    report.commit = resolved.commit.clone();
+    report.file = Some(resolved.file.clone());
+    report.path = Some(resolved.path.clone());
+    report.preset = resolved.preset.as_ref().map(|p| p.name.clone());
+    report.max_input_tokens = resolved.preset.as_ref().and_then(|p| p.max_input_tokens);
+    if let Err(err) = describe_gguf(&mut report, &resolved, device) {
+        report.problems.push(err.to_string());
+    }
+    report.runnable = report.problems.is_empty();
+    report
+}
+
+/// Fills in what the file says of itself; the first thing that cannot be read is the error.
+fn describe_gguf(
+    report: &mut GgufReport,
+    resolved: &crate::hub::ResolvedGguf,
+    device: Option<&Device>,
+) -> std::result::Result<(), crate::llm::LlmError> {
+    use crate::llm::{GgufInfo, GgufModel, GgufTokenizer, LlmError};
+    let info = GgufInfo::read(&resolved.path).inspect_err(|err| {
+        if let LlmError::Unsupported { architecture, .. } = err {
+            report.architecture = Some(architecture.clone());
+        }
+    })?;
+    report.architecture = Some(info.architecture.clone());
+    report.quantization = Some(info.quantization());
+    report.file_bytes = Some(info.file_size);
+    report.context_length = info.context_length();
+    report.chat_template = Some(info.chat_template().is_some());
+    report.tokenizer = Some(match &resolved.tokenizer_json {
+        Some(path) => format!("tokenizer.json ({})", path.display()),
+        None => format!(
+            "GGUF metadata (tokenizer.ggml.model = {})",
+            info.get_str("tokenizer.ggml.model").unwrap_or("llama")
+        ),
+    });
+    let family = format!("{:?}", info.family).to_lowercase();
+    report.backend = Some(loader::backend_name(&family));
+    let tokenizer = match &resolved.tokenizer_json {
+        Some(path) => GgufTokenizer::from_tokenizer_json(&info, path)?,
+        None => GgufTokenizer::from_gguf(&info)?,
+    };
+    let Some(device) = device else {
+        return Ok(());
+    };
+    let model =
+        GgufModel::open_with_tokenizer(&resolved.path, resolved.tokenizer_json.as_deref(), device)?;
+    report.stop_tokens = (model.stop_ids().iter())
+        .map(|&id| tokenizer.token_text(id).unwrap_or("?").to_string())
+        .collect();
+    report.loaded = Some(LoadReport {
+        device: runner::device_name(device),
+        dtype: model.quantization(),
+    });
+    Ok(())
+}
+
+/// The text form of a [`GgufReport`], one `label value` line each, like [`render_text`].
+pub fn render_gguf_text(report: &GgufReport) -> String {
+    let dash = || "-".to_string();
+    let mut lines = vec![
+        (
+            "model",
+            report.repo.clone().unwrap_or_else(|| report.model.clone()),
+        ),
+        ("file", report.file.clone().unwrap_or_else(dash)),
+        ("revision", report.revision.clone().unwrap_or_else(dash)),
+        ("commit", report.commit.clone().unwrap_or_else(dash)),
+        (
+            "path",
+            (report.path.as_ref()).map_or_else(dash, |p| p.display().to_string()),
+        ),
+        ("family", report.architecture.clone().unwrap_or_else(dash)),
+        ("backend", report.backend.clone().unwrap_or_else(dash)),
+        (
+            "weights",
+            match (&report.quantization, report.file_bytes) {
+                (Some(q), Some(bytes)) => format!("GGUF {q}, {}", indicatif::HumanBytes(bytes)),
+                _ => dash(),
+            },
+        ),
+        (
+            "context",
+            report
+                .context_length
+                .map_or_else(dash, |n| format!("{n} tokens")),
+        ),
+        ("tokenizer", report.tokenizer.clone().unwrap_or_else(dash)),
+        (
+            "chat",
+            match report.chat_template {
+                Some(true) => "chat template in the file".into(),
+                Some(false) => "no chat template: a base model, poor summaries".into(),
+                None => dash(),
+            },
+        ),
+        (
+            "role",
+            format!(
+                "{} (prompts {})",
+                report.role, report.prompt_template_version
+            ),
+        ),
+    ];
+    if let Some(limit) = report.max_input_tokens {
+        lines.push(("input", format!("at most {limit} tokens (preset)")));
+    }
+    if !report.stop_tokens.is_empty() {
+        lines.push(("stops at", report.stop_tokens.join(" ")));
+    }
+    if let Some(loaded) = &report.loaded {
+        lines.push(("loaded", format!("on {} ({})", loaded.device, loaded.dtype)));
+    }
+    let status = match report.runnable {
+        true => "runs".to_string(),
+        false => "cannot run".to_string(),
+    };
+    lines.push(("status", status));
+    let mut out = String::new();
+    for (label, value) in lines {
+        out.push_str(&format!("{label:<12}{value}\n"));
+    }
+    for problem in &report.problems {
+        out.push_str(&format!("  {problem}\n"));
+    }
+    out
+}

@@ -174,3 +174,67 @@ fn run_with_a_gguf_summarizer_writes_both_summaries_marked_and_traced() {
         assert_eq!(listed["summary"]["en"], summary.en.as_str());
     }
 }
+
+/// `mtsum models inspect` on a GGUF file: what it is and how it would run (text and JSON),
+/// and an unsupported family reported as such with exit 2.
+#[test]
+fn models_inspect_describes_a_gguf_llm() {
+    let gguf = repo_path("tests/fixtures/gguf/tiny-qwen2.gguf");
+    let assert = Command::cargo_bin("mtsum")
+        .unwrap()
+        .args(["models", "inspect", "--device", "cpu", "--offline"])
+        .arg(&gguf)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    for part in [
+        "family      qwen2",
+        "candle-transformers quantized_qwen2",
+        "GGUF metadata (tokenizer.ggml.model = gpt2)",
+        "chat template in the file",
+        "summary-prompt-v1",
+        "loaded      on cpu",
+        "status      runs",
+    ] {
+        assert!(text.contains(part), "missing {part:?} in:\n{text}");
+    }
+
+    let assert = Command::cargo_bin("mtsum")
+        .unwrap()
+        .args([
+            "models",
+            "inspect",
+            "--no-load",
+            "--format",
+            "json",
+            "--offline",
+        ])
+        .arg(&gguf)
+        .assert()
+        .success();
+    let reports: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let report = &reports[0];
+    assert_eq!(report["architecture"], "qwen2");
+    assert_eq!(report["role"], "summarizer");
+    assert_eq!(report["chat_template"], true);
+    assert!(report["quantization"].is_string(), "{report}");
+    assert!(
+        report["loaded"].is_null(),
+        "--no-load loads nothing: {report}"
+    );
+    assert_eq!(report["runnable"], true);
+
+    let falcon = repo_path("tests/fixtures/gguf/unsupported-falcon.gguf");
+    let assert = Command::cargo_bin("mtsum")
+        .unwrap()
+        .args(["models", "inspect", "--device", "cpu", "--offline"])
+        .arg(&falcon)
+        .assert()
+        .code(2);
+    let out = assert.get_output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("family      falcon"), "{stdout}");
+    assert!(stdout.contains("cannot run"), "{stdout}");
+    assert!(stderr.contains("unsupported-falcon.gguf"), "{stderr}");
+}

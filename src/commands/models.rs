@@ -153,6 +153,13 @@ fn inspect_models(args: &InspectArgs, global: &GlobalArgs, opts: HubOptions) -> 
     }
     let mut reports = Vec::new();
     for (spec, default_role) in &named {
+        if hub::is_gguf_spec(spec) {
+            let device = load.as_ref().map(|(device, _, _)| device);
+            reports.push(Inspected::Gguf(inspect_gguf(
+                spec, &opts, args.fetch, device,
+            )));
+            continue;
+        }
         let resolved = hub::resolve(spec, &opts);
         let role = match args.role {
             Some(RoleArg::Generate) => InspectRole::Generate,
@@ -168,34 +175,82 @@ fn inspect_models(args: &InspectArgs, global: &GlobalArgs, opts: HubOptions) -> 
         let resolved = match resolved {
             Ok(resolved) => resolved,
             Err(err) => {
-                reports.push(inspect::unresolved(spec, role, &err));
+                reports.push(Inspected::Seq2Seq(inspect::unresolved(spec, role, &err)));
                 continue;
             }
         };
-        reports.push(inspect::inspect(&inspect::Request {
+        reports.push(Inspected::Seq2Seq(inspect::inspect(&inspect::Request {
             spec,
             resolved: &resolved,
             role,
             overrides: &overrides,
             load: (load.as_ref()).map(|(device, dtype, precision)| (device, *dtype, *precision)),
-        }));
+        })));
     }
     match args.format {
         FormatArg::Json => Stdout::lock()
             .line(&serde_json::to_string_pretty(&reports).expect("reports serialize"))?,
         FormatArg::Text => {
-            let texts: Vec<String> = reports.iter().map(inspect::render_text).collect();
+            let texts: Vec<String> = reports.iter().map(Inspected::text).collect();
             Stdout::lock().write(&texts.join("\n"))?;
         }
     }
-    let failed: Vec<String> = (reports.iter())
-        .filter(|r| !r.runnable)
-        .map(|r| format!("{} cannot run: {}", r.model, r.problems.join("; ")))
-        .collect();
+    let failed: Vec<String> = (reports.iter()).filter_map(Inspected::failure).collect();
     match failed.is_empty() {
         true => Ok(Outcome::Done),
         false => Err(Error::Usage(failed.join("\n"))),
     }
+}
+
+/// One model's inspection: a seq2seq model (config.json and weights) or a GGUF LLM.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Inspected {
+    Seq2Seq(inspect::Report),
+    Gguf(inspect::GgufReport),
+}
+
+impl Inspected {
+    fn text(&self) -> String {
+        match self {
+            Self::Seq2Seq(report) => inspect::render_text(report),
+            Self::Gguf(report) => inspect::render_gguf_text(report),
+        }
+    }
+
+    /// `SPEC cannot run: reasons` when the model cannot run.
+    fn failure(&self) -> Option<String> {
+        let (runnable, model, problems) = match self {
+            Self::Seq2Seq(r) => (r.runnable, &r.model, &r.problems),
+            Self::Gguf(r) => (r.runnable, &r.model, &r.problems),
+        };
+        (!runnable).then(|| format!("{model} cannot run: {}", problems.join("; ")))
+    }
+}
+
+/// Inspects a GGUF LLM. The file is the model's weights, so a hub file is read from the cache
+/// unless `--fetch` (as for any model's weights); a local file is read where it is.
+fn inspect_gguf(
+    spec: &str,
+    opts: &HubOptions,
+    fetch: bool,
+    device: Option<&candle_core::Device>,
+) -> inspect::GgufReport {
+    let cache_only = HubOptions {
+        offline: opts.offline || !fetch,
+        ..opts.clone()
+    };
+    let resolved = hub::resolve_gguf(spec, &cache_only);
+    let local_file = spec.to_ascii_lowercase().ends_with(".gguf") && !spec.contains(':');
+    let from_hub_cache = resolved.is_err() && !local_file && !fetch && !opts.offline;
+    let mut report = inspect::inspect_gguf(spec, resolved, device);
+    if from_hub_cache {
+        report.problems.push(format!(
+            "inspect reads a hub GGUF file from the cache only, since the file is the model's \
+             weights: `mtsum models inspect --fetch {spec}` downloads it first"
+        ));
+    }
+    report
 }
 
 /// Resolves each model (downloading what is missing) and prints `repo@revision commit dir`.
