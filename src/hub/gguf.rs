@@ -14,7 +14,7 @@ use candle_core::quantized::gguf_file::Content;
 use super::config::HubConfig;
 use super::layout::CachedRepo;
 use super::remote::{Listing, Remote};
-use super::{preset, shell_quote, HubError, HubOptions, Preset};
+use super::{preset, shell_quote, HubError, HubOptions, Preset, Resolution};
 
 /// The magic every GGUF file starts with.
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -257,34 +257,29 @@ struct HubGguf<'a> {
     config: &'a HubConfig,
 }
 
-impl HubGguf<'_> {
-    /// The commit whose snapshot holds the file, fetching it when missing.
-    fn commit(&self) -> Result<String, HubError> {
-        if self.config.offline {
-            return self.cached_commit();
-        }
-        if super::layout::is_commit(self.revision) {
-            if let Ok(commit) = self.cached_commit() {
-                return Ok(commit);
-            }
-        }
-        let remote = Remote::new(self.config)?;
-        let listing = match remote.listing(&self.cached.repo_id, self.revision) {
-            Err(err @ (HubError::Unreachable { .. } | HubError::TimedOut { .. })) => {
-                let commit = self.cached_commit().map_err(|_| err)?;
-                self.config.notes.say(&format!(
-                    "warning: the hub is unreachable; using the cached {}@{} ({commit})",
-                    self.cached.repo_id, self.revision
-                ));
-                return Ok(commit);
-            }
-            other => other?,
-        };
-        self.cached.write_ref(self.revision, &listing.sha)?;
-        self.fetch(&remote, &listing)?;
-        Ok(listing.sha)
+impl super::Resolution for HubGguf<'_> {
+    fn config(&self) -> &HubConfig {
+        self.config
     }
 
+    fn cached(&self) -> &CachedRepo {
+        self.cached
+    }
+
+    fn revision(&self) -> &str {
+        self.revision
+    }
+
+    fn cached_commit(&self) -> Result<String, HubError> {
+        HubGguf::cached_commit(self)
+    }
+
+    fn fetch(&self, remote: &Remote, listing: &Listing) -> Result<(), HubError> {
+        HubGguf::fetch(self, remote, listing)
+    }
+}
+
+impl HubGguf<'_> {
     /// Fetches the GGUF file, then `tokenizer.json` if the GGUF has no tokenizer of its own.
     fn fetch(&self, remote: &Remote, listing: &Listing) -> Result<(), HubError> {
         let Some(sibling) = listing.file(self.file) else {

@@ -241,27 +241,39 @@ struct HubModel<'a> {
     config: &'a HubConfig,
 }
 
-impl HubModel<'_> {
+/// How a revision becomes a commit whose snapshot holds what is needed, the same for a whole
+/// model and for one GGUF file; they differ only in which files count and get fetched.
+trait Resolution {
+    fn config(&self) -> &HubConfig;
+    fn cached(&self) -> &CachedRepo;
+    fn revision(&self) -> &str;
+    /// The commit of a cached snapshot holding every needed file, or what is missing.
+    fn cached_commit(&self) -> Result<String, HubError>;
+    /// Downloads the needed files the listing's commit lacks in the cache.
+    fn fetch(&self, remote: &Remote, listing: &Listing) -> Result<(), HubError>;
+
     /// The commit whose snapshot holds every needed file, fetching what is missing.
     fn commit(&self) -> Result<String, HubError> {
-        if self.config.offline {
+        if self.config().offline {
             return self.cached_commit();
         }
-        if is_commit(self.revision) {
+        if is_commit(self.revision()) {
             // A commit never changes: a complete snapshot of it needs no word from the hub.
             if let Ok(commit) = self.cached_commit() {
                 return Ok(commit);
             }
         }
-        let remote = Remote::new(self.config)?;
-        let listing = match remote.listing(&self.cached.repo_id, self.revision) {
+        let cached = self.cached();
+        let remote = Remote::new(self.config())?;
+        let listing = match remote.listing(&cached.repo_id, self.revision()) {
             Err(err @ (HubError::Unreachable { .. } | HubError::TimedOut { .. })) => {
                 // Like huggingface_hub: with the hub out of reach, a complete cached snapshot
                 // of the revision is used as it is.
                 let commit = self.cached_commit().map_err(|_| err)?;
-                self.config.notes.say(&format!(
+                self.config().notes.say(&format!(
                     "warning: the hub is unreachable; using the cached {}@{} ({commit})",
-                    self.cached.repo_id, self.revision
+                    cached.repo_id,
+                    self.revision()
                 ));
                 return Ok(commit);
             }
@@ -269,11 +281,35 @@ impl HubModel<'_> {
         };
         // Recorded first, as huggingface_hub does: after an interrupted fetch, offline mode
         // names the files still missing rather than the whole model.
-        self.cached.write_ref(self.revision, &listing.sha)?;
-        self.fetch_needed(&remote, &listing)?;
+        cached.write_ref(self.revision(), &listing.sha)?;
+        self.fetch(&remote, &listing)?;
         Ok(listing.sha)
     }
+}
 
+impl Resolution for HubModel<'_> {
+    fn config(&self) -> &HubConfig {
+        self.config
+    }
+
+    fn cached(&self) -> &CachedRepo {
+        &self.cached
+    }
+
+    fn revision(&self) -> &str {
+        self.revision
+    }
+
+    fn cached_commit(&self) -> Result<String, HubError> {
+        HubModel::cached_commit(self)
+    }
+
+    fn fetch(&self, remote: &Remote, listing: &Listing) -> Result<(), HubError> {
+        self.fetch_needed(remote, listing)
+    }
+}
+
+impl HubModel<'_> {
     /// Offline: the cached commit of the revision, when its snapshot is complete.
     fn cached_commit(&self) -> Result<String, HubError> {
         let family = self.preset.and_then(|p| Family::from_model_type(&p.family));
