@@ -6,25 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::mock_hub::{Fault, MockFile, MockHub};
-use common::{file, marian_repo, t5_repo};
+use common::{file, marian_repo, offline, online, t5_repo};
 use mtsum::hub::{self, FileState, HubError, HubOptions};
-
-fn online(hub: &MockHub, cache: &Path) -> HubOptions {
-    HubOptions {
-        endpoint: Some(hub.endpoint()),
-        cache_dir: Some(cache.to_path_buf()),
-        ..HubOptions::default()
-    }
-}
-
-fn offline(cache: &Path) -> HubOptions {
-    HubOptions {
-        offline: true,
-        endpoint: Some(MockHub::unreachable_endpoint()),
-        cache_dir: Some(cache.to_path_buf()),
-        ..HubOptions::default()
-    }
-}
 
 fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
     cache.join(format!("models--{}", repo.replace('/', "--")))

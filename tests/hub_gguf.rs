@@ -7,25 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::mock_hub::{MockFile, MockHub};
-use common::mtsum_with_hub;
-use mtsum::hub::{self, HubError, HubOptions};
-
-fn online(hub: &MockHub, cache: &Path) -> HubOptions {
-    HubOptions {
-        endpoint: Some(hub.endpoint()),
-        cache_dir: Some(cache.to_path_buf()),
-        ..HubOptions::default()
-    }
-}
-
-fn offline(cache: &Path) -> HubOptions {
-    HubOptions {
-        offline: true,
-        endpoint: Some(MockHub::unreachable_endpoint()),
-        cache_dir: Some(cache.to_path_buf()),
-        ..HubOptions::default()
-    }
-}
+use common::{mtsum_with_hub, offline, online};
+use mtsum::hub::{self, HubError};
 
 /// A GGUF (version 3) with no tensors and the given string metadata; `tokens`, when given,
 /// is the embedded vocabulary (`tokenizer.ggml.tokens`). The hub reads only the header.

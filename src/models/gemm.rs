@@ -520,10 +520,11 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [-0.5, 0.5) (an LCG), for the kernels' tests here and in qgemm.
+    pub(in crate::models) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

@@ -6,7 +6,8 @@ pub mod mock_hub;
 
 use std::path::Path;
 
-use mock_hub::MockFile;
+use mock_hub::{MockFile, MockHub};
+use mtsum::hub::HubOptions;
 
 /// The `mtsum` binary with a clean hub environment: `HF_HOME` (an empty folder for a cold
 /// cache) and `HF_ENDPOINT` (the mock hub) set, no token, cache override, offline switch,
@@ -110,4 +111,23 @@ pub fn file<'a>(files: &'a [MockFile], name: &str) -> &'a MockFile {
         .iter()
         .find(|f| f.name == name)
         .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Library hub options against the mock hub, with `cache` as the cache folder.
+pub fn online(hub: &MockHub, cache: &Path) -> HubOptions {
+    HubOptions {
+        endpoint: Some(hub.endpoint()),
+        cache_dir: Some(cache.to_path_buf()),
+        ..HubOptions::default()
+    }
+}
+
+/// Library hub options that never reach a hub: offline, an unreachable endpoint besides.
+pub fn offline(cache: &Path) -> HubOptions {
+    HubOptions {
+        offline: true,
+        endpoint: Some(MockHub::unreachable_endpoint()),
+        cache_dir: Some(cache.to_path_buf()),
+        ..HubOptions::default()
+    }
 }
