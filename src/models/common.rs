@@ -11,6 +11,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
+use rayon::prelude::*;
 
 use super::host_attention::{cross, with_host_f32, HostKv, Memory};
 use super::linear::{Linear, WeightPrecision};
@@ -346,13 +347,13 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.up.forward(x)?;
         let h = if self.gated {
+            let h = self.up.forward(x)?;
             let d_ff = h.dim(D::Minus1)? / 2;
             (self.act.forward(&h.narrow(D::Minus1, 0, d_ff)?)?
                 * h.narrow(D::Minus1, d_ff, d_ff)?)?
         } else {
-            self.act.forward(&h)?
+            self.up.forward_activated(x, self.act)?
         };
         self.down.forward(&h.to_dtype(self.down_dtype)?)
     }
@@ -377,14 +378,14 @@ pub fn activation(name: &str) -> Option<Activation> {
 /// residual stream stays f32, and the norms give the weights' dtype back to the sublayers.
 pub fn residual(
     x: &Tensor,
-    norm: &dyn Module,
+    norm: &Norm,
     pre_norm: bool,
     f: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     if pre_norm {
         promoted_add(x, &f(&norm.forward(x)?)?)
     } else {
-        norm.forward(&promoted_add(x, &f(x)?)?)
+        norm.forward_sum(x, &f(x)?)
     }
 }
 
@@ -832,6 +833,73 @@ impl Norm {
         let weight = w.get(&format!("{prefix}.weight"), size)?;
         Ok(Self::Rms(candle_nn::RmsNorm::new(weight, eps)))
     }
+}
+
+impl Norm {
+    /// `self.forward(a + b)` (a post-norm residual). For a layer norm in f32 on the CPU the sum
+    /// and the norm are one pass per row on plain memory, computed as candle's add and its
+    /// `layer_norm` op compute them (same operations in the same order, so the same bits): a
+    /// decoder step's rows are short (64 x 512 values), and two candle ops each allocating and
+    /// dispatching cost more than the arithmetic.
+    fn forward_sum(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if let Self::Layer(n) = self {
+            if let Some(out) = host_add_layer_norm(a, b, n)? {
+                return Ok(out);
+            }
+        }
+        self.forward(&promoted_add(a, b)?)
+    }
+}
+
+/// [`Norm::forward_sum`] for a layer norm with a bias, `a` and `b` f32 CPU tensors of one shape
+/// and f32 parameters; `None` for anything else.
+fn host_add_layer_norm(
+    a: &Tensor,
+    b: &Tensor,
+    norm: &candle_nn::LayerNorm,
+) -> Result<Option<Tensor>> {
+    let Some(beta) = norm.bias() else {
+        return Ok(None);
+    };
+    let alpha = norm.weight();
+    let all = [a, b, alpha, beta];
+    let width = a.dim(D::Minus1)?;
+    let fits = on_host(&all)
+        && norm.remove_mean()
+        && a.dims() == b.dims()
+        && alpha.dims() == [width]
+        && beta.dims() == [width]
+        && width > 0;
+    if !fits {
+        return Ok(None);
+    }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let eps = norm.eps() as f32;
+    let out = with_host_f32([&a, &b, alpha, beta], |[a, b, alpha, beta]| {
+        let mut out = vec![0f32; a.len()];
+        (out.par_chunks_mut(width))
+            .zip(a.par_chunks(width).zip(b.par_chunks(width)))
+            .for_each(|(out, (a, b))| {
+                // candle's add, then candle-nn 0.11's layer_norm CPU kernel, step for step.
+                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                    *o = x + y;
+                }
+                let mut sum = 0f32;
+                let mut sum2 = 0f32;
+                for &v in out.iter() {
+                    sum += v;
+                    sum2 += v * v;
+                }
+                let mean = sum / width as f32;
+                let var = sum2 / width as f32 - mean * mean;
+                let inv_std = (var + eps).sqrt().recip();
+                for ((o, &alpha), &beta) in out.iter_mut().zip(alpha).zip(beta) {
+                    *o = (*o - mean) * inv_std * alpha + beta;
+                }
+            });
+        out
+    })?;
+    Ok(Some(Tensor::from_vec(out, a.shape(), a.device())?))
 }
 
 impl Module for Norm {

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Module, Result, Storage, Tensor, TensorId};
+use candle_nn::Activation;
 use rayon::prelude::*;
 
 use super::gemm::{Kernel, PackedMatrix};
@@ -168,23 +169,11 @@ impl Module for Linear {
         let rows: usize = leading.iter().product();
         let mut out_dims = leading.to_vec();
         out_dims.push(self.out_features());
+        if let Some(y) = self.host_product(x, rows)? {
+            return Tensor::from_vec(y, out_dims, x.device());
+        }
         match &self.repr {
-            Repr::Packed { weight, bias, .. } => {
-                let x = x.contiguous()?;
-                let bias = bias.as_ref().map(|b| b.as_slice());
-                let Some(y) = with_f32(&x, |a| weight.matmul_t(a, rows, bias))? else {
-                    candle_core::bail!("a packed f32 layer got a {:?} input", x.dtype());
-                };
-                Tensor::from_vec(y, out_dims, x.device())
-            }
-            Repr::Int8 { weight, bias } => {
-                let x = x.contiguous()?;
-                let bias = bias.as_ref().map(|b| b.as_slice());
-                let Some(y) = with_f32(&x, |a| weight.matmul_t(a, rows, bias))? else {
-                    candle_core::bail!("an int8 layer got a {:?} input", x.dtype());
-                };
-                Tensor::from_vec(y, out_dims, x.device())
-            }
+            Repr::Packed { .. } | Repr::Int8 { .. } => unreachable!("host_product covers these"),
             Repr::Candle(l) if skinny(x, rows) => {
                 let x = x.reshape((rows, inputs))?;
                 let y = transpose_f32(&l.weight().matmul(&x.t()?)?)?;
@@ -196,6 +185,69 @@ impl Module for Linear {
             }
             Repr::Candle(l) => l.forward(x),
         }
+    }
+}
+
+impl Linear {
+    /// The product on mtsum's own kernels (a packed f32 or an int8 layer), as the host values of
+    /// `rows` output rows; `None` for a layer that runs on candle.
+    fn host_product(&self, x: &Tensor, rows: usize) -> Result<Option<Vec<f32>>> {
+        let y = match &self.repr {
+            Repr::Packed { weight, bias, .. } => {
+                let x = x.contiguous()?;
+                with_f32(&x, |a| {
+                    weight.matmul_t(a, rows, bias.as_deref().map(Vec::as_slice))
+                })?
+            }
+            Repr::Int8 { weight, bias } => {
+                let x = x.contiguous()?;
+                with_f32(&x, |a| {
+                    weight.matmul_t(a, rows, bias.as_deref().map(Vec::as_slice))
+                })?
+            }
+            Repr::Candle(_) => return Ok(None),
+        };
+        match y {
+            Some(y) => Ok(Some(y)),
+            None => candle_core::bail!("a packed f32 or int8 layer got a {:?} input", x.dtype()),
+        }
+    }
+
+    /// `act(self.forward(x))`. On mtsum's own kernels the activation runs on the product's
+    /// values as they are, on rayon's threads (warm from the product), with the very formula of
+    /// candle's op, so the values are the same bit for bit. Through candle, a feed-forward
+    /// block's activation over a decoder step (64 rows x 2048 features) is one of the few
+    /// element-wise ops large enough for candle's barrier pool, whose thread then has to be
+    /// woken and waited for at every layer of every step (about a tenth of a beam search in
+    /// the profile), and it allocates a second buffer of the product's size.
+    pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let Some(f) = host_activation(act) else {
+            return act.forward(&self.forward(x)?);
+        };
+        let Some((&_, leading)) = x.dims().split_last() else {
+            return act.forward(&self.forward(x)?);
+        };
+        let rows: usize = leading.iter().product();
+        let Some(mut y) = self.host_product(x, rows)? else {
+            return act.forward(&self.forward(x)?);
+        };
+        const CHUNK: usize = 4096;
+        y.par_chunks_mut(CHUNK)
+            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+        let mut out_dims = leading.to_vec();
+        out_dims.push(self.out_features());
+        Tensor::from_vec(y, out_dims, x.device())
+    }
+}
+
+/// The f32 function of candle's op for `act`, for the activations whose candle op is one
+/// unary function of this exact formula (candle-core 0.11's `Silu` and `Relu` ops); `None`
+/// for the others, which keep running through candle.
+fn host_activation(act: Activation) -> Option<fn(f32) -> f32> {
+    match act {
+        Activation::Silu => Some(|v| v / (1.0 + (-v).exp())),
+        Activation::Relu => Some(|v| v.max(0f32)),
+        _ => None,
     }
 }
 
