@@ -877,29 +877,57 @@ fn host_add_layer_norm(
     let eps = norm.eps() as f32;
     let out = with_host_f32([&a, &b, alpha, beta], |[a, b, alpha, beta]| {
         let mut out = vec![0f32; a.len()];
-        (out.par_chunks_mut(width))
-            .zip(a.par_chunks(width).zip(b.par_chunks(width)))
+        let block = width * NORM_ROWS;
+        (out.par_chunks_mut(block))
+            .zip(a.par_chunks(block).zip(b.par_chunks(block)))
             .for_each(|(out, (a, b))| {
                 // candle's add, then candle-nn 0.11's layer_norm CPU kernel, step for step.
                 for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
                     *o = x + y;
                 }
-                let mut sum = 0f32;
-                let mut sum2 = 0f32;
-                for &v in out.iter() {
-                    sum += v;
-                    sum2 += v * v;
-                }
-                let mean = sum / width as f32;
-                let var = sum2 / width as f32 - mean * mean;
-                let inv_std = (var + eps).sqrt().recip();
-                for ((o, &alpha), &beta) in out.iter_mut().zip(alpha).zip(beta) {
-                    *o = (*o - mean) * inv_std * alpha + beta;
+                let stats = if out.len() == block {
+                    row_sums::<NORM_ROWS>(out, width)
+                } else {
+                    let mut stats = [(0f32, 0f32); NORM_ROWS];
+                    for (row, s) in out.chunks(width).zip(&mut stats) {
+                        *s = row_sums::<1>(row, width)[0];
+                    }
+                    stats
+                };
+                for (row, (sum, sum2)) in out.chunks_mut(width).zip(stats) {
+                    let mean = sum / width as f32;
+                    let var = sum2 / width as f32 - mean * mean;
+                    let inv_std = (var + eps).sqrt().recip();
+                    for ((o, &alpha), &beta) in row.iter_mut().zip(alpha).zip(beta) {
+                        *o = (*o - mean) * inv_std * alpha + beta;
+                    }
                 }
             });
         out
     })?;
     Ok(Some(Tensor::from_vec(out, a.shape(), a.device())?))
+}
+
+/// Rows a layer-norm task takes at once (see [`row_sums`]).
+const NORM_ROWS: usize = 8;
+
+/// (sum, sum of squares) of each of the `R` rows of `rows` (`R` x `width` values), each summed
+/// in column order as candle's layer norm sums one row. A row's two sums are chains of
+/// dependent adds, each waiting for the one before (four cycles apiece): summing `R` rows side
+/// by side keeps `2 R` chains in flight, so the adds overlap, and every row's result stays the
+/// same bits.
+#[inline(always)]
+fn row_sums<const R: usize>(rows: &[f32], width: usize) -> [(f32, f32); R] {
+    let mut sums = [0f32; R];
+    let mut squares = [0f32; R];
+    for j in 0..width {
+        for r in 0..R {
+            let v = rows[r * width + j];
+            sums[r] += v;
+            squares[r] += v * v;
+        }
+    }
+    std::array::from_fn(|r| (sums[r], squares[r]))
 }
 
 impl Module for Norm {
@@ -1062,6 +1090,43 @@ mod tests {
                 tensor.select_rows(&order, &wanted).unwrap();
             }
         }
+    }
+
+    /// The fused add + layer norm gives the bits of candle's add followed by its layer norm,
+    /// for row counts below, at and past a block of rows, and a width that is no multiple of
+    /// any vector length.
+    #[test]
+    fn host_add_layer_norm_is_candles_add_then_norm() {
+        let dev = Device::Cpu;
+        let width = 37;
+        let randn = |dims: &[usize]| Tensor::randn(0f32, 3.0, dims, &dev).unwrap();
+        let norm = Norm::Layer(candle_nn::LayerNorm::new(
+            randn(&[width]),
+            randn(&[width]),
+            1e-5,
+        ));
+        for rows in [1, 3, NORM_ROWS, NORM_ROWS + 5, 3 * NORM_ROWS] {
+            let (a, b) = (randn(&[rows, 1, width]), randn(&[rows, 1, width]));
+            let Norm::Layer(layer) = &norm else {
+                unreachable!()
+            };
+            let fused = host_add_layer_norm(&a, &b, layer).unwrap();
+            let fused = fused.expect("f32 CPU tensors take the host path");
+            let want = norm.forward(&(&a + &b).unwrap()).unwrap();
+            assert_eq!(fused.dims(), want.dims());
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(bits(&fused), bits(&want), "{rows} rows");
+            assert_eq!(bits(&norm.forward_sum(&a, &b).unwrap()), bits(&want));
+        }
+        // Another dtype takes candle's ops.
+        let a = randn(&[2, width]).to_dtype(DType::F16).unwrap();
+        let Norm::Layer(layer) = &norm else {
+            unreachable!()
+        };
+        assert!(host_add_layer_norm(&a, &a, layer).unwrap().is_none());
     }
 
     #[test]

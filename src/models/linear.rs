@@ -389,6 +389,34 @@ mod tests {
         }
     }
 
+    /// The activation applied on the host gives candle's bits, for every representation.
+    #[test]
+    fn activated_products_are_candles_activation_of_the_product() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (300, 19), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 300, &dev).unwrap();
+        let layers = [
+            Linear::new(w.clone(), Some(b.clone())),
+            Linear::load(w.clone(), Some(b.clone()), WeightPrecision::Int8).unwrap(),
+            Linear {
+                repr: Repr::Candle(candle_nn::Linear::new(w, Some(b))),
+            },
+        ];
+        let x = Tensor::randn(0f32, 2.0, (5, 1, 19), &dev).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        for layer in &layers {
+            for act in [Activation::Silu, Activation::Relu, Activation::NewGelu] {
+                let got = layer.forward_activated(&x, act).unwrap();
+                let want = act.forward(&layer.forward(&x).unwrap()).unwrap();
+                assert_eq!(got.dims(), &[5, 1, 300]);
+                assert_eq!(bits(&got), bits(&want), "{act:?} {:?}", layer.repr);
+            }
+        }
+    }
+
     #[test]
     fn a_tied_table_reads_the_heads_packed_rows() {
         let dev = Device::Cpu;
