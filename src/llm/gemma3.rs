@@ -5,7 +5,8 @@
 //! Gemma 3 270M differ from llama.cpp's by up to 9.4 (logits' spread ~5); it also hides the
 //! cached prefix from a multi-token continuation, ignores the sliding window when decoding, and
 //! builds 131,072-position RoPE tables per layer (2.4 GB for the 270M model). The building blocks
-//! here are candle's (`QMatMul`, `rms_norm`, `rope`, `repeat_kv`); only the wiring is ours.
+//! here are candle's (`QMatMul`, `rms_norm`, `rope`) and, for Q8_0 (and widened Q5_0) matrices,
+//! the engine's own product ([`super::q8`]); the wiring is ours.
 
 use std::sync::Arc;
 
@@ -13,7 +14,6 @@ use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_transformers::utils::repeat_kv;
 
 use super::gguf::GgufInfo;
 use super::q8::{Q8Kernel, Q8Matrix};
@@ -356,19 +356,27 @@ impl Gemma3 {
                 None => (k, v),
             };
             layer.cache = Some((k.clone(), v.clone()));
-            let k = repeat_kv(k, c.heads / c.kv_heads)?.contiguous()?;
-            let v = repeat_kv(v, c.heads / c.kv_heads)?.contiguous()?;
+            // Grouped-query attention without copying the cache per query head (as llama.cpp
+            // broadcasts): the `rep` query heads that share a KV head are one matrix of
+            // `rep * seq` rows against it. Copying K and V four times per layer and token
+            // (Gemma 3 270M: 4 query heads, 1 KV head) moved more bytes than the layer's weights.
+            let rep = c.heads / c.kv_heads;
+            let kv_len = k.dim(2)?;
+            let q = q.reshape((1, c.kv_heads, rep * seq, c.head_dim))?;
             let scores = (q.matmul(&k.t()?)? * c.attention_scale)?;
             let scores = match mask {
-                Some(mask) => scores.broadcast_add(mask)?,
+                Some(mask) => scores
+                    .reshape((1, c.kv_heads, rep, seq, kv_len))?
+                    .broadcast_add(mask)?
+                    .reshape((1, c.kv_heads, rep * seq, kv_len))?,
                 None => scores,
             };
             let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attended =
-                weights
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((1, seq, c.heads * c.head_dim))?;
+            let attended = weights
+                .matmul(&v)?
+                .reshape((1, c.heads, seq, c.head_dim))?
+                .transpose(1, 2)?
+                .reshape((1, seq, c.heads * c.head_dim))?;
             let attended = layer.o.forward(&attended)?;
             let attended =
                 candle_nn::ops::rms_norm(&attended, &layer.post_attn_norm, c.eps as f32)?;

@@ -47,6 +47,9 @@ const GROUP_BYTES: usize = PANEL * GROUP;
 const PANEL_BLOCK_BYTES: usize = PANEL * BLOCK;
 /// Bytes of a Q8_0 block in the GGUF file: an f16 scale and 32 signed bytes.
 const Q8_0_BYTES: usize = 2 + BLOCK;
+/// Adding and subtracting 1.5 · 2²³ rounds an f32 of magnitude below 2²² to the nearest integer,
+/// ties to even.
+const ROUNDER: f32 = 12_582_912.0;
 /// Input rows quantized per task when the input is large enough to split.
 const QUANTIZE_ROWS_PER_TASK: usize = 16;
 
@@ -193,7 +196,9 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (v * inverse).round_ties_even() as i8;
+        // Rounds to nearest, ties to even, in plain SSE2 arithmetic (`round_ties_even` is a
+        // libm call without SSE4.1: 3% of a generated token).
+        *q = ((v * inverse + ROUNDER) - ROUNDER) as i8;
         sum += i32::from(*q);
     }
     (d, sum)
