@@ -5,7 +5,8 @@
 //! Gemma 3 270M differ from llama.cpp's by up to 9.4 (logits' spread ~5); it also hides the
 //! cached prefix from a multi-token continuation, ignores the sliding window when decoding, and
 //! builds 131,072-position RoPE tables per layer (2.4 GB for the 270M model). The building blocks
-//! here are candle's (`QMatMul`, `rms_norm`, `rope`, `repeat_kv`); only the wiring is ours.
+//! here are candle's (`QMatMul`, `rms_norm`, `rope`) and, for Q8_0 (and widened Q5_0) matrices,
+//! the engine's own product ([`super::q8`]); the wiring is ours.
 
 use std::sync::Arc;
 
@@ -13,9 +14,9 @@ use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_transformers::utils::repeat_kv;
 
 use super::gguf::GgufInfo;
+use super::q8::{Q8Kernel, Q8Matrix};
 
 /// A Q5_0 matrix as the same values in Q8_0 blocks.
 ///
@@ -51,6 +52,69 @@ fn widen_q5_0(tensor: QTensor, device: &Device) -> candle_core::Result<QTensor> 
     )
 }
 
+/// A weight matrix: Q8_0 (and widened Q5_0) on the CPU in the engine's own kernel
+/// ([`Q8Matrix`]: blocked over a prompt's rows, no per-block scale conversion in software),
+/// other types and devices on candle's `QMatMul`.
+#[derive(Clone)]
+enum Linear {
+    Q8(Arc<Q8Matrix>),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(tensor: QTensor, kernel: Q8Kernel, device: &Device) -> candle_core::Result<Self> {
+        let tensor = widen_q5_0(tensor, device)?;
+        match Self::packed(&tensor, kernel, device)? {
+            Some(matrix) => Ok(Linear::Q8(Arc::new(matrix))),
+            None => Ok(Linear::Candle(QMatMul::from_qtensor(tensor)?)),
+        }
+    }
+
+    /// `tensor` packed for the engine's kernel when it is a Q8_0 matrix on the CPU.
+    fn packed(
+        tensor: &QTensor,
+        kernel: Q8Kernel,
+        device: &Device,
+    ) -> candle_core::Result<Option<Q8Matrix>> {
+        let (rows, cols) = match tensor.shape().dims() {
+            &[rows, cols] => (rows, cols),
+            _ => return Ok(None),
+        };
+        if tensor.dtype() != GgmlDType::Q8_0 || !device.is_cpu() {
+            return Ok(None);
+        }
+        Q8Matrix::from_q8_0(&tensor.data()?, rows, cols, kernel)
+            .map(Some)
+            .map_err(candle_core::Error::Msg)
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Linear::Candle(matmul) => matmul.forward(x),
+            Linear::Q8(matrix) => {
+                let mut dims = x.dims().to_vec();
+                let k = matrix.cols();
+                if dims.last() != Some(&k) {
+                    candle_core::bail!("input {:?} for a matrix of {k} columns", x.shape());
+                }
+                let m = x.elem_count() / k;
+                let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let out = matrix.matmul_t(&values, m);
+                *dims.last_mut().expect("checked above") = matrix.rows();
+                Tensor::from_vec(out, dims, x.device())
+            }
+        }
+    }
+}
+
+/// The token embedding table: packed when it is Q8_0 on the CPU (it is then the same matrix as
+/// the tied output layer, held once), else candle's quantized tensor.
+#[derive(Clone)]
+enum Embedding {
+    Q8(Arc<Q8Matrix>),
+    Table(Arc<QTensor>),
+}
+
 /// llama.cpp's Gemma 3 constants: every sixth layer attends globally, the others within the
 /// sliding window and with RoPE base 10,000.
 const SLIDING_WINDOW_PATTERN: usize = 6;
@@ -73,17 +137,17 @@ struct Config {
 #[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
     post_attn_norm: Tensor,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     post_ffn_norm: Tensor,
     sliding: bool,
     cache: Option<(Tensor, Tensor)>,
@@ -93,10 +157,10 @@ struct Layer {
 #[derive(Clone)]
 pub struct Gemma3 {
     config: Arc<Config>,
-    embedding: Arc<QTensor>,
+    embedding: Embedding,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     device: Device,
 }
 
@@ -144,15 +208,19 @@ impl Gemma3 {
             },
             attention_scale,
         };
+        let kernel = Q8Kernel::detect();
         let mut tensor = |name: &str| content.tensor(reader, name, device);
-        let embedding = Arc::new(tensor("token_embd.weight")?);
+        let table = tensor("token_embd.weight")?;
+        let embedding = match Linear::packed(&table, kernel, device)? {
+            Some(matrix) => Embedding::Q8(Arc::new(matrix)),
+            None => Embedding::Table(Arc::new(table)),
+        };
         let dense = |q: QTensor| q.dequantize(device);
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = format!("blk.{i}");
-            let mut matmul = |name: &str| {
-                QMatMul::from_qtensor(widen_q5_0(tensor(&format!("{p}.{name}"))?, device)?)
-            };
+            let mut matmul =
+                |name: &str| Linear::new(tensor(&format!("{p}.{name}"))?, kernel, device);
             let q = matmul("attn_q.weight")?;
             let k = matmul("attn_k.weight")?;
             let v = matmul("attn_v.weight")?;
@@ -181,9 +249,13 @@ impl Gemma3 {
         }
         let norm = dense(tensor("output_norm.weight")?)?;
         // Tied head: llama.cpp uses token_embd when the file has no output.weight.
-        let output = match content.tensor_infos.contains_key("output.weight") {
-            true => QMatMul::from_qtensor(tensor("output.weight")?)?,
-            false => QMatMul::from_arc(embedding.clone())?,
+        let output = match (
+            content.tensor_infos.contains_key("output.weight"),
+            &embedding,
+        ) {
+            (true, _) => Linear::new(tensor("output.weight")?, kernel, device)?,
+            (false, Embedding::Q8(matrix)) => Linear::Q8(matrix.clone()),
+            (false, Embedding::Table(table)) => Linear::Candle(QMatMul::from_arc(table.clone())?),
         };
         Ok(Self {
             config: Arc::new(config),
@@ -198,10 +270,24 @@ impl Gemma3 {
     /// The embedding rows of `ids`, dequantized row by row (the table stays quantized: 262k
     /// rows of Gemma's vocabulary would take 670 MB as f32).
     fn embed(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        let dtype = self.embedding.dtype();
+        let table = match &self.embedding {
+            Embedding::Table(table) => table,
+            Embedding::Q8(matrix) => {
+                let vocab = matrix.rows();
+                let mut rows = Vec::with_capacity(ids.len() * matrix.cols());
+                for &id in ids {
+                    if id as usize >= vocab {
+                        candle_core::bail!("token id {id} is outside the vocabulary of {vocab}");
+                    }
+                    rows.extend(matrix.dequantize_row(id as usize));
+                }
+                return Tensor::from_vec(rows, (ids.len(), matrix.cols()), &self.device);
+            }
+        };
+        let dtype = table.dtype();
         let hidden = self.config.hidden;
         let row_bytes = hidden / dtype.block_size() * dtype.type_size();
-        let data = self.embedding.data()?;
+        let data = table.data()?;
         let vocab = data.len() / row_bytes;
         let mut rows = Vec::with_capacity(ids.len() * row_bytes);
         for &id in ids {
@@ -270,19 +356,27 @@ impl Gemma3 {
                 None => (k, v),
             };
             layer.cache = Some((k.clone(), v.clone()));
-            let k = repeat_kv(k, c.heads / c.kv_heads)?.contiguous()?;
-            let v = repeat_kv(v, c.heads / c.kv_heads)?.contiguous()?;
+            // Grouped-query attention without copying the cache per query head (as llama.cpp
+            // broadcasts): the `rep` query heads that share a KV head are one matrix of
+            // `rep * seq` rows against it. Copying K and V four times per layer and token
+            // (Gemma 3 270M: 4 query heads, 1 KV head) moved more bytes than the layer's weights.
+            let rep = c.heads / c.kv_heads;
+            let kv_len = k.dim(2)?;
+            let q = q.reshape((1, c.kv_heads, rep * seq, c.head_dim))?;
             let scores = (q.matmul(&k.t()?)? * c.attention_scale)?;
             let scores = match mask {
-                Some(mask) => scores.broadcast_add(mask)?,
+                Some(mask) => scores
+                    .reshape((1, c.kv_heads, rep, seq, kv_len))?
+                    .broadcast_add(mask)?
+                    .reshape((1, c.kv_heads, rep * seq, kv_len))?,
                 None => scores,
             };
             let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attended =
-                weights
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((1, seq, c.heads * c.head_dim))?;
+            let attended = weights
+                .matmul(&v)?
+                .reshape((1, c.heads, seq, c.head_dim))?
+                .transpose(1, 2)?
+                .reshape((1, seq, c.heads * c.head_dim))?;
             let attended = layer.o.forward(&attended)?;
             let attended =
                 candle_nn::ops::rms_norm(&attended, &layer.post_attn_norm, c.eps as f32)?;

@@ -9,6 +9,7 @@ mod error;
 mod gemma3;
 mod gguf;
 mod model;
+mod q8;
 mod template;
 mod tokenizer;
 
