@@ -256,11 +256,12 @@ pub fn open_llm(
 }
 
 /// The engine that runs a GGUF family, as recorded: candle-transformers' quantized model, except
-/// Gemma 3, which the engine runs on candle's quantized matmuls itself (`llm/gemma3.rs`: the
-/// candle-transformers model computes its feed-forward with the wrong activation).
+/// Gemma 3, which mtsum wires itself (`llm/gemma3.rs`: the candle-transformers model computes
+/// its feed-forward with the wrong activation), with its Q8_0 products on mtsum's own kernels
+/// (`llm/q8.rs`) and the other quantizations on candle's.
 pub fn backend_name(family: &str) -> String {
     match family {
-        "gemma3" => "mtsum gemma3 on candle quantized matmuls".into(),
+        "gemma3" => "mtsum gemma3 (own Q8_0 kernels, candle k-quants)".into(),
         other => format!("candle-transformers quantized_{other}"),
     }
 }
