@@ -368,7 +368,9 @@ fn host_gelu(h: &Tensor, gated: bool) -> Result<Tensor> {
     let h = h.contiguous()?;
     let mut dims = h.dims().to_vec();
     let values = with_host_f32([&h], |[h]| {
-        let last = dims.last_mut().expect("a linear layer's output has a feature axis");
+        let last = dims
+            .last_mut()
+            .expect("a linear layer's output has a feature axis");
         if gated {
             *last /= 2;
             super::gelu::gated_gelu(h, *last)

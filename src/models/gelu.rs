@@ -9,9 +9,9 @@
 //!
 //! Exactness: the GELU is candle's own expression, operation for operation (`0.5 * v * (1 +
 //! tanh(sqrt(2/pi) * v * (1 + 0.044715 * v * v)))`), with the C library's tanh replaced by
-//! [`tanh`], and the gate multiplied after, as candle does. [`tanh`] is at most 1.5 units in the
-//! last place from the exact value (measured against f64 tanh on every f32 in [-10, 10],
-//! see the tests), about as close as glibc's `tanhf`, but not always the same value, so
+//! [`tanh`], and the gate multiplied after, as candle does. [`tanh`] is at most 1.52 units in
+//! the last place from the exact value (against f64 tanh, on every f32 in [-10, 10], see the
+//! tests; beyond, it is +-1 as the exact value rounds), about as close as glibc's `tanhf`, but not always the same value, so
 //! outputs can move by a rounding; every parity test (transformers' ids on every fixture)
 //! passes with it. The AVX2 kernel and the portable one perform the same IEEE operations in the
 //! same order (no fused multiply-add), so they give bit-identical results, and a model gives
@@ -47,9 +47,7 @@ impl Kernel {
         if std::arch::is_x86_feature_detected!("avx2") {
             kernels.push(Kernel { isa: Isa::Avx2 });
         }
-        kernels.push(Kernel {
-            isa: Isa::Portable,
-        });
+        kernels.push(Kernel { isa: Isa::Portable });
         kernels
     }
 
@@ -149,16 +147,16 @@ const TANH_P: [f32; 5] = [
 const EXP_Q: [f32; 5] = [
     0.499_999_9,
     0.166_665_42,
-    0.041_669_208,
+    0.041_669_21,
     0.008_366_138,
     0.001_375_297_2,
 ];
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// ln 2 split in two: the first with few significant bits, so `n * LN2_HI` is exact.
-const LN2_HI: f32 = 0.693_359_375;
+/// ln 2 split in two: the first is 0.693359375 (few significant bits), so `n * LN2_HI` is exact.
+const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
-/// tanh in f32, at most 1.5 units in the last place from the exact value; NaN for NaN, +-1 for
+/// tanh in f32, at most 1.52 units in the last place from the exact value; NaN for NaN, +-1 for
 /// +-infinity. The AVX2 kernel computes the same operations on eight values at once.
 pub fn tanh(x: f32) -> f32 {
     if x.is_nan() {
@@ -287,15 +285,27 @@ mod tests {
             .map(f32::from_bits)
             .flat_map(|x| [x, -x])
             .collect();
-        xs.extend([0.0, -0.0, SMALL, -SMALL, 9.0, 9.02, 40.0, 1e30, f32::MAX, f32::MIN]);
+        xs.extend([
+            0.0,
+            -0.0,
+            SMALL,
+            -SMALL,
+            9.0,
+            9.02,
+            40.0,
+            1e30,
+            f32::MAX,
+            f32::MIN,
+        ]);
         xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, 1e-40]);
         xs
     }
 
-    /// The bound in the doc comments. Every f32 in [-10, 10] was checked once with step 1 (a
-    /// release build, about 2.1 billion values: largest error 1.50 ulp); the test samples.
+    /// The bound in the doc comments. Every positive f32 up to 10 (1.09 billion values; tanh is
+    /// odd, and both branches keep the sign) was checked once through a NumPy replica of these
+    /// f32 operations: the largest error was 1.519 ulp, at 1.2128117. The test samples.
     #[test]
-    fn tanh_is_within_one_and_a_half_ulp() {
+    fn tanh_is_within_a_ulp_and_a_half() {
         let mut worst = (0f64, 0f32);
         for x in samples(1009) {
             let err = ulps(tanh(x), (x as f64).tanh());
@@ -303,7 +313,13 @@ mod tests {
                 worst = (err, x);
             }
         }
-        assert!(worst.0 <= 1.5, "{} ulp at {}", worst.0, worst.1);
+        assert!(worst.0 <= 1.52, "{} ulp at {}", worst.0, worst.1);
+        let x = 1.212_811_7f32;
+        let err = ulps(tanh(x), (x as f64).tanh());
+        assert!(
+            err > 1.5 && err <= 1.52,
+            "{err} ulp at the worst value found"
+        );
         assert!(tanh(f32::NAN).is_nan());
         assert_eq!(tanh(f32::INFINITY), 1.0);
         assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
@@ -349,11 +365,16 @@ mod tests {
                 let v64 = v as f64;
                 let exact = 0.5
                     * v64
-                    * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v64 + 0.044715 * v64.powi(3))).tanh());
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (v64 + 0.044715 * v64.powi(3)))
+                            .tanh());
                 assert!((gelu_one(v) as f64 - exact).abs() <= 1e-6 * exact.abs().max(1.0));
             }
         }
         let plain = gelu(&h[..2 * d_ff + 5]);
-        assert!(plain.iter().zip(&h).all(|(&y, &x)| y.to_bits() == gelu_one(x).to_bits()));
+        assert!(plain
+            .iter()
+            .zip(&h)
+            .all(|(&y, &x)| y.to_bits() == gelu_one(x).to_bits()));
     }
 }

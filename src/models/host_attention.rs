@@ -601,43 +601,43 @@ mod tests {
     #[test]
     fn blocked_cross_attention_equals_one_query_at_a_time() {
         for (dim, positions) in [(16, 37), (64, 37), (64, 8), (64, 5)] {
-        let (heads, group, memory_rows) = (3, 5, 2);
-        let keys: Vec<f32> = (0..memory_rows * heads * positions * dim)
-            .map(|i| value(i * 3 + 1))
-            .collect();
-        let values: Vec<f32> = (0..keys.len()).map(|i| value(i + 17)).collect();
-        let mut bias = vec![0f32; memory_rows * positions];
-        bias[positions - 3..positions].fill(f32::MIN);
-        let q: Vec<f32> = (0..memory_rows * group * heads * dim)
-            .map(|i| value(i * 5 + 2) * 3.0)
-            .collect();
-        let memory = Memory {
-            keys: &keys,
-            values: &values,
-            bias: &bias,
-            heads,
-            dim,
-        };
-        let out = cross(&q, &memory, group).unwrap();
-        let mut scores = Vec::new();
-        for row in 0..memory_rows * group {
-            let m = row / group;
-            for h in 0..heads {
-                let at = (m * heads + h) * positions * dim;
-                let query = Query {
-                    q: &q[(row * heads + h) * dim..][..dim],
-                    n: positions,
-                    key: |t: usize| &keys[at + t * dim..at + (t + 1) * dim],
-                    value: |t: usize| &values[at + t * dim..at + (t + 1) * dim],
-                    bias: Some(&bias[m * positions..][..positions]),
-                };
-                let mut alone = vec![0f32; dim];
-                query.attend(&mut scores, &mut alone);
-                let got = &out[(row * heads + h) * dim..][..dim];
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(got), bits(&alone), "dim {dim} row {row} head {h}");
+            let (heads, group, memory_rows) = (3, 5, 2);
+            let keys: Vec<f32> = (0..memory_rows * heads * positions * dim)
+                .map(|i| value(i * 3 + 1))
+                .collect();
+            let values: Vec<f32> = (0..keys.len()).map(|i| value(i + 17)).collect();
+            let mut bias = vec![0f32; memory_rows * positions];
+            bias[positions - 3..positions].fill(f32::MIN);
+            let q: Vec<f32> = (0..memory_rows * group * heads * dim)
+                .map(|i| value(i * 5 + 2) * 3.0)
+                .collect();
+            let memory = Memory {
+                keys: &keys,
+                values: &values,
+                bias: &bias,
+                heads,
+                dim,
+            };
+            let out = cross(&q, &memory, group).unwrap();
+            let mut scores = Vec::new();
+            for row in 0..memory_rows * group {
+                let m = row / group;
+                for h in 0..heads {
+                    let at = (m * heads + h) * positions * dim;
+                    let query = Query {
+                        q: &q[(row * heads + h) * dim..][..dim],
+                        n: positions,
+                        key: |t: usize| &keys[at + t * dim..at + (t + 1) * dim],
+                        value: |t: usize| &values[at + t * dim..at + (t + 1) * dim],
+                        bias: Some(&bias[m * positions..][..positions]),
+                    };
+                    let mut alone = vec![0f32; dim];
+                    query.attend(&mut scores, &mut alone);
+                    let got = &out[(row * heads + h) * dim..][..dim];
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(got), bits(&alone), "dim {dim} row {row} head {h}");
+                }
             }
-        }
         }
     }
 }
