@@ -165,6 +165,11 @@ pub struct Memory<'a> {
 
 /// One query per row over the encoder memory; memory row `m` serves the `group` consecutive
 /// rows `m * group..(m + 1) * group`. `q`: (rows, inner); returns (rows, inner).
+///
+/// The work is one task per memory row and head, so that two threads stay busy with a handful
+/// of inputs (one task per input left a thread idle a third of the time with three), and each
+/// task runs the group's queries (the beams of one input) together: every key and value is
+/// read once for all of them. Each query's arithmetic is the same as alone (see [`Block`]).
 pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Vec<f32>> {
     let (heads, dim) = (memory.heads, memory.dim);
     let inner = heads * dim;
@@ -178,31 +183,107 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
         candle_core::bail!("cross-attention step: the query, memory and bias sizes disagree");
     }
     let mut out = vec![0f32; q.len()];
+    if group * inner == 0 {
+        return Ok(out);
+    }
     let block = positions * dim;
-    if group * inner > 0 {
-        (out.par_chunks_mut(group * inner)
-            .zip(q.par_chunks(group * inner)))
-        .enumerate()
-        .for_each(|(m, (out_rows, q_rows))| {
-            let mut scores = Vec::with_capacity(positions);
-            let bias = &memory.bias[m * positions..][..positions];
-            for (out_row, q_row) in out_rows.chunks_mut(inner).zip(q_rows.chunks(inner)) {
-                for h in 0..heads {
-                    let at = (m * heads + h) * block;
-                    let head = h * dim..(h + 1) * dim;
-                    let query = Query {
-                        q: &q_row[head.clone()],
-                        n: positions,
-                        key: |t: usize| &memory.keys[at + t * dim..at + (t + 1) * dim],
-                        value: |t: usize| &memory.values[at + t * dim..at + (t + 1) * dim],
-                        bias: Some(bias),
-                    };
-                    query.attend(&mut scores, &mut out_row[head]);
-                }
-            }
-        });
+    let attended: Vec<Vec<f32>> = (0..memory_rows * heads)
+        .into_par_iter()
+        .map(|task| {
+            let (m, h) = (task / heads, task % heads);
+            let at = (m * heads + h) * block;
+            let queries: Vec<&[f32]> = (0..group)
+                .map(|b| &q[(m * group + b) * inner + h * dim..][..dim])
+                .collect();
+            let block = Block {
+                queries: &queries,
+                keys: &memory.keys[at..at + block],
+                values: &memory.values[at..at + block],
+                bias: &memory.bias[m * positions..][..positions],
+                dim,
+            };
+            let mut attended = vec![0f32; group * dim];
+            block.attend(&mut attended);
+            attended
+        })
+        .collect();
+    for (task, attended) in attended.iter().enumerate() {
+        let (m, h) = (task / heads, task % heads);
+        for (b, part) in attended.chunks(dim).enumerate() {
+            out[(m * group + b) * inner + h * dim..][..dim].copy_from_slice(part);
+        }
     }
     Ok(out)
+}
+
+/// Several queries over the same keys and values (one head of one input's encoder memory),
+/// each computed exactly as [`Query::attend`] computes it alone: the same dot products, the
+/// bias added after, softmax over positions in order, the weighted values summed in order.
+struct Block<'a> {
+    queries: &'a [&'a [f32]],
+    /// (positions, dim), and the values likewise.
+    keys: &'a [f32],
+    values: &'a [f32],
+    bias: &'a [f32],
+    dim: usize,
+}
+
+impl Block<'_> {
+    /// Writes each query's attended values into its `dim` values of `out`.
+    fn attend(&self, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.dim == x86::DIM && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above; the head size is `x86::DIM`.
+            return unsafe { x86::attend_block_avx2(self, out) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.attend_avx2(out) };
+        }
+        self.attend_lanes(out)
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (the code itself is safe; only its instructions need it).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn attend_avx2(&self, out: &mut [f32]) {
+        self.attend_lanes(out)
+    }
+
+    #[inline(always)]
+    fn attend_lanes(&self, out: &mut [f32]) {
+        let (n, dim) = (self.bias.len(), self.dim);
+        let group = self.queries.len();
+        let mut scores = vec![0f32; group * n];
+        for (t, key) in self.keys.chunks_exact(dim).enumerate() {
+            for (b, q) in self.queries.iter().enumerate() {
+                scores[b * n + t] = dot(q, key);
+            }
+        }
+        let mut sums = vec![0f32; group];
+        for (scores, sum) in scores.chunks_mut(n).zip(&mut sums) {
+            for (s, b) in scores.iter_mut().zip(self.bias) {
+                *s += b;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                *sum += *s;
+            }
+        }
+        out.fill(0.0);
+        for (t, value) in self.values.chunks_exact(dim).enumerate() {
+            for (b, out) in out.chunks_mut(dim).enumerate() {
+                let p = scores[b * n + t] / sums[b];
+                for (o, x) in out.iter_mut().zip(value) {
+                    *o += p * x;
+                }
+            }
+        }
+    }
 }
 
 /// One query's attention over `n` positions whose keys and values `key(t)` and `value(t)`
@@ -257,6 +338,126 @@ impl<'a, K: Fn(usize) -> &'a [f32], V: Fn(usize) -> &'a [f32]> Query<'a, K, V> {
             for (o, x) in out.iter_mut().zip((self.value)(t)) {
                 *o += p * x;
             }
+        }
+    }
+}
+
+/// [`Block`] for heads of 64 values (T5-base, opus-mt), with AVX2: the same operations as
+/// [`Block::attend_lanes`], arranged so that nothing waits. Eight positions' dot products are
+/// computed side by side (each in eight lanes, as [`dot`]), and their lanes summed in [`dot`]'s
+/// order after a transpose, so that lane `j` of the sum is position `j`'s score; the weighted
+/// sum of the values keeps each query's 64 outputs in registers over all positions.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{dot, Block};
+
+    /// The head size this path takes.
+    pub(super) const DIM: usize = 64;
+
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, and `block.dim` must be [`DIM`]; `out` holds `DIM` values per
+    /// query.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn attend_block_avx2(block: &Block, out: &mut [f32]) {
+        let n = block.bias.len();
+        let group = block.queries.len();
+        assert!(block.keys.len() >= n * DIM && block.values.len() >= n * DIM);
+        assert!(out.len() >= group * DIM && block.queries.iter().all(|q| q.len() >= DIM));
+        let mut scores = vec![0f32; group * n];
+        let full = n / 8 * 8;
+        for t in (0..full).step_by(8) {
+            for (b, q) in block.queries.iter().enumerate() {
+                // SAFETY: positions t..t + 8 are below n, whose keys the assert above checks.
+                let s = unsafe { dots8(q.as_ptr(), block.keys.as_ptr().add(t * DIM)) };
+                scores[b * n + t..][..8].copy_from_slice(&s);
+            }
+        }
+        for t in full..n {
+            for (b, q) in block.queries.iter().enumerate() {
+                scores[b * n + t] = dot(q, &block.keys[t * DIM..][..DIM]);
+            }
+        }
+        let mut sums = vec![0f32; group];
+        for (scores, sum) in scores.chunks_mut(n.max(1)).zip(&mut sums) {
+            for (s, b) in scores.iter_mut().zip(block.bias) {
+                *s += b;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                *sum += *s;
+            }
+        }
+        for (b, out) in out.chunks_mut(DIM).take(group).enumerate() {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (t, value) in block.values.chunks_exact(DIM).take(n).enumerate() {
+                let p = _mm256_set1_ps(scores[b * n + t] / sums[b]);
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `value` has DIM = 64 values.
+                    let v = unsafe { _mm256_loadu_ps(value.as_ptr().add(8 * k)) };
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(p, v));
+                }
+            }
+            for (k, acc) in acc.iter().enumerate() {
+                // SAFETY: `out` has DIM = 64 values.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), *acc) };
+            }
+        }
+    }
+
+    /// `dot(q, key)` for eight consecutive keys of 64 values, bit for bit.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2; `q` points to 64 values, `keys` to 8 x 64.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dots8(q: *const f32, keys: *const f32) -> [f32; 8] {
+        // SAFETY: the caller guarantees the memory.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for i in 0..DIM / 8 {
+                let q = _mm256_loadu_ps(q.add(8 * i));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let k = _mm256_loadu_ps(keys.add(j * DIM + 8 * i));
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(q, k));
+                }
+            }
+            // Transpose: lane j of `lanes[l]` is lane l of position j's accumulator.
+            let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+            let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+            let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+            let (t4, t5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
+            let (t6, t7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let lanes = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            // dot's `acc.iter().sum()`: lane 0 + lane 1, then + lane 2, ... in order
+            let mut sum = lanes[0];
+            for lane in &lanes[1..] {
+                sum = _mm256_add_ps(sum, *lane);
+            }
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), sum);
+            out
         }
     }
 }
@@ -394,5 +595,49 @@ mod tests {
             }
         }
         assert!(cross(&q[1..], &memory, group).is_err());
+    }
+
+    /// The blocked cross-attention gives, bit for bit, what each query gives alone.
+    #[test]
+    fn blocked_cross_attention_equals_one_query_at_a_time() {
+        for (dim, positions) in [(16, 37), (64, 37), (64, 8), (64, 5)] {
+            let (heads, group, memory_rows) = (3, 5, 2);
+            let keys: Vec<f32> = (0..memory_rows * heads * positions * dim)
+                .map(|i| value(i * 3 + 1))
+                .collect();
+            let values: Vec<f32> = (0..keys.len()).map(|i| value(i + 17)).collect();
+            let mut bias = vec![0f32; memory_rows * positions];
+            bias[positions - 3..positions].fill(f32::MIN);
+            let q: Vec<f32> = (0..memory_rows * group * heads * dim)
+                .map(|i| value(i * 5 + 2) * 3.0)
+                .collect();
+            let memory = Memory {
+                keys: &keys,
+                values: &values,
+                bias: &bias,
+                heads,
+                dim,
+            };
+            let out = cross(&q, &memory, group).unwrap();
+            let mut scores = Vec::new();
+            for row in 0..memory_rows * group {
+                let m = row / group;
+                for h in 0..heads {
+                    let at = (m * heads + h) * positions * dim;
+                    let query = Query {
+                        q: &q[(row * heads + h) * dim..][..dim],
+                        n: positions,
+                        key: |t: usize| &keys[at + t * dim..at + (t + 1) * dim],
+                        value: |t: usize| &values[at + t * dim..at + (t + 1) * dim],
+                        bias: Some(&bias[m * positions..][..positions]),
+                    };
+                    let mut alone = vec![0f32; dim];
+                    query.attend(&mut scores, &mut alone);
+                    let got = &out[(row * heads + h) * dim..][..dim];
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(got), bits(&alone), "dim {dim} row {row} head {h}");
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod bart;
 pub mod common;
 pub mod config;
+pub mod gelu;
 pub mod gemm;
 mod host_attention;
 pub mod linear;
