@@ -6,20 +6,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::mock_hub::{Fault, MockFile, MockHub};
-use common::{file, marian_repo, offline, online, t5_repo};
+use common::{file, marian_repo, names_in, offline, online, t5_repo};
 use mtsum::hub::{self, FileState, HubError, HubOptions};
 
 fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
     cache.join(format!("models--{}", repo.replace('/', "--")))
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]

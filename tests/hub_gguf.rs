@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::mock_hub::{MockFile, MockHub};
-use common::{mtsum_with_hub, offline, online};
+use common::{mtsum_with_hub, names_in, offline, online};
 use mtsum::hub::{self, HubError};
 
 /// A GGUF (version 3) with no tensors and the given string metadata; `tokens`, when given,
@@ -70,15 +70,6 @@ fn downloaded_files(hub: &MockHub) -> Vec<String> {
     names
 }
 
-fn snapshot_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn only_the_named_gguf_is_fetched_checked_and_linked_in_the_hf_layout() {
     let hub = MockHub::start();
@@ -94,7 +85,7 @@ fn only_the_named_gguf_is_fetched_checked_and_linked_in_the_hf_layout() {
 
     assert_eq!(model.commit.as_deref(), Some(commit.as_str()));
     assert_eq!(model.file, "tiny-q4_k_m.gguf");
-    assert_eq!(snapshot_names(&model.dir), ["tiny-q4_k_m.gguf"]);
+    assert_eq!(names_in(&model.dir), ["tiny-q4_k_m.gguf"]);
     assert_eq!(downloaded_files(&hub), ["tiny-q4_k_m.gguf"]);
     let served = common::file(&files, "tiny-q4_k_m.gguf");
     assert_eq!(std::fs::read(&model.path).unwrap(), served.bytes);
@@ -130,7 +121,7 @@ fn a_gguf_without_its_own_tokenizer_brings_the_repos_tokenizer_json() {
     let spec = format!("{REPO}:no-tokenizer.gguf");
     let model = hub::resolve_gguf(&spec, &online(&hub, cache.path())).unwrap();
     assert_eq!(
-        snapshot_names(&model.dir),
+        names_in(&model.dir),
         ["no-tokenizer.gguf", "tokenizer.json"]
     );
     assert_eq!(model.tokenizer_json, Some(model.dir.join("tokenizer.json")));

@@ -131,3 +131,14 @@ pub fn offline(cache: &Path) -> HubOptions {
         ..HubOptions::default()
     }
 }
+
+/// The sorted entry names of a folder (a snapshot, `refs`), to compare with what a fetch must
+/// have written.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
