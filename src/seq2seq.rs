@@ -89,6 +89,39 @@ pub trait Seq2Seq {
         cache: &mut Self::Cache,
     ) -> candle_core::Result<candle_core::Tensor>;
 
+    /// Whether [`Seq2Seq::decode_step_blocks`] runs: the output layer can hand out its logits
+    /// a block of ids at a time (an f32 layer on mtsum's CPU kernels).
+    fn blocked_head(&self) -> bool {
+        false
+    }
+
+    /// One decoder step as [`Seq2Seq::decode_step`], except that the logits are never held
+    /// whole: `f(first_id, values)` gets them a block of `block` ids at a time ((rows, width)
+    /// row-major, the last block narrower), on any thread and in no set order, with the values
+    /// `decode_step` would give bit for bit. Returns the rows the output layer took, from
+    /// which [`Seq2Seq::logits_of`] gives the full logits of any of them again. `block` must
+    /// be a multiple of 32; only for a model whose [`Seq2Seq::blocked_head`] is true.
+    ///
+    /// Beam search reduces each block while it is in cache (log-sum-exp parts and the best
+    /// candidates), so a batch of hundreds of hypotheses never writes, pages in and rereads a
+    /// (hypotheses, vocabulary) matrix, and more hypotheses fit in a batch's memory.
+    fn decode_step_blocks(
+        &self,
+        last: &candle_core::Tensor,
+        cache: &mut Self::Cache,
+        block: usize,
+        f: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let _ = (last, cache, block, f);
+        candle_core::bail!("this model's output layer does not run by blocks")
+    }
+
+    /// The full logits (rows, vocab) of rows returned by [`Seq2Seq::decode_step_blocks`].
+    fn logits_of(&self, hidden: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        let _ = hidden;
+        candle_core::bail!("this model's output layer does not run by blocks")
+    }
+
     /// Keeps only `rows` (u32 indices, may repeat) of every cached tensor, in that order: beam
     /// reordering, and dropping rows that finished.
     fn select_rows(

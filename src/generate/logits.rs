@@ -40,7 +40,15 @@ impl RowRule {
         Self::Ban(banned)
     }
 
-    fn allows(&self, id: u32) -> bool {
+    /// Ids this rule bans (none for a forcing rule).
+    pub fn banned(&self) -> usize {
+        match self {
+            Self::Ban(banned) => banned.len(),
+            Self::Force(_) => 0,
+        }
+    }
+
+    pub fn allows(&self, id: u32) -> bool {
         match self {
             Self::Ban(banned) => banned.binary_search(&id).is_err(),
             Self::Force(forced) => forced.contains(&id),
@@ -75,6 +83,13 @@ fn banned_bad_words(history: &[u32], bad_words: &[Vec<u32>], banned: &mut Vec<u3
     }
 }
 
+/// log_softmax(x)[id] from the row's [`log_sum_exp`], as f32 the way torch computes it:
+/// (x - max) - ln(sum).
+#[inline]
+pub fn log_prob(logit: f32, max: f32, log_sum: f32) -> f32 {
+    (logit - max) - log_sum
+}
+
 /// One row's scores after log-softmax and the processors: `value(id)` is what transformers'
 /// beam search adds to the beam score.
 pub struct LogProbs<'a> {
@@ -89,7 +104,11 @@ pub struct LogProbs<'a> {
 
 impl<'a> LogProbs<'a> {
     pub fn new(logits: &'a [f32], rule: &'a RowRule, renormalize: bool) -> Self {
-        let (max, log_sum) = log_sum_exp(logits);
+        // A forced row's values do not depend on its logits: no log-sum-exp to compute.
+        let (max, log_sum) = match rule {
+            RowRule::Force(_) => (0.0, 0.0),
+            RowRule::Ban(_) => log_sum_exp(logits),
+        };
         let mut row = Self {
             logits,
             rule,
@@ -110,7 +129,7 @@ impl<'a> LogProbs<'a> {
             RowRule::Force(forced) if forced.contains(&id) => 0.0,
             RowRule::Force(_) => f32::NEG_INFINITY,
             RowRule::Ban(_) if !self.rule.allows(id) => f32::NEG_INFINITY,
-            RowRule::Ban(_) => (self.logits[id as usize] - self.max) - self.log_sum,
+            RowRule::Ban(_) => log_prob(self.logits[id as usize], self.max, self.log_sum),
         }
     }
 
@@ -129,13 +148,15 @@ impl<'a> LogProbs<'a> {
     /// every (beam, token) candidate at every step, so the row is scanned as plain floats
     /// against one threshold, a chunk's maximum first.
     pub fn first_that_may_exceed(&self, from: u32, score: f32, bound: f32) -> Option<u32> {
+        if let RowRule::Force(forced) = self.rule {
+            // Every other id is -inf, which beats nothing (torch.topk's order is strict).
+            let next = forced.iter().copied().filter(|&id| id >= from).min();
+            return next.filter(|&id| (id as usize) < self.logits.len());
+        }
         let shift = self.max + self.log_sum + self.renorm;
-        let scan_safe = !matches!(self.rule, RowRule::Force(_))
-            && shift.is_finite()
-            && score.is_finite()
-            && bound.is_finite();
+        let scan_safe = shift.is_finite() && score.is_finite() && bound.is_finite();
         if !scan_safe {
-            // Forced tokens, NaN or infinite values: every id is a candidate.
+            // NaN or infinite values: every id is a candidate.
             return ((from as usize) < self.logits.len()).then_some(from);
         }
         // value(id) + score >= bound - margin  <=  logits[id] >= threshold, with twice the
@@ -213,6 +234,13 @@ pub fn greedy_choice(logits: &[f32], rule: &RowRule) -> u32 {
 /// maximum beats the k-th best: after the first few blocks almost none does, and the block
 /// maxima vectorize.
 pub fn top_k_logits(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
+    top_k_logits_from(logits, k, f32::NEG_INFINITY)
+}
+
+/// [`top_k_logits`] among the values not below `floor` (fewer than `k` when fewer are). A
+/// block of the output layer passes the best values its row already has from other blocks, so
+/// that after the first blocks almost every chunk is passed over on its maximum alone.
+pub fn top_k_logits_from(logits: &[f32], k: usize, floor: f32) -> Vec<(f32, u32)> {
     const BLOCK: usize = 16;
     let k = k.min(logits.len());
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
@@ -220,11 +248,12 @@ pub fn top_k_logits(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
         return best;
     }
     for (b, block) in logits.chunks(BLOCK).enumerate() {
-        if best.len() == k && block_max(block) <= best[k - 1].0 {
+        let most = block_max(block);
+        if most < floor || (best.len() == k && most <= best[k - 1].0) {
             continue;
         }
         for (offset, &x) in block.iter().enumerate() {
-            if x.is_nan() || (best.len() == k && x <= best[k - 1].0) {
+            if x.is_nan() || x < floor || (best.len() == k && x <= best[k - 1].0) {
                 continue;
             }
             let at = best.partition_point(|&(v, _)| v >= x);
@@ -242,15 +271,45 @@ fn block_max(block: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
-/// (max, ln(sum(exp(x - max)))) of a row; log_softmax(x) = (x - max) - ln_sum. Runs the AVX2
-/// build of the same code where the CPU has it (the results are identical: no FMA contraction).
+/// Columns of one block of the log-sum-exp: the output layer of a beam search is reduced a
+/// block at a time while the block is still in cache (`Seq2Seq::decode_step_blocks`), and a
+/// whole row is summed the same way, so both give the same values bit for bit.
+pub const LOG_SUM_BLOCK: usize = 1024;
+
+/// (max, ln(sum(exp(x - max)))) of a row; log_softmax(x) = (x - max) - ln_sum. The row is cut
+/// into blocks of [`LOG_SUM_BLOCK`] columns, each summed against its own maximum
+/// ([`block_max_sum`]), and the blocks' sums rescaled to the row's maximum and added in order
+/// ([`combine_blocks`]). (torch sums the whole row against its maximum in a vectorized order of
+/// its own; neither this nor that is exact, and the values differ in the last bits.)
 pub fn log_sum_exp(row: &[f32]) -> (f32, f32) {
+    combine_blocks(row.chunks(LOG_SUM_BLOCK).map(block_max_sum))
+}
+
+/// The row's (max, ln(sum)) from its blocks' (max, sum) in column order.
+pub fn combine_blocks(blocks: impl Iterator<Item = (f32, f32)> + Clone) -> (f32, f32) {
+    let max = blocks
+        .clone()
+        .fold(f32::NEG_INFINITY, |m, (x, _)| if x > m { x } else { m });
+    if max == f32::NEG_INFINITY {
+        return (max, 0.0);
+    }
+    let sum: f32 = blocks
+        .filter(|&(m, _)| m != f32::NEG_INFINITY)
+        .map(|(m, s)| if m == max { s } else { s * fast_exp(m - max) })
+        .sum();
+    (max, sum.ln())
+}
+
+/// (max, sum(exp(x - max))) of one block (-inf and 0 for an empty or all -inf block). Runs
+/// the AVX2 build of the same code where the CPU has it (the results are identical: no FMA
+/// contraction).
+pub fn block_max_sum(block: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { log_sum_exp_avx2(row) };
+        return unsafe { block_max_sum_avx2(block) };
     }
-    log_sum_exp_lanes(row)
+    block_max_sum_lanes(block)
 }
 
 /// # Safety
@@ -258,13 +317,13 @@ pub fn log_sum_exp(row: &[f32]) -> (f32, f32) {
 /// The CPU must support AVX2 (the code itself is safe; only its instructions need it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn log_sum_exp_avx2(row: &[f32]) -> (f32, f32) {
-    log_sum_exp_lanes(row)
+unsafe fn block_max_sum_avx2(block: &[f32]) -> (f32, f32) {
+    block_max_sum_lanes(block)
 }
 
 /// Eight independent lanes for the max and the sum let the compiler vectorize both passes.
 #[inline(always)]
-fn log_sum_exp_lanes(row: &[f32]) -> (f32, f32) {
+fn block_max_sum_lanes(row: &[f32]) -> (f32, f32) {
     const LANES: usize = 8;
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -289,8 +348,7 @@ fn log_sum_exp_lanes(row: &[f32]) -> (f32, f32) {
         }
     }
     let tail_sum: f32 = tail.iter().map(|&x| fast_exp(x - max)).sum();
-    let sum = sums.iter().sum::<f32>() + tail_sum;
-    (max, sum.ln())
+    (max, sums.iter().sum::<f32>() + tail_sum)
 }
 
 /// exp(x) for x <= 0 to about one ulp (Cephes' expf polynomial), written without branches or
@@ -614,7 +672,33 @@ mod tests {
             log_sum_exp(&[f32::NEG_INFINITY; 9]),
             (f32::NEG_INFINITY, 0.0)
         );
-        assert_eq!(log_sum_exp_lanes(&row), (max, log_sum));
+        let (m, sum) = block_max_sum_lanes(&row);
+        assert_eq!((m, sum.ln()), (max, log_sum));
+    }
+
+    #[test]
+    fn a_long_row_sums_by_blocks_close_to_a_plain_sum() {
+        // Three blocks and a tail, the largest value in the middle block, one block all -inf.
+        let mut row: Vec<f32> = (0..3 * LOG_SUM_BLOCK + 13)
+            .map(|i| (i as f32 * 0.011).sin() * 9.0)
+            .collect();
+        row[LOG_SUM_BLOCK + 7] = 20.0;
+        row[..LOG_SUM_BLOCK]
+            .iter_mut()
+            .for_each(|x| *x = f32::NEG_INFINITY);
+        let (max, log_sum) = log_sum_exp(&row);
+        let plain: f64 = row
+            .iter()
+            .map(|&x| (x as f64 - 20.0).exp())
+            .sum::<f64>()
+            .ln();
+        assert_eq!(max, 20.0);
+        assert!(
+            (log_sum as f64 - plain).abs() < 1e-5,
+            "{log_sum} vs {plain}"
+        );
+        let parts: Vec<(f32, f32)> = row.chunks(LOG_SUM_BLOCK).map(block_max_sum).collect();
+        assert_eq!(combine_blocks(parts.into_iter()), (max, log_sum));
     }
 
     #[test]

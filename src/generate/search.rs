@@ -15,7 +15,13 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::config::{EarlyStopping, Settings};
-use super::logits::{greedy_choice, torch_topk, LogProbs, RowRule};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use super::logits::{
+    block_max_sum, combine_blocks, greedy_choice, log_prob, top_k_logits_from, torch_topk,
+    LogProbs, RowRule, LOG_SUM_BLOCK,
+};
 use super::Result;
 use super::Seq2Seq;
 
@@ -39,6 +45,13 @@ pub fn generate_batch<M: Seq2Seq>(
     } else {
         beam_search(model, settings, &mut cache, sources.len(), device)
     }
+}
+
+/// Whether a beam search with `settings` runs the output layer by blocks ([`BlockedStep`]):
+/// a model whose layer can, more than one beam, and no renormalizing (a second log-softmax
+/// over whole processed rows).
+fn runs_by_blocks<M: Seq2Seq>(model: &M, settings: &Settings) -> bool {
+    settings.num_beams > 1 && model.blocked_head() && !settings.renormalize_logits
 }
 
 /// The decoder cache of a batch: sources padded, encoded, cross-attention prepared.
@@ -168,23 +181,34 @@ fn beam_search<M: Seq2Seq>(
             .flat_map(|&i| &inputs[i].running[..rows_per_input])
             .map(|hyp| *hyp.history.last().unwrap())
             .collect();
-        let candidates = with_logits(model, &last, cache, device, |logits, vocab| {
-            let rules: Vec<RowRule> = (0..logits.len() / vocab)
-                .map(|row| {
-                    let hyp = &inputs[active[row / rows_per_input]].running[row % rows_per_input];
-                    RowRule::for_history(settings, &hyp.history)
-                })
-                .collect();
-            let rows: Vec<LogProbs> = (logits.par_chunks(vocab).zip(&rules))
-                .map(|(logits, rule)| LogProbs::new(logits, rule, settings.renormalize_logits))
-                .collect();
-            (active.par_iter().enumerate())
-                .map(|(group, &i)| {
-                    let own = &rows[group * rows_per_input..(group + 1) * rows_per_input];
-                    inputs[i].candidates(keep, own, |beam| beam % rows_per_input)
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let rules: Vec<RowRule> = (0..last.len())
+            .map(|row| {
+                let hyp = &inputs[active[row / rows_per_input]].running[row % rows_per_input];
+                RowRule::for_history(settings, &hyp.history)
+            })
+            .collect();
+        let candidates = if runs_by_blocks(model, settings) {
+            let step = BlockedStep {
+                inputs: &inputs,
+                active: &active,
+                rows_per_input,
+                rules: &rules,
+                keep,
+            };
+            step.candidates(model, &last, cache, device)?
+        } else {
+            with_logits(model, &last, cache, device, |logits, vocab| {
+                let rows: Vec<LogProbs> = (logits.par_chunks(vocab).zip(&rules))
+                    .map(|(logits, rule)| LogProbs::new(logits, rule, settings.renormalize_logits))
+                    .collect();
+                (active.par_iter().enumerate())
+                    .map(|(group, &i)| {
+                        let own = &rows[group * rows_per_input..(group + 1) * rows_per_input];
+                        inputs[i].candidates(keep, own, |beam| beam % rows_per_input)
+                    })
+                    .collect::<Vec<_>>()
+            })?
+        };
         let mut next_rows = Vec::with_capacity(active.len() * beams);
         let mut still = Vec::with_capacity(active.len());
         for ((group, &i), candidates) in active.iter().enumerate().zip(candidates) {
@@ -205,6 +229,177 @@ fn beam_search<M: Seq2Seq>(
         rows_per_input = beams;
     }
     Ok(inputs.iter().map(BeamInput::best).collect())
+}
+
+/// What the output layer leaves of one row when it runs by blocks: the row's log-softmax shift
+/// and its best logits.
+struct RowBest {
+    max: f32,
+    log_sum: f32,
+    /// The row's `depth` largest logits (value, id), best first, the lower id first among
+    /// equal values (as [`top_k_logits`] orders them).
+    best: Vec<(f32, u32)>,
+}
+
+/// What one block of the output layer leaves of each row.
+struct BlockPart {
+    /// (max, sum) of each row's block (`block_max_sum`).
+    sums: Vec<(f32, f32)>,
+    /// Each row's best logits in the block, rows one after another; row r's end at `ends[r]`.
+    best: Vec<(f32, u32)>,
+    ends: Vec<usize>,
+}
+
+impl BlockPart {
+    fn row(&self, r: usize) -> &[(f32, u32)] {
+        let start = if r == 0 { 0 } else { self.ends[r - 1] };
+        &self.best[start..self.ends[r]]
+    }
+}
+
+/// One beam-search step whose output layer is reduced a block of the vocabulary at a time
+/// (`Seq2Seq::decode_step_blocks`): no (hypotheses, vocabulary) matrix is written or read
+/// again, which saves its memory (so more hypotheses fit in a batch) and whole-matrix passes.
+///
+/// The candidates are those of the full scan bit for bit. The log-softmax shift is the same
+/// (`log_sum_exp` sums a row by the same blocks), and each row keeps its best
+/// `keep + 1 + banned` logits: the `keep + 1` best candidates of an input are among them. When
+/// those `keep + 1` scores are all distinct and finite, `torch.topk` returns the first `keep`
+/// in that order whatever the rest of the rows hold. Otherwise (equal scores, whose order
+/// depends on torch's heap; or NaN and infinite values) that input's rows go through the output
+/// layer again, whole (the products are bit-identical for a row alone), and the full scan
+/// decides.
+struct BlockedStep<'a> {
+    inputs: &'a [BeamInput],
+    active: &'a [usize],
+    rows_per_input: usize,
+    rules: &'a [RowRule],
+    keep: usize,
+}
+
+impl BlockedStep<'_> {
+    fn candidates<M: Seq2Seq>(
+        &self,
+        model: &M,
+        last: &[u32],
+        cache: &mut M::Cache,
+        device: &Device,
+    ) -> Result<Vec<Vec<Candidate>>> {
+        let depth = self.keep + 1 + self.rules.iter().map(RowRule::banned).max().unwrap_or(0);
+        let (hidden, rows) = blocked_rows(model, last, cache, device, depth)?;
+        let per = self.rows_per_input;
+        let mut out = Vec::with_capacity(self.active.len());
+        // A forced row's values do not depend on its logits (0 for the forced ids, -inf for
+        // the rest): the full scan runs on a stand-in row.
+        let mut stand_in: Vec<f32> = Vec::new();
+        for (group, &i) in self.active.iter().enumerate() {
+            let span = group * per..(group + 1) * per;
+            let (own, rules) = (&rows[span.clone()], &self.rules[span.clone()]);
+            let input = &self.inputs[i];
+            if rules.iter().all(|r| matches!(r, RowRule::Force(_))) {
+                stand_in.resize(model.vocab_size(), 0.0);
+                let full: Vec<LogProbs> = (rules.iter())
+                    .map(|rule| LogProbs::new(&stand_in, rule, false))
+                    .collect();
+                out.push(input.candidates(self.keep, &full, |b| b % per));
+                continue;
+            }
+            if let Some(found) = input.distinct_candidates(self.keep, own, rules, |b| b % per) {
+                out.push(found);
+                continue;
+            }
+            let picked: Vec<u32> = (span.start as u32..span.end as u32).collect();
+            let picked = Tensor::new(picked.as_slice(), device)?;
+            let logits = model.logits_of(&hidden.index_select(&picked, 0)?)?;
+            let logits = logits.to_dtype(candle_core::DType::F32)?;
+            let vocab = logits.dim(1)?;
+            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+            let full: Vec<LogProbs> = (logits.chunks(vocab).zip(rules))
+                .map(|(logits, rule)| LogProbs::new(logits, rule, false))
+                .collect();
+            out.push(input.candidates(self.keep, &full, |b| b % per));
+        }
+        Ok(out)
+    }
+}
+
+/// Runs one decoder step with the output layer by blocks; returns the rows the layer took and,
+/// for each, its [`RowBest`] with `depth` logits.
+fn blocked_rows<M: Seq2Seq>(
+    model: &M,
+    last: &[u32],
+    cache: &mut M::Cache,
+    device: &Device,
+    depth: usize,
+) -> Result<(Tensor, Vec<RowBest>)> {
+    let rows = last.len();
+    let blocks = model.vocab_size().div_ceil(LOG_SUM_BLOCK);
+    let slots: Vec<OnceLock<BlockPart>> = (0..blocks).map(|_| OnceLock::new()).collect();
+    // Per row, the largest `depth`-th best value of the blocks done so far: the row's `depth`
+    // best values are not below it, so a block keeps only values at or above it. Which blocks
+    // are done first varies; the kept values always include the row's `depth` best, and the
+    // merge below takes exactly those.
+    let floors: Vec<AtomicU32> = (0..rows)
+        .map(|_| AtomicU32::new(ordered(f32::NEG_INFINITY)))
+        .collect();
+    let reduce = |first: usize, values: &[f32]| {
+        let width = values.len() / rows;
+        let mut part = BlockPart {
+            sums: Vec::with_capacity(rows),
+            best: Vec::with_capacity(rows * depth),
+            ends: Vec::with_capacity(rows),
+        };
+        for (row, floor) in values.chunks(width).zip(&floors) {
+            part.sums.push(block_max_sum(row));
+            let below = unordered(floor.load(Ordering::Relaxed));
+            let best = top_k_logits_from(row, depth, below);
+            if best.len() == depth {
+                floor.fetch_max(ordered(best[depth - 1].0), Ordering::Relaxed);
+            }
+            part.best
+                .extend(best.into_iter().map(|(v, id)| (v, id + first as u32)));
+            part.ends.push(part.best.len());
+        }
+        let _ = slots[first / LOG_SUM_BLOCK].set(part);
+    };
+    let last = Tensor::new(last, device)?;
+    let hidden = model.decode_step_blocks(&last, cache, LOG_SUM_BLOCK, &reduce)?;
+    let parts: Vec<BlockPart> = (slots.into_iter())
+        .map(|slot| slot.into_inner())
+        .collect::<Option<_>>()
+        .ok_or_else(|| candle_core::Error::Msg("a block of the output layer is missing".into()))?;
+    let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let best = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let (max, log_sum) = combine_blocks(parts.iter().map(|part| part.sums[r]));
+            let mut best: Vec<(f32, u32)> = (parts.iter())
+                .flat_map(|part| part.row(r).iter().copied())
+                .collect();
+            if best.len() > depth {
+                best.select_nth_unstable_by(depth, order);
+                best.truncate(depth);
+            }
+            best.sort_unstable_by(order);
+            RowBest { max, log_sum, best }
+        })
+        .collect();
+    Ok((hidden, best))
+}
+
+/// An f32 (not NaN) as a u32 of the same order, for an atomic maximum.
+fn ordered(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    }
+}
+
+/// The inverse of [`ordered`].
+fn unordered(x: u32) -> f32 {
+    f32::from_bits(if x >> 31 == 1 { x & !(1 << 31) } else { !x })
 }
 
 /// A running hypothesis: its tokens (start token first) and summed log-probability.
@@ -304,6 +499,41 @@ impl BeamInput {
                 }
             })
             .collect()
+    }
+
+    /// The best `keep` candidates from each beam's best logits (see [`BlockedStep`]), or None
+    /// when they do not settle it: fewer than `keep + 1` allowed logits in a row, a shift or a
+    /// score that is not finite, or equal scores among the best `keep + 1`.
+    fn distinct_candidates(
+        &self,
+        keep: usize,
+        rows: &[RowBest],
+        rules: &[RowRule],
+        row_of: impl Fn(usize) -> usize,
+    ) -> Option<Vec<Candidate>> {
+        let mut all: Vec<Candidate> = Vec::with_capacity(self.running.len() * (keep + 1));
+        for (beam, running) in self.running.iter().enumerate() {
+            let (row, rule) = (&rows[row_of(beam)], &rules[row_of(beam)]);
+            if !(row.max.is_finite() && row.log_sum.is_finite()) {
+                return None;
+            }
+            let allowed = (row.best.iter()).filter(|&&(_, id)| rule.allows(id));
+            let before = all.len();
+            // The score as the full scan computes it: LogProbs::value(token) + beam score.
+            all.extend(allowed.take(keep + 1).map(|&(logit, token)| Candidate {
+                beam,
+                token,
+                score: log_prob(logit, row.max, row.log_sum) + running.score,
+            }));
+            if all.len() - before < keep + 1 {
+                return None;
+            }
+        }
+        all.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let top = &all[..keep + 1];
+        let settled = top.iter().all(|c| c.score.is_finite())
+            && top.windows(2).all(|w| w[0].score > w[1].score);
+        settled.then(|| all[..keep].to_vec())
     }
 
     /// One step of transformers' bookkeeping after `generated` tokens become `generated + 1`.
@@ -412,6 +642,11 @@ pub(crate) mod tests {
         pub vocab: usize,
         /// Rows decoded so far, summed over steps: shows that finished inputs leave the batch.
         pub rows_decoded: Cell<usize>,
+        /// Whether the logits go out by blocks (`decode_step_blocks`), as mtsum's f32 CPU
+        /// models do.
+        pub blocked: bool,
+        /// Rows whose full logits were asked for again (`logits_of`).
+        pub rows_again: Cell<usize>,
     }
 
     pub struct FakeCache {
@@ -456,6 +691,36 @@ pub(crate) mod tests {
             Tensor::from_vec(out, (cache.rows.len(), self.vocab), &Device::Cpu)
         }
 
+        fn blocked_head(&self) -> bool {
+            self.blocked
+        }
+
+        /// The "hidden rows" are the logits themselves, so `logits_of` is the identity.
+        fn decode_step_blocks(
+            &self,
+            last: &Tensor,
+            cache: &mut FakeCache,
+            block: usize,
+            f: &(dyn Fn(usize, &[f32]) + Sync),
+        ) -> candle_core::Result<Tensor> {
+            assert!(self.blocked);
+            let logits = self.decode_step(last, cache)?;
+            let rows = logits.to_vec2::<f32>()?;
+            for first in (0..self.vocab).step_by(block) {
+                let width = (self.vocab - first).min(block);
+                let values: Vec<f32> = (rows.iter())
+                    .flat_map(|row| row[first..first + width].iter().copied())
+                    .collect();
+                f(first, &values);
+            }
+            Ok(logits)
+        }
+
+        fn logits_of(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+            self.rows_again.set(self.rows_again.get() + hidden.dim(0)?);
+            Ok(hidden.clone())
+        }
+
         fn select_rows(&self, cache: &mut FakeCache, rows: &Tensor) -> candle_core::Result<()> {
             let rows = rows.to_vec1::<u32>()?;
             cache.rows = rows
@@ -492,6 +757,8 @@ pub(crate) mod tests {
             },
             vocab,
             rows_decoded: Cell::new(0),
+            blocked: false,
+            rows_again: Cell::new(0),
         }
     }
 
@@ -645,6 +912,48 @@ pub(crate) mod tests {
             );
             let lengths: std::collections::BTreeSet<usize> = alone.iter().map(Vec::len).collect();
             assert!(lengths.len() > 2, "outputs of varied length: {lengths:?}");
+        }
+    }
+
+    /// A vocabulary of a few blocks whose logits come in steps of 1/8 (so equal scores are
+    /// common) or as free values.
+    fn wide_table(vocab: usize, coarse: bool) -> FakeModel {
+        let inner = random_table(vocab);
+        fake(vocab, move |source, prefix| {
+            let row = (inner.table)(source, prefix);
+            match coarse {
+                true => row.iter().map(|x| (x * 8.0).round() / 8.0).collect(),
+                false => row,
+            }
+        })
+    }
+
+    #[test]
+    fn the_output_layer_by_blocks_chooses_as_the_full_scan() {
+        let vocab = 2 * LOG_SUM_BLOCK + 77;
+        for coarse in [false, true] {
+            for (beams, ngram, min) in [(2, 0, 0), (4, 0, 5), (4, 3, 0), (5, 2, 3)] {
+                let mut s = settings(beams, 10);
+                s.no_repeat_ngram_size = ngram;
+                s.min_new_tokens = min;
+                s.length_penalty = 1.1;
+                s.bad_words_ids = vec![vec![7], vec![9, 11]];
+                if beams == 5 {
+                    s.forced_eos_token_id = vec![EOS];
+                }
+                let inputs = sources(6);
+                let full = run(&wide_table(vocab, coarse), &s, &inputs);
+                let mut blocked = wide_table(vocab, coarse);
+                blocked.blocked = true;
+                assert_eq!(
+                    run(&blocked, &s, &inputs),
+                    full,
+                    "beams {beams}, coarse {coarse}"
+                );
+                // Equal scores send an input's rows through the full scan; free values do not.
+                let again = blocked.rows_again.get();
+                assert_eq!(again > 0, coarse, "rows again: {again}");
+            }
         }
     }
 

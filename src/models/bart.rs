@@ -304,12 +304,20 @@ impl BartModel {
     }
 
     pub fn decode_step(&self, last: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        self.head.logits(&self.decode_hidden(last, cache)?)
+    }
+
+    /// One decoder step up to the output layer: the (rows, d_model) rows it takes.
+    pub fn decode_hidden(&self, last: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
         let ids = last.unsqueeze(1)?;
         let x = self
             .decoder_embed
             .forward(&ids, cache.position(), Side::Target)?;
-        let hidden = self.decoder.step(x, None, cache)?;
-        self.head.logits(&hidden.squeeze(1)?)
+        self.decoder.step(x, None, cache)?.squeeze(1)
+    }
+
+    pub fn head(&self) -> &OutputHead {
+        &self.head
     }
 
     pub fn special_tokens(&self) -> &SpecialTokens {

@@ -828,6 +828,22 @@ impl OutputHead {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.linear.forward(hidden)?.to_dtype(DType::F32)
     }
+
+    /// Whether [`Self::logits_blocks`] runs (an f32 head packed for mtsum's kernels).
+    pub fn blocked(&self) -> bool {
+        self.linear.packed_f32()
+    }
+
+    /// The logits of `hidden` (rows, d_model) handed to `f` a block of `block` ids at a time;
+    /// see [`Linear::forward_blocks`].
+    pub fn logits_blocks(
+        &self,
+        hidden: &Tensor,
+        block: usize,
+        f: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> Result<()> {
+        self.linear.forward_blocks(hidden, block, f)
+    }
 }
 
 /// A layer norm (BART family) or T5's RMS norm (no mean, no bias).

@@ -243,6 +243,100 @@ impl PackedMatrix {
         out
     }
 
+    /// `x Wᵀ + bias` handed out a block of `block` output columns at a time (the last block
+    /// narrower), never held whole: `f(first_column, values)` gets the block's (m, width)
+    /// products row-major, on rayon's threads, each block once and in no set order. The values
+    /// are those of [`Self::matmul_t`] bit for bit (the same chains). The output layer of a
+    /// beam search uses it: its (hypotheses, vocabulary) product is reduced block by block
+    /// while the block is still in cache, so the full logits matrix (64 MiB at 256 rows) is
+    /// never written nor paged in.
+    ///
+    /// `block` must be a positive multiple of the panel width (32).
+    pub fn matmul_t_blocks(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        block: usize,
+        f: impl Fn(usize, &[f32]) + Sync,
+    ) {
+        assert!(
+            block > 0 && block.is_multiple_of(PANEL),
+            "blocks of whole panels"
+        );
+        assert_eq!(x.len(), m * self.cols, "input size");
+        if let Some(b) = bias {
+            assert_eq!(b.len(), self.rows, "bias size");
+        }
+        let n = self.rows;
+        if m == 0 || n == 0 {
+            return;
+        }
+        thread_local! {
+            static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+            let first = b * block;
+            let width = (n - first).min(block);
+            BLOCK.with_borrow_mut(|buffer| {
+                buffer.resize(m * width, 0.0);
+                if self.cols == 0 {
+                    buffer.iter_mut().for_each(|v| *v = 0.0);
+                } else {
+                    let panels = first / PANEL..(first + width).div_ceil(PANEL);
+                    // SAFETY: the view writes columns first..first+width of an (m, width)
+                    // buffer, which this task alone holds; x (m x cols, checked above), the
+                    // bias (n values) and the panels (within the matrix) are read in bounds.
+                    unsafe { self.panels_into(x, m, panels, bias, buffer.as_mut_ptr(), width) };
+                }
+                f(first, &buffer[..m * width]);
+            });
+        });
+    }
+
+    /// Output columns of `panels` for every row of `x`, written to `out` (rows `ldc` apart,
+    /// the first panel's first column at offset 0).
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::panels`], with `out` pointing to `m` rows of `ldc` writable values that cover
+    /// the panels' columns and that no one else touches during the call.
+    unsafe fn panels_into(
+        &self,
+        x: &[f32],
+        m: usize,
+        panels: std::ops::Range<usize>,
+        bias: Option<&[f32]>,
+        out: *mut f32,
+        ldc: usize,
+    ) {
+        let (n, k) = (self.rows, self.cols);
+        let first = panels.start * PANEL;
+        let row_block = (ROW_BLOCK_VALUES / k).max(1).next_multiple_of(12);
+        for block in (0..m).step_by(row_block) {
+            let block_end = (block + row_block).min(m);
+            for p in panels.clone() {
+                let col = p * PANEL;
+                // SAFETY: block < m, p lies within the matrix's panels and col - first < ldc:
+                // every offset stays inside x, the packed values, out and the bias.
+                let tile = unsafe {
+                    Tile {
+                        a: x.as_ptr().add(block * k),
+                        lda: k,
+                        b: self.values().as_ptr().add(p * k * PANEL),
+                        k,
+                        c: out.add(block * ldc + col - first),
+                        ldc,
+                        cols: (n - col).min(PANEL),
+                        bias: bias.map(|b| b.as_ptr().add(col)),
+                    }
+                };
+                // SAFETY: the tile lies in bounds as above, in the caller's own buffer.
+                unsafe { self.kernel_rows(tile, block_end - block) };
+            }
+        }
+    }
+
     /// Output columns of `panels` for every row of `x`.
     ///
     /// # Safety
@@ -637,6 +731,36 @@ pub(super) mod tests {
                         "{kernel:?} {m}x{n}x{k}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_of_the_product_are_the_whole_product() {
+        for kernel in kernels() {
+            let (m, n, k) = (27, 161, 40);
+            let x = values(m * k, 7);
+            let b = values(n, 8);
+            let packed = PackedMatrix::pack(&values(n * k, 9), n, k, kernel);
+            for block in [32, 64, 160, 192] {
+                let whole = packed.matmul_t(&x, m, Some(&b));
+                let seen = std::sync::Mutex::new(vec![f32::NAN; m * n]);
+                let calls = std::sync::atomic::AtomicUsize::new(0);
+                packed.matmul_t_blocks(&x, m, Some(&b), block, |first, values| {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let width = values.len() / m;
+                    assert_eq!(width, (n - first).min(block), "block at {first}");
+                    let mut seen = seen.lock().unwrap();
+                    for (r, row) in values.chunks(width).enumerate() {
+                        seen[r * n + first..][..width].copy_from_slice(row);
+                    }
+                });
+                assert_eq!(calls.into_inner(), n.div_ceil(block));
+                let seen = seen.into_inner().unwrap();
+                assert!(
+                    (seen.iter().zip(&whole)).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel:?} blocks of {block}"
+                );
             }
         }
     }

@@ -130,6 +130,33 @@ impl Linear {
         }))
     }
 
+    /// Whether [`Self::forward_blocks`] runs: an f32 layer packed for mtsum's kernels.
+    pub fn packed_f32(&self) -> bool {
+        matches!(self.repr, Repr::Packed { .. })
+    }
+
+    /// The product of `x` (rows, in_features) handed to `f(first_column, values)` a block of
+    /// `block` output columns at a time, (rows, width) row-major, never held whole (see
+    /// [`PackedMatrix::matmul_t_blocks`]); the values are [`Module::forward`]'s bit for bit.
+    /// Only for a layer that is [`Self::packed_f32`].
+    pub fn forward_blocks(
+        &self,
+        x: &Tensor,
+        block: usize,
+        f: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> Result<()> {
+        let Repr::Packed { weight, bias, .. } = &self.repr else {
+            candle_core::bail!("a product by blocks needs an f32 layer packed for mtsum's kernels");
+        };
+        let (rows, _) = x.dims2()?;
+        let x = x.contiguous()?;
+        let bias = bias.as_deref().map(Vec::as_slice);
+        match with_f32(&x, |a| weight.matmul_t_blocks(a, rows, bias, block, f))? {
+            Some(()) => Ok(()),
+            None => candle_core::bail!("a packed f32 layer got a {:?} input", x.dtype()),
+        }
+    }
+
     /// The int8 kernel this layer runs, if it was quantized.
     pub fn int8_kernel(&self) -> Option<QKernel> {
         match &self.repr {

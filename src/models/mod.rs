@@ -166,6 +166,13 @@ pub fn load_with(
 }
 
 impl AnyModel {
+    fn head(&self) -> &common::OutputHead {
+        match self {
+            Self::Bart(m) => m.head(),
+            Self::T5(m) => m.head(),
+        }
+    }
+
     /// config.json's model_type.
     pub fn model_type(&self) -> ModelType {
         match self {
@@ -197,6 +204,32 @@ impl Seq2Seq for AnyModel {
             Self::Bart(m) => m.decode_step(last, cache),
             Self::T5(m) => m.decode_step(last, cache),
         }
+    }
+
+    fn blocked_head(&self) -> bool {
+        self.head().blocked()
+    }
+
+    fn decode_step_blocks(
+        &self,
+        last: &Tensor,
+        cache: &mut DecoderCache,
+        block: usize,
+        f: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> candle_core::Result<Tensor> {
+        if !self.blocked_head() {
+            candle_core::bail!("this model's output layer does not run by blocks");
+        }
+        let hidden = match self {
+            Self::Bart(m) => m.decode_hidden(last, cache)?,
+            Self::T5(m) => m.decode_hidden(last, cache)?,
+        };
+        self.head().logits_blocks(&hidden, block, f)?;
+        Ok(hidden)
+    }
+
+    fn logits_of(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        self.head().logits(hidden)
     }
 
     fn select_rows(&self, cache: &mut DecoderCache, rows: &Tensor) -> candle_core::Result<()> {

@@ -257,6 +257,16 @@ impl T5Model {
     }
 
     pub fn decode_step(&self, last: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        self.head.logits(&self.decode_hidden(last, cache)?)
+    }
+
+    pub fn head(&self) -> &OutputHead {
+        &self.head
+    }
+
+    /// One decoder step up to the output layer: the (rows, d_model) rows it takes (scaled for
+    /// a tied head).
+    pub fn decode_hidden(&self, last: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
         let position = cache.position();
         let x = self.decoder_embed.forward(&last.unsqueeze(1)?)?;
         let self_bias = self
@@ -269,7 +279,7 @@ impl T5Model {
         } else {
             hidden.affine(self.output_scale, 0.0)?
         };
-        self.head.logits(&hidden)
+        Ok(hidden)
     }
 
     pub fn special_tokens(&self) -> &SpecialTokens {
