@@ -152,7 +152,79 @@ struct Layer {
     down: Linear,
     post_ffn_norm: Tensor,
     sliding: bool,
-    cache: Option<(Tensor, Tensor)>,
+    cache: Option<KvCache>,
+}
+
+/// One layer's keys and values, preallocated and written in place: each step copies only its
+/// own new rows (concatenating copied the whole cache at every token), and attention reads a
+/// view of the first `len` positions, laid out in rows as a concatenated cache was, so the
+/// matmuls get the same operands and compute the same bits.
+///
+/// Clones (a session's forks) share the buffers until one of them writes: the first writer
+/// whose buffers are shared moves to a copy of its own first (copy on write, told by the
+/// count of `owners`), so one fork never writes over positions another one reads.
+#[derive(Clone)]
+struct KvCache {
+    /// (1, kv_heads, capacity, head_dim) each.
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+    owners: Arc<()>,
+}
+
+/// Positions a fresh cache holds beyond its first input.
+const KV_CACHE_ROOM: usize = 512;
+
+impl KvCache {
+    /// A cache holding `k` and `v` (1, kv_heads, seq, head_dim) with room for more.
+    fn new(k: &Tensor, v: &Tensor) -> candle_core::Result<Self> {
+        let seq = k.dim(2)?;
+        let mut cache = Self {
+            k: k.clone(),
+            v: v.clone(),
+            len: 0,
+            owners: Arc::new(()),
+        };
+        cache.reallocate(seq + KV_CACHE_ROOM)?;
+        cache.append(k, v)?;
+        Ok(cache)
+    }
+
+    /// Fresh buffers of `capacity` positions holding the first `len` of the current ones.
+    fn reallocate(&mut self, capacity: usize) -> candle_core::Result<()> {
+        let (one, heads, _, head_dim) = self.k.dims4()?;
+        let fresh = |old: &Tensor| -> candle_core::Result<Tensor> {
+            let buffer =
+                Tensor::zeros((one, heads, capacity, head_dim), old.dtype(), old.device())?;
+            if self.len > 0 {
+                buffer.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            }
+            Ok(buffer)
+        };
+        self.k = fresh(&self.k)?;
+        self.v = fresh(&self.v)?;
+        self.owners = Arc::new(());
+        Ok(())
+    }
+
+    /// Writes `k` and `v` (1, kv_heads, seq, head_dim) after the cached positions and returns
+    /// views of all of them.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let seq = k.dim(2)?;
+        let capacity = self.k.dim(2)?;
+        if self.len + seq > capacity {
+            self.reallocate((2 * capacity).max(self.len + seq + KV_CACHE_ROOM))?;
+        } else if Arc::strong_count(&self.owners) > 1 {
+            self.reallocate(capacity)?;
+        }
+        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len += seq;
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
 }
 
 /// The weights (shared between clones) and one sequence's KV cache (per clone).
@@ -350,14 +422,18 @@ impl Gemma3 {
             let v = v.transpose(1, 2)?.contiguous()?;
             let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
             let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
-            let (k, v) = match &layer.cache {
-                Some((k_cache, v_cache)) => (
-                    Tensor::cat(&[k_cache, &k], 2)?,
-                    Tensor::cat(&[v_cache, &v], 2)?,
-                ),
-                None => (k, v),
+            let (k, v) = match &mut layer.cache {
+                Some(cache) => cache.append(&k, &v)?,
+                None => {
+                    let cache = KvCache::new(&k, &v)?;
+                    let views = (
+                        cache.k.narrow(2, 0, cache.len)?,
+                        cache.v.narrow(2, 0, cache.len)?,
+                    );
+                    layer.cache = Some(cache);
+                    views
+                }
             };
-            layer.cache = Some((k.clone(), v.clone()));
             // Grouped-query attention without copying the cache per query head (as llama.cpp
             // broadcasts): the `rep` query heads that share a KV head are one matrix of
             // `rep * seq` rows against it. Copying K and V four times per layer and token
