@@ -18,6 +18,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::gguf::GgufInfo;
+use super::kquant::{KKernel, KMatrix};
 use super::q8::{Q8Kernel, Q8Matrix};
 
 /// A Q5_0 matrix as the same values in Q8_0 blocks.
@@ -56,20 +57,55 @@ fn widen_q5_0(tensor: QTensor, device: &Device) -> candle_core::Result<QTensor> 
 
 /// A weight matrix: Q8_0 (and widened Q5_0) on the CPU in the engine's own kernel
 /// ([`Q8Matrix`]: blocked over a prompt's rows, no per-block scale conversion in software),
-/// other types and devices on candle's `QMatMul`.
+/// Q4_K and Q6_K on the CPU in its own k-quant kernel ([`KMatrix`]: llama.cpp's Q8_K
+/// activations and x86 arithmetic, on the engine's threads rather than candle's barrier
+/// pool), other types and devices on candle's `QMatMul`.
 #[derive(Clone)]
 enum Linear {
     Q8(Arc<Q8Matrix>),
+    K(Arc<KMatrix>),
     Candle(QMatMul),
 }
 
+/// The engine's kernels for this CPU, chosen once at load.
+#[derive(Clone, Copy)]
+struct Kernels {
+    q8: Q8Kernel,
+    k: KKernel,
+}
+
 impl Linear {
-    fn new(tensor: QTensor, kernel: Q8Kernel, device: &Device) -> candle_core::Result<Self> {
+    fn new(tensor: QTensor, kernels: Kernels, device: &Device) -> candle_core::Result<Self> {
         let tensor = widen_q5_0(tensor, device)?;
-        match Self::packed(&tensor, kernel, device)? {
-            Some(matrix) => Ok(Linear::Q8(Arc::new(matrix))),
-            None => Ok(Linear::Candle(QMatMul::from_qtensor(tensor)?)),
+        if let Some(matrix) = Self::packed(&tensor, kernels.q8, device)? {
+            return Ok(Linear::Q8(Arc::new(matrix)));
         }
+        if let Some(matrix) = Self::k_packed(&tensor, kernels.k, device)? {
+            return Ok(Linear::K(Arc::new(matrix)));
+        }
+        Ok(Linear::Candle(QMatMul::from_qtensor(tensor)?))
+    }
+
+    /// `tensor` repacked for the engine's k-quant kernel when it is a Q4_K or Q6_K matrix on
+    /// the CPU.
+    fn k_packed(
+        tensor: &QTensor,
+        kernel: KKernel,
+        device: &Device,
+    ) -> candle_core::Result<Option<KMatrix>> {
+        let (rows, cols) = match tensor.shape().dims() {
+            &[rows, cols] => (rows, cols),
+            _ => return Ok(None),
+        };
+        if !device.is_cpu() {
+            return Ok(None);
+        }
+        let matrix = match tensor.dtype() {
+            GgmlDType::Q4K => KMatrix::from_q4_k(&tensor.data()?, rows, cols, kernel),
+            GgmlDType::Q6K => KMatrix::from_q6_k(&tensor.data()?, rows, cols, kernel),
+            _ => return Ok(None),
+        };
+        matrix.map(Some).map_err(candle_core::Error::Msg)
     }
 
     /// `tensor` packed for the engine's kernel when it is a Q8_0 matrix on the CPU.
@@ -91,21 +127,24 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Linear::Candle(matmul) => matmul.forward(x),
-            Linear::Q8(matrix) => {
-                let mut dims = x.dims().to_vec();
-                let k = matrix.cols();
-                if dims.last() != Some(&k) {
-                    candle_core::bail!("input {:?} for a matrix of {k} columns", x.shape());
-                }
-                let m = x.elem_count() / k;
-                let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                let out = matrix.matmul_t(&values, m);
-                *dims.last_mut().expect("checked above") = matrix.rows();
-                Tensor::from_vec(out, dims, x.device())
-            }
+        let (rows, cols) = match self {
+            Linear::Candle(matmul) => return matmul.forward(x),
+            Linear::Q8(matrix) => (matrix.rows(), matrix.cols()),
+            Linear::K(matrix) => (matrix.rows(), matrix.cols()),
+        };
+        let mut dims = x.dims().to_vec();
+        if dims.last() != Some(&cols) {
+            candle_core::bail!("input {:?} for a matrix of {cols} columns", x.shape());
         }
+        let m = x.elem_count() / cols;
+        let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let out = match self {
+            Linear::Q8(matrix) => matrix.matmul_t(&values, m),
+            Linear::K(matrix) => matrix.matmul_t(&values, m),
+            Linear::Candle(_) => unreachable!("returned above"),
+        };
+        *dims.last_mut().expect("checked above") = rows;
+        Tensor::from_vec(out, dims, x.device())
     }
 }
 
@@ -282,7 +321,11 @@ impl Gemma3 {
             },
             attention_scale,
         };
-        let kernel = Q8Kernel::detect();
+        let kernels = Kernels {
+            q8: Q8Kernel::detect(),
+            k: KKernel::detect(),
+        };
+        let kernel = kernels.q8;
         let mut tensor = |name: &str| content.tensor(reader, name, device);
         let table = tensor("token_embd.weight")?;
         let embedding = match Linear::packed(&table, kernel, device)? {
@@ -294,7 +337,7 @@ impl Gemma3 {
         for i in 0..blocks {
             let p = format!("blk.{i}");
             let mut matmul =
-                |name: &str| Linear::new(tensor(&format!("{p}.{name}"))?, kernel, device);
+                |name: &str| Linear::new(tensor(&format!("{p}.{name}"))?, kernels, device);
             let q = matmul("attn_q.weight")?;
             let k = matmul("attn_k.weight")?;
             let v = matmul("attn_v.weight")?;
@@ -327,7 +370,7 @@ impl Gemma3 {
             content.tensor_infos.contains_key("output.weight"),
             &embedding,
         ) {
-            (true, _) => Linear::new(tensor("output.weight")?, kernel, device)?,
+            (true, _) => Linear::new(tensor("output.weight")?, kernels, device)?,
             (false, Embedding::Q8(matrix)) => Linear::Q8(matrix.clone()),
             (false, Embedding::Table(table)) => Linear::Candle(QMatMul::from_arc(table.clone())?),
         };
