@@ -128,7 +128,11 @@ struct Q4KBlock {
 struct Q6KBlock {
     ql: [u8; 128],
     qh: [u8; 64],
+    /// `d · scale` per 16 values.
     scales: [f32; 16],
+    /// The file's scales, for the one-row order ([`q6k_lanes`]).
+    raw_scales: [i8; 16],
+    d: f32,
 }
 
 enum Blocks {
@@ -249,6 +253,8 @@ impl KMatrix {
                     ql: b[..128].try_into().expect("128 bytes"),
                     qh: b[128..192].try_into().expect("64 bytes"),
                     scales: std::array::from_fn(|i| d * f32::from(b[192 + i] as i8)),
+                    raw_scales: std::array::from_fn(|i| b[192 + i] as i8),
+                    d,
                 }
             })
             .collect();
@@ -295,7 +301,7 @@ impl KMatrix {
                         let x = &inputs[i * per_row..(i + tall) * per_row];
                         let mut values = [0f32; TALL];
                         for j in start..end {
-                            self.dot(j, x, &mut values[..tall]);
+                            self.dot(j, x, &mut values[..tall], m == 1);
                             for (r, &value) in values[..tall].iter().enumerate() {
                                 // SAFETY: i + r < m and j < n: inside `out`, which outlives the
                                 // tasks; this task alone writes the columns of its weight rows.
@@ -310,10 +316,30 @@ impl KMatrix {
     }
 
     /// Weight row `j` against `out.len()` (1..=[`TALL`]) input rows, held one after the other
-    /// in `x`.
-    fn dot(&self, j: usize, x: &[XBlock], out: &mut [f32]) {
+    /// in `x`; `single` when the product has one input row (a generated token).
+    fn dot(&self, j: usize, x: &[XBlock], out: &mut [f32], single: bool) {
         let per_row = self.cols / QK;
         assert!((1..=TALL).contains(&out.len()) && x.len() == out.len() * per_row);
+        if let (Blocks::Q6K(w), true) = (&self.blocks, single) {
+            let w = &w[j * per_row..][..per_row];
+            out[0] = match self.kernel.isa {
+                // SAFETY: `Isa::Avx2` exists only after `avx2` and `fma` were detected; one
+                // input row of `per_row` blocks (checked above, `single` means m = 1).
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { x86::q6k_single(w, x) },
+                Isa::Portable => {
+                    let mut acc = [0f32; 8];
+                    for (w, x) in w.iter().zip(x) {
+                        let d = x.d * w.d;
+                        for (acc, lane) in acc.iter_mut().zip(q6k_lanes(w, x)) {
+                            *acc = d.mul_add(lane as f32, *acc);
+                        }
+                    }
+                    sum8(acc)
+                }
+            };
+            return;
+        }
         match (&self.blocks, self.kernel.isa) {
             // SAFETY: `Isa::Avx2` exists only after `avx2` and `fma` were detected; the sizes
             // were checked above.
@@ -456,6 +482,25 @@ fn q6k_values(w: &Q6KBlock) -> [u8; QK] {
     q
 }
 
+/// The integer sums of one Q6_K block per 32-bit lane of ggml's AVX2 `vec_dot_q6_K_q8_K`:
+/// lane `t` holds, for every 32 values, `sc · (q − 32) · x` of values `4t..4t + 4`.
+fn q6k_lanes(w: &Q6KBlock, x: &XBlock) -> [i32; 8] {
+    let q = q6k_values(w);
+    let mut lanes = [0i32; 8];
+    for p in 0..QK {
+        lanes[(p % 32) / 4] +=
+            i32::from(w.raw_scales[p / 16]) * (i32::from(q[p]) - 32) * i32::from(x.q[p]);
+    }
+    lanes
+}
+
+/// ggml's `hsum_float_8`: the two halves added lane by lane, then lanes 0+2 and 1+3, then
+/// those two.
+fn sum8(v: [f32; 8]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| v[4 + i] + v[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
 /// The exact `Σ q_w · q_x` of each 16 values of one Q6_K block (unsigned values), in scalar
 /// code.
 fn q6k_sums(w: &Q6KBlock, x: &XBlock) -> [i32; 16] {
@@ -469,7 +514,7 @@ fn q6k_sums(w: &Q6KBlock, x: &XBlock) -> [i32; 16] {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{q4k_step, q6k_step, Q4KBlock, Q6KBlock, XBlock};
+    use super::{q4k_step, q6k_step, sum8, Q4KBlock, Q6KBlock, XBlock};
     use std::arch::x86_64::*;
 
     /// Calls `$kernel::<R>` for the run-time row count `$rows` (1..=4).
@@ -500,6 +545,74 @@ mod x86 {
     pub(super) unsafe fn q6k(w: &[Q6KBlock], x: &[XBlock], out: &mut [f32]) {
         // SAFETY: the caller's guarantees, passed on.
         unsafe { by_rows!(q6k_rows, w, x, out) }
+    }
+
+    /// One input row against one Q6_K row in the order of ggml's AVX2 `vec_dot_q6_K_q8_K`
+    /// (what candle runs for one row): per block, `sc · (q − 32) · x` in 8 integer lanes
+    /// (pairs less 32 times the inputs' pairs fit 16 bits), `acc = fma(d_x · d_w, lane, acc)`
+    /// per lane, the lanes summed at the end ([`sum8`]).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support `avx2` and `fma`; `x` must hold `w.len()` blocks.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q6k_single(w: &[Q6KBlock], x: &[XBlock]) -> f32 {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let bits45 = _mm256_set1_epi8(0x30);
+        let m32 = _mm256_set1_epi8(32);
+        let mut acc = _mm256_setzero_ps();
+        for (w, x) in w.iter().zip(x) {
+            let mut sum = _mm256_setzero_si256();
+            for half in 0..2 {
+                // SAFETY: 64 bytes at 64·half of the 128 low bytes, 32 at 32·half of the 64
+                // high ones.
+                let (ql0, ql1, qh) = unsafe {
+                    (
+                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half).cast()),
+                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32).cast()),
+                        _mm256_loadu_si256(w.qh.as_ptr().add(32 * half).cast()),
+                    )
+                };
+                let values = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, low4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, low4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4),
+                        _mm256_and_si256(qh, bits45),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45),
+                    ),
+                ];
+                for (k, values) in values.into_iter().enumerate() {
+                    let g = 8 * half + 2 * k;
+                    let scales = _mm256_set_m128i(
+                        _mm_set1_epi16(i16::from(w.raw_scales[g + 1])),
+                        _mm_set1_epi16(i16::from(w.raw_scales[g])),
+                    );
+                    // SAFETY: 32 of the block's 256 input bytes.
+                    let xv =
+                        unsafe { _mm256_loadu_si256(x.q.as_ptr().add(128 * half + 32 * k).cast()) };
+                    let pairs = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(values, xv),
+                        _mm256_maddubs_epi16(m32, xv),
+                    );
+                    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, scales));
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(x.d * w.d), _mm256_cvtepi32_ps(sum), acc);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: 32 writable bytes.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        sum8(lanes)
     }
 
     /// The lane sums of four vectors in one: `[Σa, Σb, Σc, Σd]` in each 128-bit half (the
@@ -673,7 +786,7 @@ mod tests {
 
     /// The same arithmetic in the plainest form, on the GGUF bytes and ggml's dequantization
     /// formulas (`dequantize_row_q4_K` / `_q6_K` as integer parts): per sub-block the exact
-    /// integer sum, then the module's float steps.
+    /// integer sum, then the module's float steps; for Q6_K with one input row, ggml's lanes.
     fn reference(
         x: &[f32],
         data: &[u8],
@@ -691,6 +804,7 @@ mod tests {
                 .collect();
             for j in 0..n {
                 let mut acc = 0f32;
+                let mut single = [0f32; 8];
                 for (b, xb) in xs.iter().enumerate() {
                     match dtype {
                         GgmlDType::Q4K => {
@@ -711,6 +825,24 @@ mod tests {
                                 acc = (sum as f32).mul_add(scale, acc);
                                 let min = dmin * f32::from(mn);
                                 acc = (-min).mul_add(xb.d * inputs as f32, acc);
+                            }
+                        }
+                        GgmlDType::Q6K if m == 1 => {
+                            let block = &data[(j * per_row + b) * Q6K_BYTES..][..Q6K_BYTES];
+                            let d = half(&block[208..210]);
+                            let mut lanes = [0i32; 8];
+                            for t in 0..QK {
+                                let (h, r) = (t / 128, t % 128);
+                                let (quarter, l) = (r / 32, r % 32);
+                                let low = block[64 * h + l + 32 * (quarter % 2)];
+                                let low = if quarter < 2 { low & 0x0F } else { low >> 4 };
+                                let high = (block[128 + 32 * h + l] >> (2 * quarter)) & 3;
+                                let q = i32::from(low | (high << 4)) - 32;
+                                let sc = i32::from(block[192 + t / 16] as i8);
+                                lanes[l / 4] += sc * q * i32::from(xb.q[t]);
+                            }
+                            for (acc, lane) in single.iter_mut().zip(lanes) {
+                                *acc = (xb.d * d).mul_add(lane as f32, *acc);
                             }
                         }
                         GgmlDType::Q6K => {
@@ -735,7 +867,12 @@ mod tests {
                         _ => unreachable!(),
                     }
                 }
-                out[i * n + j] = acc;
+                out[i * n + j] = if m == 1 && dtype == GgmlDType::Q6K {
+                    let r: Vec<f32> = (0..4).map(|t| single[4 + t] + single[t]).collect();
+                    (r[0] + r[2]) + (r[1] + r[3])
+                } else {
+                    acc
+                };
             }
         }
         out
@@ -849,6 +986,8 @@ mod tests {
         }
     }
 
+    /// A row's outputs do not depend on the other rows of a batch (Q6_K: of a batch of two or
+    /// more; one row alone takes ggml's order).
     #[test]
     fn a_row_gets_the_same_outputs_alone_and_in_a_batch() {
         let (m, n, k) = (40, 24, 512);
@@ -860,8 +999,11 @@ mod tests {
                 .into_owned();
             let matrix = packed(&data, n, k, dtype, KKernel::detect());
             let batch = matrix.matmul_t(&x, m);
-            for i in [0, 1, 16, 39] {
-                let alone = matrix.matmul_t(&x[i * k..(i + 1) * k], 1);
+            for i in [0, 1, 16, 38] {
+                let alone = match dtype {
+                    GgmlDType::Q6K => matrix.matmul_t(&x[i * k..(i + 2) * k], 2)[..n].to_vec(),
+                    _ => matrix.matmul_t(&x[i * k..(i + 1) * k], 1),
+                };
                 assert_eq!(
                     bits(&alone),
                     bits(&batch[i * n..(i + 1) * n]),
@@ -872,12 +1014,18 @@ mod tests {
     }
 
     /// candle's QMatMul on the same tensor (the same Q8_K activations up to its rounding of
-    /// ties): close to ours everywhere, the same bits where it runs its x86 repacked kernels.
+    /// ties): close to ours everywhere, the same bits where it runs its x86 repacked kernels
+    /// (and, for one Q6_K row, ggml's AVX2 dot product).
     #[test]
     fn products_agree_with_candle() {
-        let (m, n, k) = (5, 48, 1024);
-        let x = values(m * k, 6);
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        let (n, k) = (48, 1024);
+        for (m, dtype) in [
+            (5, GgmlDType::Q4K),
+            (5, GgmlDType::Q6K),
+            (1, GgmlDType::Q4K),
+            (1, GgmlDType::Q6K),
+        ] {
+            let x = values(m * k, 6);
             let q = quantized(&values(n * k, 7), n, k, dtype);
             let data = q.data().unwrap().into_owned();
             let got = packed(&data, n, k, dtype, KKernel::detect()).matmul_t(&x, m);
@@ -896,7 +1044,7 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx512vnni")
                 && std::arch::is_x86_feature_detected!("avx512bw")
             {
-                assert_eq!(bits(&got), bits(&want), "{dtype:?}");
+                assert_eq!(bits(&got), bits(&want), "{dtype:?} {m} rows");
             }
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
