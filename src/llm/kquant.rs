@@ -42,7 +42,7 @@ const Q4K_BYTES: usize = 144;
 /// d (f16).
 const Q6K_BYTES: usize = 210;
 /// Adding and subtracting 1.5 · 2²³ rounds an f32 of magnitude below 2²² to the nearest
-/// integer, ties to even (ggml's `nearest_int`).
+/// integer, ties to even.
 const ROUNDER: f32 = 12_582_912.0;
 /// Weight rows per task unit for a prompt: their blocks stay in cache while every input row
 /// passes.
@@ -391,7 +391,9 @@ impl SharedOut {
     }
 }
 
-/// Quantizes 256 values to Q8_K as llama.cpp's `quantize_row_q8_K_ref` does.
+/// Quantizes 256 values to Q8_K as llama.cpp's `quantize_row_q8_K_ref` does, except that
+/// halves round away from zero (candle's `BlockQ8K::from_float`; ggml's `nearest_int` rounds
+/// them to even): see the module doc for why.
 fn quantize_block(x: &[f32]) -> XBlock {
     let mut block = XBlock {
         q: [0; QK],
@@ -410,14 +412,26 @@ fn quantize_block(x: &[f32]) -> XBlock {
     }
     let iscale = -127.0 / max;
     for (q, &v) in block.q.iter_mut().zip(x) {
-        let rounded = ((iscale * v + ROUNDER) - ROUNDER) as i32;
-        *q = rounded.min(127) as i8;
+        *q = round_half_away(iscale * v).min(127) as i8;
     }
     for (sum, q) in block.sums.iter_mut().zip(block.q.chunks_exact(16)) {
         *sum = q.iter().map(|&q| i32::from(q)).sum();
     }
     block.d = 1.0 / iscale;
     block
+}
+
+/// `v` (|v| ≤ 128) rounded to the nearest integer, halves away from zero (`f32::round`, which
+/// is a libm call on x86-64 without SSE4.1): the ties-to-even rounding of plain SSE2
+/// arithmetic, corrected on exact halves.
+fn round_half_away(v: f32) -> i32 {
+    let even = (v + ROUNDER) - ROUNDER;
+    let rounded = if (v - even).abs() == 0.5 {
+        v + 0.5f32.copysign(v)
+    } else {
+        even
+    };
+    rounded as i32
 }
 
 /// The Q8_K blocks of `m` rows of values, row after row.
@@ -900,7 +914,7 @@ mod tests {
     }
 
     #[test]
-    fn quantize_block_follows_llama_cpp() {
+    fn quantize_block_follows_llama_cpp_with_halves_away_from_zero() {
         let mut x = [0f32; QK];
         x[0] = 0.5;
         x[1] = -1.0;
@@ -910,9 +924,9 @@ mod tests {
         let b = quantize_block(&x);
         // iscale = -127 / -1 = 127; d = 1 / 127.
         assert_eq!(b.d, 1.0 / 127.0);
-        // 63.5, 0.5 and 1.5 round to even.
-        assert_eq!(b.q[..5], [64, -127, 127, 0, 2]);
-        assert_eq!(b.sums[0], 64 - 127 + 127 + 2);
+        // 63.5, 0.5 and 1.5 round away from zero.
+        assert_eq!(b.q[..5], [64, -127, 127, 1, 2]);
+        assert_eq!(b.sums[0], 64 - 127 + 127 + 1 + 2);
         assert!(b.sums[1..].iter().all(|&s| s == 0));
         // The largest value negative after the scaling: its sign flips, the clamp keeps 127.
         let mut y = [0f32; QK];
@@ -923,6 +937,16 @@ mod tests {
         assert_eq!(b.q[5..7], [-127, 127]);
         let zero = quantize_block(&[0.0; QK]);
         assert_eq!((zero.d, zero.q, zero.sums), (0.0, [0; QK], [0; 16]));
+    }
+
+    #[test]
+    fn rounding_equals_f32_round() {
+        let mut cases: Vec<f32> = (-2560..=2560).map(|i| i as f32 * 0.05).collect();
+        cases.extend((-256..=256).map(|i| i as f32 * 0.5));
+        cases.extend([0.49999997, -0.49999997, 126.49999, 127.0, -127.0, 1e-30]);
+        for v in cases {
+            assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+        }
     }
 
     #[test]
