@@ -6,7 +6,8 @@
 //! cached prefix from a multi-token continuation, ignores the sliding window when decoding, and
 //! builds 131,072-position RoPE tables per layer (2.4 GB for the 270M model). The building blocks
 //! here are candle's (`QMatMul`, `rms_norm`, `rope`) and, for Q8_0 (and widened Q5_0) matrices,
-//! the engine's own product ([`super::q8`]); the wiring is ours.
+//! the engine's own product ([`super::q8`]), for Q4_K and Q6_K its own k-quant product
+//! ([`super::kquant`]); the wiring and the KV cache are ours.
 
 use std::sync::Arc;
 
