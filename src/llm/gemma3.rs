@@ -58,13 +58,15 @@ fn widen_q5_0(tensor: QTensor, device: &Device) -> candle_core::Result<QTensor> 
 
 /// A weight matrix: Q8_0 (and widened Q5_0) on the CPU in the engine's own kernel
 /// ([`Q8Matrix`]: blocked over a prompt's rows, no per-block scale conversion in software),
-/// Q4_K and Q6_K on the CPU in its own k-quant kernel ([`KMatrix`]: llama.cpp's Q8_K
-/// activations and x86 arithmetic, on the engine's threads rather than candle's barrier
-/// pool), other types and devices on candle's `QMatMul`.
+/// Q4_K and Q6_K on the CPU in its own k-quant kernel for one input row ([`KMatrix`]: a
+/// generated token, on the engine's threads rather than candle's barrier pool) and in
+/// candle's `QMatMul` for a prompt (its x86 repacked kernels, VNNI where the CPU has it, are
+/// faster there; both compute the same values, see [`super::kquant`]), other types and
+/// devices on candle's `QMatMul`.
 #[derive(Clone)]
 enum Linear {
     Q8(Arc<Q8Matrix>),
-    K(Arc<KMatrix>),
+    K(Arc<KMatrix>, QMatMul),
     Candle(QMatMul),
 }
 
@@ -82,7 +84,7 @@ impl Linear {
             return Ok(Linear::Q8(Arc::new(matrix)));
         }
         if let Some(matrix) = Self::k_packed(&tensor, kernels.k, device)? {
-            return Ok(Linear::K(Arc::new(matrix)));
+            return Ok(Linear::K(Arc::new(matrix), QMatMul::from_qtensor(tensor)?));
         }
         Ok(Linear::Candle(QMatMul::from_qtensor(tensor)?))
     }
@@ -131,7 +133,12 @@ impl Linear {
         let (rows, cols) = match self {
             Linear::Candle(matmul) => return matmul.forward(x),
             Linear::Q8(matrix) => (matrix.rows(), matrix.cols()),
-            Linear::K(matrix) => (matrix.rows(), matrix.cols()),
+            Linear::K(matrix, matmul) => {
+                if x.elem_count() != matrix.cols() {
+                    return matmul.forward(x);
+                }
+                (matrix.rows(), matrix.cols())
+            }
         };
         let mut dims = x.dims().to_vec();
         if dims.last() != Some(&cols) {
@@ -141,7 +148,7 @@ impl Linear {
         let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let out = match self {
             Linear::Q8(matrix) => matrix.matmul_t(&values, m),
-            Linear::K(matrix) => matrix.matmul_t(&values, m),
+            Linear::K(matrix, _) => matrix.matmul_t(&values, m),
             Linear::Candle(_) => unreachable!("returned above"),
         };
         *dims.last_mut().expect("checked above") = rows;
