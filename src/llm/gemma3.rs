@@ -633,6 +633,58 @@ fn gelu_f16_table() -> &'static [f32] {
 mod tests {
     use super::*;
 
+    /// The in-place cache holds what concatenation held, across a growth of its buffers, and
+    /// a clone (a fork) that writes does not change what the original reads.
+    #[test]
+    fn kv_cache_equals_concatenation_and_forks_do_not_share_writes() -> candle_core::Result<()> {
+        let device = Device::Cpu;
+        let step = |seq: usize, seed: f32| -> candle_core::Result<Tensor> {
+            let values: Vec<f32> = (0..2 * seq * 3).map(|i| seed + i as f32).collect();
+            Tensor::from_vec(values, (1, 2, seq, 3), &device)
+        };
+        let first = step(4, 0.0)?;
+        let mut cache = KvCache::new(&first, &(&first * 2.0)?)?;
+        let mut concatenated = first.clone();
+        // Past the first buffer's room: the cache moves to a bigger one.
+        for (i, seq) in [1, KV_CACHE_ROOM + 3, 1].into_iter().enumerate() {
+            let k = step(seq, 1000.0 * (i + 1) as f32)?;
+            let (all_k, all_v) = cache.append(&k, &(&k * 2.0)?)?;
+            concatenated = Tensor::cat(&[&concatenated, &k], 2)?;
+            assert_eq!(
+                all_k.squeeze(0)?.to_vec3::<f32>()?,
+                concatenated.squeeze(0)?.to_vec3::<f32>()?
+            );
+            let doubled = (&concatenated * 2.0)?.squeeze(0)?;
+            assert_eq!(
+                all_v.squeeze(0)?.to_vec3::<f32>()?,
+                doubled.to_vec3::<f32>()?
+            );
+        }
+        let mut fork = cache.clone();
+        let before = cache
+            .k
+            .narrow(2, 0, cache.len)?
+            .squeeze(0)?
+            .to_vec3::<f32>();
+        let theirs = step(1, -5.0)?;
+        fork.append(&theirs, &theirs)?;
+        let ours = step(1, 7.0)?;
+        let (all_k, _) = cache.append(&ours, &ours)?;
+        let expected = Tensor::cat(&[&concatenated, &ours], 2)?;
+        assert_eq!(
+            all_k.squeeze(0)?.to_vec3::<f32>()?,
+            expected.squeeze(0)?.to_vec3::<f32>()?
+        );
+        assert_eq!(before?, concatenated.squeeze(0)?.to_vec3::<f32>()?);
+        // The fork still reads its own last row, not the original's.
+        let fork_last = fork.k.narrow(2, fork.len - 1, 1)?.squeeze(0)?;
+        assert_eq!(
+            fork_last.to_vec3::<f32>()?,
+            theirs.squeeze(0)?.to_vec3::<f32>()?
+        );
+        Ok(())
+    }
+
     /// A Q5_0 matrix widened to Q8_0 holds exactly the same values, and its products differ
     /// only by the order of float accumulation.
     #[test]
