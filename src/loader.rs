@@ -258,10 +258,11 @@ pub fn open_llm(
 /// The engine that runs a GGUF family, as recorded: candle-transformers' quantized model, except
 /// Gemma 3, which mtsum wires itself (`llm/gemma3.rs`: the candle-transformers model computes
 /// its feed-forward with the wrong activation), with its Q8_0 products on mtsum's own kernels
-/// (`llm/q8.rs`) and the other quantizations on candle's.
+/// (`llm/q8.rs`), its Q4_K/Q6_K products on mtsum's own kernel for generated tokens
+/// (`llm/kquant.rs`) and on candle's for prompts, other quantizations on candle's.
 pub fn backend_name(family: &str) -> String {
     match family {
-        "gemma3" => "mtsum gemma3 (own Q8_0 kernels, candle k-quants)".into(),
+        "gemma3" => "mtsum gemma3 (own Q8_0 kernels, own k-quant kernels per token)".into(),
         other => format!("candle-transformers quantized_{other}"),
     }
 }

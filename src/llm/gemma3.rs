@@ -6,7 +6,8 @@
 //! cached prefix from a multi-token continuation, ignores the sliding window when decoding, and
 //! builds 131,072-position RoPE tables per layer (2.4 GB for the 270M model). The building blocks
 //! here are candle's (`QMatMul`, `rms_norm`, `rope`) and, for Q8_0 (and widened Q5_0) matrices,
-//! the engine's own product ([`super::q8`]); the wiring is ours.
+//! the engine's own product ([`super::q8`]), for Q4_K and Q6_K its own k-quant product
+//! ([`super::kquant`]); the wiring and the KV cache are ours.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::gguf::GgufInfo;
+use super::kquant::{KKernel, KMatrix};
 use super::q8::{Q8Kernel, Q8Matrix};
 
 /// A Q5_0 matrix as the same values in Q8_0 blocks.
@@ -56,20 +58,57 @@ fn widen_q5_0(tensor: QTensor, device: &Device) -> candle_core::Result<QTensor> 
 
 /// A weight matrix: Q8_0 (and widened Q5_0) on the CPU in the engine's own kernel
 /// ([`Q8Matrix`]: blocked over a prompt's rows, no per-block scale conversion in software),
-/// other types and devices on candle's `QMatMul`.
+/// Q4_K and Q6_K on the CPU in its own k-quant kernel for one input row ([`KMatrix`]: a
+/// generated token, on the engine's threads rather than candle's barrier pool) and in
+/// candle's `QMatMul` for a prompt (its x86 repacked kernels, VNNI where the CPU has it, are
+/// faster there; both compute the same values, see [`super::kquant`]), other types and
+/// devices on candle's `QMatMul`.
 #[derive(Clone)]
 enum Linear {
     Q8(Arc<Q8Matrix>),
+    K(Arc<KMatrix>, QMatMul),
     Candle(QMatMul),
 }
 
+/// The engine's kernels for this CPU, chosen once at load.
+#[derive(Clone, Copy)]
+struct Kernels {
+    q8: Q8Kernel,
+    k: KKernel,
+}
+
 impl Linear {
-    fn new(tensor: QTensor, kernel: Q8Kernel, device: &Device) -> candle_core::Result<Self> {
+    fn new(tensor: QTensor, kernels: Kernels, device: &Device) -> candle_core::Result<Self> {
         let tensor = widen_q5_0(tensor, device)?;
-        match Self::packed(&tensor, kernel, device)? {
-            Some(matrix) => Ok(Linear::Q8(Arc::new(matrix))),
-            None => Ok(Linear::Candle(QMatMul::from_qtensor(tensor)?)),
+        if let Some(matrix) = Self::packed(&tensor, kernels.q8, device)? {
+            return Ok(Linear::Q8(Arc::new(matrix)));
         }
+        if let Some(matrix) = Self::k_packed(&tensor, kernels.k, device)? {
+            return Ok(Linear::K(Arc::new(matrix), QMatMul::from_qtensor(tensor)?));
+        }
+        Ok(Linear::Candle(QMatMul::from_qtensor(tensor)?))
+    }
+
+    /// `tensor` repacked for the engine's k-quant kernel when it is a Q4_K or Q6_K matrix on
+    /// the CPU.
+    fn k_packed(
+        tensor: &QTensor,
+        kernel: KKernel,
+        device: &Device,
+    ) -> candle_core::Result<Option<KMatrix>> {
+        let (rows, cols) = match tensor.shape().dims() {
+            &[rows, cols] => (rows, cols),
+            _ => return Ok(None),
+        };
+        if !device.is_cpu() {
+            return Ok(None);
+        }
+        let matrix = match tensor.dtype() {
+            GgmlDType::Q4K => KMatrix::from_q4_k(&tensor.data()?, rows, cols, kernel),
+            GgmlDType::Q6K => KMatrix::from_q6_k(&tensor.data()?, rows, cols, kernel),
+            _ => return Ok(None),
+        };
+        matrix.map(Some).map_err(candle_core::Error::Msg)
     }
 
     /// `tensor` packed for the engine's kernel when it is a Q8_0 matrix on the CPU.
@@ -91,21 +130,29 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Linear::Candle(matmul) => matmul.forward(x),
-            Linear::Q8(matrix) => {
-                let mut dims = x.dims().to_vec();
-                let k = matrix.cols();
-                if dims.last() != Some(&k) {
-                    candle_core::bail!("input {:?} for a matrix of {k} columns", x.shape());
+        let (rows, cols) = match self {
+            Linear::Candle(matmul) => return matmul.forward(x),
+            Linear::Q8(matrix) => (matrix.rows(), matrix.cols()),
+            Linear::K(matrix, matmul) => {
+                if x.elem_count() != matrix.cols() {
+                    return matmul.forward(x);
                 }
-                let m = x.elem_count() / k;
-                let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                let out = matrix.matmul_t(&values, m);
-                *dims.last_mut().expect("checked above") = matrix.rows();
-                Tensor::from_vec(out, dims, x.device())
+                (matrix.rows(), matrix.cols())
             }
+        };
+        let mut dims = x.dims().to_vec();
+        if dims.last() != Some(&cols) {
+            candle_core::bail!("input {:?} for a matrix of {cols} columns", x.shape());
         }
+        let m = x.elem_count() / cols;
+        let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let out = match self {
+            Linear::Q8(matrix) => matrix.matmul_t(&values, m),
+            Linear::K(matrix, _) => matrix.matmul_t(&values, m),
+            Linear::Candle(_) => unreachable!("returned above"),
+        };
+        *dims.last_mut().expect("checked above") = rows;
+        Tensor::from_vec(out, dims, x.device())
     }
 }
 
@@ -152,7 +199,79 @@ struct Layer {
     down: Linear,
     post_ffn_norm: Tensor,
     sliding: bool,
-    cache: Option<(Tensor, Tensor)>,
+    cache: Option<KvCache>,
+}
+
+/// One layer's keys and values, preallocated and written in place: each step copies only its
+/// own new rows (concatenating copied the whole cache at every token), and attention reads a
+/// view of the first `len` positions, laid out in rows as a concatenated cache was, so the
+/// matmuls get the same operands and compute the same bits.
+///
+/// Clones (a session's forks) share the buffers until one of them writes: the first writer
+/// whose buffers are shared moves to a copy of its own first (copy on write, told by the
+/// count of `owners`), so one fork never writes over positions another one reads.
+#[derive(Clone)]
+struct KvCache {
+    /// (1, kv_heads, capacity, head_dim) each.
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+    owners: Arc<()>,
+}
+
+/// Positions a fresh cache holds beyond its first input.
+const KV_CACHE_ROOM: usize = 512;
+
+impl KvCache {
+    /// A cache holding `k` and `v` (1, kv_heads, seq, head_dim) with room for more.
+    fn new(k: &Tensor, v: &Tensor) -> candle_core::Result<Self> {
+        let seq = k.dim(2)?;
+        let mut cache = Self {
+            k: k.clone(),
+            v: v.clone(),
+            len: 0,
+            owners: Arc::new(()),
+        };
+        cache.reallocate(seq + KV_CACHE_ROOM)?;
+        cache.append(k, v)?;
+        Ok(cache)
+    }
+
+    /// Fresh buffers of `capacity` positions holding the first `len` of the current ones.
+    fn reallocate(&mut self, capacity: usize) -> candle_core::Result<()> {
+        let (one, heads, _, head_dim) = self.k.dims4()?;
+        let fresh = |old: &Tensor| -> candle_core::Result<Tensor> {
+            let buffer =
+                Tensor::zeros((one, heads, capacity, head_dim), old.dtype(), old.device())?;
+            if self.len > 0 {
+                buffer.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            }
+            Ok(buffer)
+        };
+        self.k = fresh(&self.k)?;
+        self.v = fresh(&self.v)?;
+        self.owners = Arc::new(());
+        Ok(())
+    }
+
+    /// Writes `k` and `v` (1, kv_heads, seq, head_dim) after the cached positions and returns
+    /// views of all of them.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let seq = k.dim(2)?;
+        let capacity = self.k.dim(2)?;
+        if self.len + seq > capacity {
+            self.reallocate((2 * capacity).max(self.len + seq + KV_CACHE_ROOM))?;
+        } else if Arc::strong_count(&self.owners) > 1 {
+            self.reallocate(capacity)?;
+        }
+        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len += seq;
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
 }
 
 /// The weights (shared between clones) and one sequence's KV cache (per clone).
@@ -210,7 +329,11 @@ impl Gemma3 {
             },
             attention_scale,
         };
-        let kernel = Q8Kernel::detect();
+        let kernels = Kernels {
+            q8: Q8Kernel::detect(),
+            k: KKernel::detect(),
+        };
+        let kernel = kernels.q8;
         let mut tensor = |name: &str| content.tensor(reader, name, device);
         let table = tensor("token_embd.weight")?;
         let embedding = match Linear::packed(&table, kernel, device)? {
@@ -222,7 +345,7 @@ impl Gemma3 {
         for i in 0..blocks {
             let p = format!("blk.{i}");
             let mut matmul =
-                |name: &str| Linear::new(tensor(&format!("{p}.{name}"))?, kernel, device);
+                |name: &str| Linear::new(tensor(&format!("{p}.{name}"))?, kernels, device);
             let q = matmul("attn_q.weight")?;
             let k = matmul("attn_k.weight")?;
             let v = matmul("attn_v.weight")?;
@@ -255,7 +378,7 @@ impl Gemma3 {
             content.tensor_infos.contains_key("output.weight"),
             &embedding,
         ) {
-            (true, _) => Linear::new(tensor("output.weight")?, kernel, device)?,
+            (true, _) => Linear::new(tensor("output.weight")?, kernels, device)?,
             (false, Embedding::Q8(matrix)) => Linear::Q8(matrix.clone()),
             (false, Embedding::Table(table)) => Linear::Candle(QMatMul::from_arc(table.clone())?),
         };
@@ -350,14 +473,18 @@ impl Gemma3 {
             let v = v.transpose(1, 2)?.contiguous()?;
             let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
             let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
-            let (k, v) = match &layer.cache {
-                Some((k_cache, v_cache)) => (
-                    Tensor::cat(&[k_cache, &k], 2)?,
-                    Tensor::cat(&[v_cache, &v], 2)?,
-                ),
-                None => (k, v),
+            let (k, v) = match &mut layer.cache {
+                Some(cache) => cache.append(&k, &v)?,
+                None => {
+                    let cache = KvCache::new(&k, &v)?;
+                    let views = (
+                        cache.k.narrow(2, 0, cache.len)?,
+                        cache.v.narrow(2, 0, cache.len)?,
+                    );
+                    layer.cache = Some(cache);
+                    views
+                }
             };
-            layer.cache = Some((k.clone(), v.clone()));
             // Grouped-query attention without copying the cache per query head (as llama.cpp
             // broadcasts): the `rep` query heads that share a KV head are one matrix of
             // `rep * seq` rows against it. Copying K and V four times per layer and token
@@ -505,6 +632,58 @@ fn gelu_f16_table() -> &'static [f32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-place cache holds what concatenation held, across a growth of its buffers, and
+    /// a clone (a fork) that writes does not change what the original reads.
+    #[test]
+    fn kv_cache_equals_concatenation_and_forks_do_not_share_writes() -> candle_core::Result<()> {
+        let device = Device::Cpu;
+        let step = |seq: usize, seed: f32| -> candle_core::Result<Tensor> {
+            let values: Vec<f32> = (0..2 * seq * 3).map(|i| seed + i as f32).collect();
+            Tensor::from_vec(values, (1, 2, seq, 3), &device)
+        };
+        let first = step(4, 0.0)?;
+        let mut cache = KvCache::new(&first, &(&first * 2.0)?)?;
+        let mut concatenated = first.clone();
+        // Past the first buffer's room: the cache moves to a bigger one.
+        for (i, seq) in [1, KV_CACHE_ROOM + 3, 1].into_iter().enumerate() {
+            let k = step(seq, 1000.0 * (i + 1) as f32)?;
+            let (all_k, all_v) = cache.append(&k, &(&k * 2.0)?)?;
+            concatenated = Tensor::cat(&[&concatenated, &k], 2)?;
+            assert_eq!(
+                all_k.squeeze(0)?.to_vec3::<f32>()?,
+                concatenated.squeeze(0)?.to_vec3::<f32>()?
+            );
+            let doubled = (&concatenated * 2.0)?.squeeze(0)?;
+            assert_eq!(
+                all_v.squeeze(0)?.to_vec3::<f32>()?,
+                doubled.to_vec3::<f32>()?
+            );
+        }
+        let mut fork = cache.clone();
+        let before = cache
+            .k
+            .narrow(2, 0, cache.len)?
+            .squeeze(0)?
+            .to_vec3::<f32>();
+        let theirs = step(1, -5.0)?;
+        fork.append(&theirs, &theirs)?;
+        let ours = step(1, 7.0)?;
+        let (all_k, _) = cache.append(&ours, &ours)?;
+        let expected = Tensor::cat(&[&concatenated, &ours], 2)?;
+        assert_eq!(
+            all_k.squeeze(0)?.to_vec3::<f32>()?,
+            expected.squeeze(0)?.to_vec3::<f32>()?
+        );
+        assert_eq!(before?, concatenated.squeeze(0)?.to_vec3::<f32>()?);
+        // The fork still reads its own last row, not the original's.
+        let fork_last = fork.k.narrow(2, fork.len - 1, 1)?.squeeze(0)?;
+        assert_eq!(
+            fork_last.to_vec3::<f32>()?,
+            theirs.squeeze(0)?.to_vec3::<f32>()?
+        );
+        Ok(())
+    }
 
     /// A Q5_0 matrix widened to Q8_0 holds exactly the same values, and its products differ
     /// only by the order of float accumulation.

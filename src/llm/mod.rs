@@ -8,6 +8,7 @@
 mod error;
 mod gemma3;
 mod gguf;
+mod kquant;
 mod model;
 mod q8;
 mod template;
