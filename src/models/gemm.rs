@@ -318,7 +318,8 @@ impl PackedMatrix {
             for p in panels.clone() {
                 let col = p * PANEL;
                 // SAFETY: block < m, p lies within the matrix's panels and col - first < ldc:
-                // every offset stays inside x, the packed values, out and the bias.
+                // every offset stays inside x, the packed values, out and the bias; the next
+                // panel, when named, is one of this call's panels too.
                 let tile = unsafe {
                     Tile {
                         a: x.as_ptr().add(block * k),
@@ -329,6 +330,8 @@ impl PackedMatrix {
                         ldc,
                         cols: (n - col).min(PANEL),
                         bias: bias.map(|b| b.as_ptr().add(col)),
+                        next: (p + 1 < panels.end)
+                            .then(|| self.values().as_ptr().add((p + 1) * k * PANEL)),
                     }
                 };
                 // SAFETY: the tile lies in bounds as above, in the caller's own buffer.
@@ -352,33 +355,11 @@ impl PackedMatrix {
         bias: Option<&[f32]>,
         out: SharedOut,
     ) {
-        let (n, k) = (self.rows, self.cols);
-        let row_block = (ROW_BLOCK_VALUES / k).max(1).next_multiple_of(12);
-        for block in (0..m).step_by(row_block) {
-            let block_end = (block + row_block).min(m);
-            for p in panels.clone() {
-                let col = p * PANEL;
-                // SAFETY: block < m, p < panels and col < n, so every offset stays inside
-                // x, the packed values, out and the bias (the caller's sizes); the next
-                // panel, when named, is one of this call's panels too.
-                let tile = unsafe {
-                    Tile {
-                        a: x.as_ptr().add(block * k),
-                        lda: k,
-                        b: self.values().as_ptr().add(p * k * PANEL),
-                        k,
-                        c: out.0.add(block * n + col),
-                        ldc: n,
-                        cols: (n - col).min(PANEL),
-                        bias: bias.map(|b| b.as_ptr().add(col)),
-                        next: (p + 1 < panels.end)
-                            .then(|| self.values().as_ptr().add((p + 1) * k * PANEL)),
-                    }
-                };
-                // SAFETY: the tile lies in bounds as above and its rows block..block_end and
-                // columns are this call's own (the caller's guarantee).
-                unsafe { self.kernel_rows(tile, block_end - block) };
-            }
+        // SAFETY: the panels' first column lies within the `rows` columns of `out`'s rows, which
+        // are `rows` values apart; the caller's guarantees are `panels_into`'s.
+        unsafe {
+            let first = out.0.add(panels.start * PANEL);
+            self.panels_into(x, m, panels, bias, first, self.rows)
         }
     }
 
