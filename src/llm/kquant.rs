@@ -579,40 +579,12 @@ mod x86 {
     /// The CPU must support `avx2` and `fma`; `x` must hold `w.len()` blocks.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn q6k_single(w: &[Q6KBlock], x: &[XBlock]) -> f32 {
-        let low4 = _mm256_set1_epi8(0x0F);
-        let bits45 = _mm256_set1_epi8(0x30);
         let m32 = _mm256_set1_epi8(32);
         let mut acc = _mm256_setzero_ps();
         for (w, x) in w.iter().zip(x) {
             let mut sum = _mm256_setzero_si256();
             for half in 0..2 {
-                // SAFETY: 64 bytes at 64·half of the 128 low bytes, 32 at 32·half of the 64
-                // high ones.
-                let (ql0, ql1, qh) = unsafe {
-                    (
-                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half).cast()),
-                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32).cast()),
-                        _mm256_loadu_si256(w.qh.as_ptr().add(32 * half).cast()),
-                    )
-                };
-                let values = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, low4),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, low4),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4),
-                        _mm256_and_si256(qh, bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45),
-                    ),
-                ];
+                let values = q6k_half(w, half);
                 for (k, values) in values.into_iter().enumerate() {
                     let g = 8 * half + 2 * k;
                     let scales = _mm256_set_m128i(
@@ -635,6 +607,43 @@ mod x86 {
         // SAFETY: 32 writable bytes.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
         sum8(lanes)
+    }
+
+    /// The 6-bit values of one half (`half` 0 or 1) of a Q6_K block, 4 vectors of 32: the low
+    /// 4 bits from `ql`, bits 4-5 from a pair of bits of `qh` (16-bit shifts; the mask keeps
+    /// each byte's own bits).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn q6k_half(w: &Q6KBlock, half: usize) -> [__m256i; 4] {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let bits45 = _mm256_set1_epi8(0x30);
+        let (ql, qh) = (&w.ql[64 * half..][..64], &w.qh[32 * half..][..32]);
+        // SAFETY: the slices hold 64 and 32 bytes (checked above).
+        let (ql0, ql1, qh) = unsafe {
+            (
+                _mm256_loadu_si256(ql.as_ptr().cast()),
+                _mm256_loadu_si256(ql.as_ptr().add(32).cast()),
+                _mm256_loadu_si256(qh.as_ptr().cast()),
+            )
+        };
+        [
+            _mm256_or_si256(
+                _mm256_and_si256(ql0, low4),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(ql1, low4),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4),
+                _mm256_and_si256(qh, bits45),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45),
+            ),
+        ]
     }
 
     /// The lane sums of four vectors in one: `[Σa, Σb, Σc, Σd]` in each 128-bit half (the
@@ -714,42 +723,12 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn q6k_rows<const R: usize>(w: &[Q6KBlock], x: &[XBlock], out: &mut [f32]) {
         let blocks = w.len();
-        let low4 = _mm256_set1_epi8(0x0F);
-        let bits45 = _mm256_set1_epi8(0x30);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [0f32; R];
         for (b, w) in w.iter().enumerate() {
             let mut sums = [[0i32; 16]; R];
             for half in 0..2 {
-                // SAFETY: 64 bytes at 64·half of the 128 low bytes, 32 at 32·half of the 64
-                // high ones.
-                let (ql0, ql1, qh) = unsafe {
-                    (
-                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half).cast()),
-                        _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32).cast()),
-                        _mm256_loadu_si256(w.qh.as_ptr().add(32 * half).cast()),
-                    )
-                };
-                // Bits 4-5 of each value from a pair of bits of `qh` (16-bit shifts; the mask
-                // keeps each byte's own bits).
-                let values = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, low4),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, low4),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4),
-                        _mm256_and_si256(qh, bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45),
-                    ),
-                ];
+                let values = q6k_half(w, half);
                 for (r, sums) in sums.iter_mut().enumerate() {
                     let q = x[r * blocks + b].q.as_ptr();
                     let v: [__m256i; 4] = std::array::from_fn(|k| {
@@ -776,26 +755,9 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_values as values;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
-
-    /// Deterministic values in about -1..1 with an occasional large one.
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let v = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-                if i % 41 == 7 {
-                    v * 6.0
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
 
     fn quantized(w: &[f32], rows: usize, cols: usize, dtype: GgmlDType) -> QTensor {
         let t = Tensor::from_slice(w, (rows, cols), &Device::Cpu).unwrap();

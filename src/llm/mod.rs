@@ -25,3 +25,23 @@ pub use tokenizer::GgufTokenizer;
 pub fn is_gguf_path(path: &str) -> bool {
     path.to_ascii_lowercase().ends_with(".gguf")
 }
+
+/// Deterministic test inputs in about -1..1 with an occasional large one (so block maxima
+/// vary), shared by the quantized kernels' tests.
+#[cfg(test)]
+fn test_values(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if i % 37 == 5 {
+                v * 8.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}

@@ -719,26 +719,9 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_values as values;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
-
-    /// Deterministic values in about -1..1 with an occasional large one (so block maxima vary).
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let v = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-                if i % 37 == 5 {
-                    v * 8.0
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
 
     /// GGUF Q8_0 bytes of a (rows, cols) matrix, through candle's quantizer.
     fn q8_0(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
