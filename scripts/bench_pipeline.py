@@ -19,6 +19,7 @@ Needs what scripts/bench_peers.py needs.
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -119,8 +120,14 @@ def main():
         "--summarizer", str(t5), "--device", "cpu", "--threads", str(args.threads), "--quiet",
     ]
     started = time.perf_counter()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the run (every thread), so a figure taken on a busy machine says how much
+    # of the 2 cores it had.
+    user = cpu_after.ru_utime - cpu_before.ru_utime
+    system = cpu_after.ru_stime - cpu_before.ru_stime
     report = json.loads((out / "report.json").read_text())
     timings, stages = report["timings"], report["timings"]["stages"]
     total = timings["total_seconds"]
@@ -134,6 +141,9 @@ def main():
           f"{args.threads} threads")
     print(f"releases per minute: {args.releases / total * 60:.1f} (batch {total:.1f} s; "
           f"model loading {timings['load_seconds']:.1f} s and start/read {outside:.1f} s besides)")
+    print(f"CPU: {user + system:.0f} s ({user:.0f} user, {system:.0f} system) in {wall:.1f} s wall, "
+          f"{(user + system) / wall:.2f} cores on average; "
+          f"{args.releases / (user + system) * 60:.1f} releases per CPU-minute")
     print("| stage | seconds | share of the batch |")
     print("|---|---:|---:|")
     for name, seconds in (

@@ -755,17 +755,13 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::test_values as values;
+    use crate::llm::{test_bits as bits, test_values as values};
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
 
     fn quantized(w: &[f32], rows: usize, cols: usize, dtype: GgmlDType) -> QTensor {
         let t = Tensor::from_slice(w, (rows, cols), &Device::Cpu).unwrap();
         QTensor::quantize(&t, dtype).unwrap()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|v| v.to_bits()).collect()
     }
 
     /// The same arithmetic in the plainest form, on the GGUF bytes and ggml's dequantization

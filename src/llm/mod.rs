@@ -45,3 +45,10 @@ fn test_values(count: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The bit patterns of `values`, for asserting two kernels agree bit for bit (and seeing where
+/// they do not).
+#[cfg(test)]
+fn test_bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}

@@ -719,7 +719,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::test_values as values;
+    use crate::llm::{test_bits as bits, test_values as values};
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
 
@@ -761,10 +761,6 @@ mod tests {
         let kernels = Q8Kernel::available();
         assert_eq!(kernels.last().map(|k| k.name()), Some("Portable"));
         kernels
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|v| v.to_bits()).collect()
     }
 
     #[test]
