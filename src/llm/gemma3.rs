@@ -21,6 +21,7 @@ use half::slice::HalfFloatSliceExt;
 use super::gguf::GgufInfo;
 use super::kquant::{KKernel, KMatrix};
 use super::q8::{Q8Kernel, Q8Matrix};
+use super::team::Team;
 
 /// A Q5_0 matrix as the same values in Q8_0 blocks.
 ///
@@ -156,6 +157,96 @@ impl Linear {
     }
 }
 
+/// Products of one input with several matrices: attention's q, k and v, the feed-forward's
+/// gate and up.
+///
+/// Why: a generated token's products are small (Gemma 3 270M: 0.2-1.4 MB of weights each) and
+/// each was its own parallel loop, whose hand-off between threads (waking the other thread,
+/// waiting for it) cost about as much as the work; every one also quantized the same input
+/// again. When all are Q8_0 on the CPU with the same width (the 270M file's q, k, v, gate and
+/// up, Q5_0 widened), they are stacked at load into one matrix holding their rows one after
+/// the other: one quantization, one parallel loop, and the same values bit for bit, since
+/// every output row is computed on its own (see [`super::q8`]).
+#[derive(Clone)]
+enum Projections {
+    /// One matrix with the parts' rows in order, and each part's row count.
+    Stacked(Arc<Q8Matrix>, Vec<usize>),
+    Each(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(tensors: Vec<QTensor>, kernels: Kernels, device: &Device) -> candle_core::Result<Self> {
+        let tensors = tensors
+            .into_iter()
+            .map(|tensor| widen_q5_0(tensor, device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        if let Some(stacked) = Self::stacked(&tensors, kernels.q8, device)? {
+            return Ok(stacked);
+        }
+        let each = tensors
+            .into_iter()
+            .map(|tensor| Linear::new(tensor, kernels, device));
+        Ok(Projections::Each(each.collect::<candle_core::Result<_>>()?))
+    }
+
+    /// The tensors stacked into one packed matrix when all are Q8_0 of one width on the CPU.
+    fn stacked(
+        tensors: &[QTensor],
+        kernel: Q8Kernel,
+        device: &Device,
+    ) -> candle_core::Result<Option<Self>> {
+        let dims: Vec<&[usize]> = tensors.iter().map(|t| t.shape().dims()).collect();
+        let cols = match dims.first() {
+            Some(&[_, cols]) => *cols,
+            _ => return Ok(None),
+        };
+        let stackable = device.is_cpu()
+            && tensors.iter().all(|t| t.dtype() == GgmlDType::Q8_0)
+            && dims.iter().all(|d| d.len() == 2 && d[1] == cols);
+        if !stackable {
+            return Ok(None);
+        }
+        let rows: Vec<usize> = dims.iter().map(|d| d[0]).collect();
+        let mut data = Vec::new();
+        for tensor in tensors {
+            data.extend_from_slice(&tensor.data()?);
+        }
+        let matrix = Q8Matrix::from_q8_0(&data, rows.iter().sum(), cols, kernel)
+            .map_err(candle_core::Error::Msg)?;
+        Ok(Some(Projections::Stacked(Arc::new(matrix), rows)))
+    }
+
+    /// `x` times each matrix, in the order they were given.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let (matrix, parts) = match self {
+            Projections::Each(linears) => return linears.iter().map(|l| l.forward(x)).collect(),
+            Projections::Stacked(matrix, parts) => (matrix, parts),
+        };
+        let cols = matrix.cols();
+        let mut dims = x.dims().to_vec();
+        if dims.last() != Some(&cols) {
+            candle_core::bail!("input {:?} for a matrix of {cols} columns", x.shape());
+        }
+        let m = x.elem_count() / cols;
+        let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let out = matrix.matmul_t(&values, m);
+        let mut start = 0;
+        parts
+            .iter()
+            .map(|&rows| {
+                let part: Vec<f32> = out
+                    .chunks_exact(matrix.rows())
+                    .flat_map(|row| &row[start..start + rows])
+                    .copied()
+                    .collect();
+                start += rows;
+                *dims.last_mut().expect("checked above") = rows;
+                Tensor::from_vec(part, dims.as_slice(), x.device())
+            })
+            .collect()
+    }
+}
+
 /// The token embedding table: packed when it is Q8_0 on the CPU (it is then the same matrix as
 /// the tied output layer, held once), else candle's quantized tensor.
 #[derive(Clone)]
@@ -186,16 +277,15 @@ struct Config {
 #[derive(Clone)]
 struct Layer {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v.
+    qkv: Projections,
     o: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
     post_attn_norm: Tensor,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// gate and up.
+    gate_up: Projections,
     down: Linear,
     post_ffn_norm: Tensor,
     sliding: bool,
@@ -344,14 +434,17 @@ impl Gemma3 {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = format!("blk.{i}");
+            let mut weights = |names: &[&str]| {
+                let tensors = names
+                    .iter()
+                    .map(|name| tensor(&format!("{p}.{name}.weight")));
+                tensors.collect::<candle_core::Result<Vec<_>>>()
+            };
+            let qkv = Projections::new(weights(&["attn_q", "attn_k", "attn_v"])?, kernels, device)?;
+            let gate_up = Projections::new(weights(&["ffn_gate", "ffn_up"])?, kernels, device)?;
             let mut matmul =
                 |name: &str| Linear::new(tensor(&format!("{p}.{name}"))?, kernels, device);
-            let q = matmul("attn_q.weight")?;
-            let k = matmul("attn_k.weight")?;
-            let v = matmul("attn_v.weight")?;
             let o = matmul("attn_output.weight")?;
-            let gate = matmul("ffn_gate.weight")?;
-            let up = matmul("ffn_up.weight")?;
             let down = matmul("ffn_down.weight")?;
             let mut norm = |name: &str| dense(tensor(&format!("{p}.{name}"))?);
             layers.push(Layer {
@@ -361,12 +454,9 @@ impl Gemma3 {
                 post_attn_norm: norm("post_attention_norm.weight")?,
                 ffn_norm: norm("ffn_norm.weight")?,
                 post_ffn_norm: norm("post_ffw_norm.weight")?,
-                q,
-                k,
-                v,
+                qkv,
                 o,
-                gate,
-                up,
+                gate_up,
                 down,
                 sliding: (i + 1) % SLIDING_WINDOW_PATTERN != 0,
                 cache: None,
@@ -434,7 +524,20 @@ impl Gemma3 {
     }
 
     /// The logits after the last of `ids`, which sit at `position..position + ids.len()`.
+    ///
+    /// One generated token runs as a [`Team`]: on one of rayon's threads, with a second one
+    /// spinning for its products' parallel loops instead of sleeping between them, and every
+    /// other parallel loop of the pass (candle's RoPE and softmax over heads) starting from
+    /// inside the pool rather than being handed from the caller to a worker and back (two
+    /// thread wake-ups per loop, a few hundred per token before).
     pub fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        match input.elem_count() {
+            1 => Team::run(|| self.forward_here(input, position)),
+            _ => self.forward_here(input, position),
+        }
+    }
+
+    fn forward_here(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
         let ids = input.flatten_all()?.to_vec1::<u32>()?;
         let config = self.config.clone();
         let c = &*config;
@@ -456,18 +559,10 @@ impl Gemma3 {
             };
             let residual = x.clone();
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.eps as f32)?;
-            let q = layer
-                .q
-                .forward(&h)?
-                .reshape((1, seq, c.heads, c.head_dim))?;
-            let k = layer
-                .k
-                .forward(&h)?
-                .reshape((1, seq, c.kv_heads, c.head_dim))?;
-            let v = layer
-                .v
-                .forward(&h)?
-                .reshape((1, seq, c.kv_heads, c.head_dim))?;
+            let [q, k, v] = parts(layer.qkv.forward(&h)?)?;
+            let q = q.reshape((1, seq, c.heads, c.head_dim))?;
+            let k = k.reshape((1, seq, c.kv_heads, c.head_dim))?;
+            let v = v.reshape((1, seq, c.kv_heads, c.head_dim))?;
             let q = candle_nn::ops::rms_norm(&q, &layer.q_norm, c.eps as f32)?.transpose(1, 2)?;
             let k = candle_nn::ops::rms_norm(&k, &layer.k_norm, c.eps as f32)?.transpose(1, 2)?;
             let v = v.transpose(1, 2)?.contiguous()?;
@@ -512,7 +607,8 @@ impl Gemma3 {
             x = (attended + residual)?;
             let residual = x.clone();
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.eps as f32)?;
-            let gated = gelu_f16_times(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
+            let [gate, up] = parts(layer.gate_up.forward(&h)?)?;
+            let gated = gelu_f16_times(&gate, &up)?;
             let out = layer.down.forward(&gated)?;
             let out = candle_nn::ops::rms_norm(&out, &layer.post_ffn_norm, c.eps as f32)?;
             x = (out + residual)?;
@@ -521,6 +617,14 @@ impl Gemma3 {
         let last = candle_nn::ops::rms_norm(&last, &self.norm, c.eps as f32)?;
         self.output.forward(&last)?.squeeze(1)?.to_dtype(DType::F32)
     }
+}
+
+/// The `N` products of a [`Projections`] as an array.
+fn parts<const N: usize>(products: Vec<Tensor>) -> candle_core::Result<[Tensor; N]> {
+    let count = products.len();
+    products
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg(format!("{count} products, not {N}")))
 }
 
 /// NEOX-style RoPE tables (what llama.cpp uses for Gemma) for `seq` positions from `start`.

@@ -5,8 +5,8 @@
 //! Q4_K and Q6_K (23 MB). Through candle's `QMatMul` each of them quantized its input and ran
 //! on candle's barrier thread pool, whose workers spin between the engine's own parallel
 //! loops (18% of the samples of a generated token with 2 threads); here they run as one
-//! parallel loop over weight rows on rayon's pool, which the Q8_0 kernel and the rest of the
-//! engine use.
+//! parallel loop over weight rows ([`super::team::for_each`]: rayon's pool, or a generated
+//! token's team of two threads), as the Q8_0 kernel does.
 //!
 //! Layout: each 256-value super-block is repacked at load with its sub-block scales and mins
 //! already multiplied by the block's f16 `d` / `dmin` (f32): 192 bytes per Q4_K block (144 in
@@ -296,30 +296,28 @@ impl KMatrix {
         // A few tasks per thread even out the work when threads are interrupted.
         let per_task = chunks.div_ceil(rayon::current_num_threads() * 4).max(1);
         let shared = SharedOut(out.as_mut_ptr());
-        (0..chunks)
-            .into_par_iter()
-            .step_by(per_task)
-            .for_each(|first| {
-                let rows = first * ROWS_PER_CHUNK..((first + per_task) * ROWS_PER_CHUNK).min(n);
-                for start in rows.clone().step_by(ROWS_PER_CHUNK) {
-                    let end = (start + ROWS_PER_CHUNK).min(rows.end);
-                    let mut i = 0;
-                    while i < m {
-                        let tall = (m - i).min(TALL);
-                        let x = &inputs[i * per_row..(i + tall) * per_row];
-                        let mut values = [0f32; TALL];
-                        for j in start..end {
-                            self.dot(j, x, &mut values[..tall], m == 1);
-                            for (r, &value) in values[..tall].iter().enumerate() {
-                                // SAFETY: i + r < m and j < n: inside `out`, which outlives the
-                                // tasks; this task alone writes the columns of its weight rows.
-                                unsafe { shared.write((i + r) * n + j, value) };
-                            }
+        super::team::for_each(chunks.div_ceil(per_task), |task| {
+            let first = task * per_task;
+            let rows = first * ROWS_PER_CHUNK..((first + per_task) * ROWS_PER_CHUNK).min(n);
+            for start in rows.clone().step_by(ROWS_PER_CHUNK) {
+                let end = (start + ROWS_PER_CHUNK).min(rows.end);
+                let mut i = 0;
+                while i < m {
+                    let tall = (m - i).min(TALL);
+                    let x = &inputs[i * per_row..(i + tall) * per_row];
+                    let mut values = [0f32; TALL];
+                    for j in start..end {
+                        self.dot(j, x, &mut values[..tall], m == 1);
+                        for (r, &value) in values[..tall].iter().enumerate() {
+                            // SAFETY: i + r < m and j < n: inside `out`, which outlives the
+                            // tasks; this task alone writes the columns of its weight rows.
+                            unsafe { shared.write((i + r) * n + j, value) };
                         }
-                        i += tall;
                     }
+                    i += tall;
                 }
-            });
+            }
+        });
         out
     }
 

@@ -11,6 +11,7 @@ mod gguf;
 mod kquant;
 mod model;
 mod q8;
+mod team;
 mod template;
 mod tokenizer;
 

@@ -357,16 +357,14 @@ impl Q8Matrix {
         // A few tasks per thread even out the work when threads are interrupted.
         let per_task = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         let shared = SharedOut(out.as_mut_ptr());
-        (0..panels)
-            .into_par_iter()
-            .step_by(per_task)
-            .for_each(|first| {
-                let last = (first + per_task).min(panels);
-                // SAFETY: this task alone writes the columns of panels first..last of `out`
-                // (m x width values, alive until the tasks end); the inputs hold m rows of
-                // cols bytes and m x blocks scales and corrections.
-                unsafe { self.panels(&inputs, m, first..last, width, shared) }
-            });
+        super::team::for_each(panels.div_ceil(per_task), |task| {
+            let first = task * per_task;
+            let last = (first + per_task).min(panels);
+            // SAFETY: this task alone writes the columns of panels first..last of `out`
+            // (m x width values, alive until the tasks end); the inputs hold m rows of
+            // cols bytes and m x blocks scales and corrections.
+            unsafe { self.panels(&inputs, m, first..last, width, shared) }
+        });
         if width != n {
             out = out
                 .chunks_exact(width)
