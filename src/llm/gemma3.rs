@@ -234,11 +234,12 @@ impl Projections {
         parts
             .iter()
             .map(|&rows| {
-                let part: Vec<f32> = out
-                    .chunks_exact(matrix.rows())
-                    .flat_map(|row| &row[start..start + rows])
-                    .copied()
-                    .collect();
+                // Row by row as slices (a copy per row, not per value: a prompt's parts are
+                // megabytes).
+                let mut part = Vec::with_capacity(m * rows);
+                for row in out.chunks_exact(matrix.rows()) {
+                    part.extend_from_slice(&row[start..start + rows]);
+                }
                 start += rows;
                 *dims.last_mut().expect("checked above") = rows;
                 Tensor::from_vec(part, dims.as_slice(), x.device())

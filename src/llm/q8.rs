@@ -45,6 +45,10 @@ const GROUP: usize = 4;
 const GROUP_BYTES: usize = PANEL * GROUP;
 /// Bytes of one block of a panel.
 const PANEL_BLOCK_BYTES: usize = PANEL * BLOCK;
+/// Bytes of one block of a panel in the five-bit form: 4 lines of nibbles (groups `2v` and
+/// `2v + 1` in the low and high nibbles of line `v`), then 8 masks of 64 bits (the fifth bit
+/// of each group's 64 bytes).
+const FIVE_BLOCK_BYTES: usize = 4 * 64 + 8 * 8;
 /// Bytes of a Q8_0 block in the GGUF file: an f16 scale and 32 signed bytes.
 const Q8_0_BYTES: usize = 2 + BLOCK;
 /// Adding and subtracting 1.5 · 2²³ rounds an f32 of magnitude below 2²² to the nearest integer,
@@ -75,6 +79,17 @@ enum Isa {
     Portable,
 }
 
+impl Isa {
+    /// Whether this kernel takes panels in the five-bit form (only the AVX-512 VNNI one; the
+    /// others get every matrix in bytes).
+    fn five_bit(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self == Isa::Avx512Vnni;
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+}
+
 impl Q8Kernel {
     /// The best kernel this CPU runs (the portable one where no SIMD kernel does).
     pub fn detect() -> Q8Kernel {
@@ -89,7 +104,10 @@ impl Q8Kernel {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
             [
-                (has!("avx512f") && has!("avx512vnni"), Isa::Avx512Vnni),
+                (
+                    has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+                    Isa::Avx512Vnni,
+                ),
                 (avx2 && has!("avxvnni"), Isa::AvxVnni),
                 (avx2, Isa::Avx2),
             ]
@@ -140,6 +158,9 @@ impl Q8Kernel {
             // SAFETY: the caller guarantees the memory; `Isa::Avx512Vnni` exists only after
             // `avx512f` and `avx512vnni` were detected.
             #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni if t.five_bit => unsafe { x86::vnni512_five_tile(t, rows) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => unsafe { x86::vnni512_tile(t, rows) },
             // SAFETY: as above, after `avx2`, `fma`, `f16c` and `avxvnni` were detected.
             #[cfg(target_arch = "x86_64")]
@@ -175,6 +196,9 @@ pub struct Q8Matrix {
     /// Blocks per row: `cols / 32`.
     blocks: usize,
     kernel: Q8Kernel,
+    /// The panels hold `w + 16` in five bits ([`FIVE_BLOCK_BYTES`] per panel block) instead
+    /// of `w + 128` in a byte ([`PANEL_BLOCK_BYTES`]): see [`Q8Matrix::from_q8_0`].
+    five_bit: bool,
 }
 
 impl std::fmt::Debug for Q8Matrix {
@@ -279,6 +303,9 @@ impl Q8Matrix {
                 data.len()
             ));
         }
+        if kernel.isa.five_bit() && fits_five_bits(data, row_bytes) {
+            return Ok(Self::five_bit(data, rows, cols, kernel));
+        }
         let panels = rows.div_ceil(PANEL);
         let panel_bytes = blocks * PANEL_BLOCK_BYTES;
         // Padding rows hold w = 0 (stored as 128) and scale 0.
@@ -312,7 +339,65 @@ impl Q8Matrix {
             cols,
             blocks,
             kernel,
+            five_bit: false,
         })
+    }
+
+    /// Packs checked Q8_0 data whose values all lie in -16..16 (Q5_0 widened at load) in the
+    /// five-bit form.
+    ///
+    /// Why: Gemma 3 270M Q4_K_M stores its q, k, gate and up projections as Q5_0 (22 bytes per
+    /// 32 values); widened to bytes they are 34, and a generated token reads every weight
+    /// once, so those bytes are its time. In five bits a panel block is 320 bytes instead of
+    /// 512; the kernel restores each group's bytes (`w + 16`) with one mask-add of 16 and
+    /// starts the block's sum at `-16 · Σ x` instead of `-128 · Σ x`: the integer sums, and so
+    /// the values, are the same bit for bit.
+    fn five_bit(data: &[u8], rows: usize, cols: usize, kernel: Q8Kernel) -> Self {
+        let blocks = cols / BLOCK;
+        let row_bytes = blocks * Q8_0_BYTES;
+        let panels = rows.div_ceil(PANEL);
+        let panel_bytes = blocks * FIVE_BLOCK_BYTES;
+        let mut lines = vec![Line([0; 64]); panels * panel_bytes / 64];
+        let mut scales = vec![0u16; panels * blocks * PANEL];
+        as_bytes_mut(&mut lines)
+            .par_chunks_mut(panel_bytes)
+            .zip(scales.par_chunks_mut(blocks * PANEL))
+            .enumerate()
+            .for_each(|(p, (panel, scales))| {
+                for lane in 0..PANEL {
+                    let row = p * PANEL + lane;
+                    for b in 0..blocks {
+                        // Padding rows: w = 0 and scale 0.
+                        let block = (row < rows)
+                            .then(|| &data[row * row_bytes + b * Q8_0_BYTES..][..Q8_0_BYTES]);
+                        if let Some(block) = block {
+                            scales[b * PANEL + lane] = u16::from_le_bytes([block[0], block[1]]);
+                        }
+                        let dst = &mut panel[b * FIVE_BLOCK_BYTES..][..FIVE_BLOCK_BYTES];
+                        for i in 0..BLOCK {
+                            let w = block.map_or(0, |block| block[2 + i] as i8);
+                            pack_five(dst, lane, i, (w + 16) as u8);
+                        }
+                    }
+                }
+            });
+        Self {
+            lines,
+            scales,
+            rows,
+            cols,
+            blocks,
+            kernel,
+            five_bit: true,
+        }
+    }
+
+    /// Bytes of one panel block as stored.
+    fn block_bytes(&self) -> usize {
+        match self.five_bit {
+            true => FIVE_BLOCK_BYTES,
+            false => PANEL_BLOCK_BYTES,
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -328,13 +413,18 @@ impl Q8Matrix {
     pub fn dequantize_row(&self, row: usize) -> Vec<f32> {
         assert!(row < self.rows, "row {row} of {}", self.rows);
         let (p, lane) = (row / PANEL, row % PANEL);
-        let panel = &as_bytes(&self.lines)[p * self.blocks * PANEL_BLOCK_BYTES..];
+        let panel = &as_bytes(&self.lines)[p * self.blocks * self.block_bytes()..];
         let mut out = Vec::with_capacity(self.cols);
         for b in 0..self.blocks {
             let d = f16::from_bits(self.scales[(p * self.blocks + b) * PANEL + lane]).to_f32();
             for i in 0..BLOCK {
-                let at = b * PANEL_BLOCK_BYTES + (i / GROUP) * GROUP_BYTES + lane * GROUP;
-                let q = (panel[at + i % GROUP] ^ 0x80) as i8;
+                let q = match self.five_bit {
+                    true => unpack_five(&panel[b * FIVE_BLOCK_BYTES..], lane, i) as i8 - 16,
+                    false => {
+                        let at = b * PANEL_BLOCK_BYTES + (i / GROUP) * GROUP_BYTES + lane * GROUP;
+                        (panel[at + i % GROUP] ^ 0x80) as i8
+                    }
+                };
                 out.push(f32::from(q) * d);
             }
         }
@@ -391,7 +481,7 @@ impl Q8Matrix {
         out: SharedOut,
     ) {
         let tall = self.kernel.tall();
-        let panel_bytes = self.blocks * PANEL_BLOCK_BYTES;
+        let panel_bytes = self.blocks * self.block_bytes();
         let values = as_bytes(&self.lines);
         for p in panels {
             let mut row = 0;
@@ -410,6 +500,7 @@ impl Q8Matrix {
                         blocks: self.blocks,
                         out: out.0.add(row * width + p * PANEL),
                         ldc: width,
+                        five_bit: self.five_bit,
                     }
                 };
                 // SAFETY: the tile lies in bounds, `now` is 1..=tall, and its output columns
@@ -438,6 +529,34 @@ struct Tile {
     /// First output, rows `ldc` values apart.
     out: *mut f32,
     ldc: usize,
+    /// The panel is in the five-bit form (only for a kernel whose `Isa::five_bit` holds).
+    five_bit: bool,
+}
+
+/// Whether every value of the Q8_0 rows in `data` lies in -16..16 (a widened Q5_0 matrix).
+fn fits_five_bits(data: &[u8], row_bytes: usize) -> bool {
+    row_bytes > 0
+        && data
+            .chunks_exact(Q8_0_BYTES)
+            .all(|block| block[2..].iter().all(|&q| (-16..16).contains(&(q as i8))))
+}
+
+/// Stores `u` (0..32), value `i` of row `lane` of one five-bit panel block.
+fn pack_five(dst: &mut [u8], lane: usize, i: usize, u: u8) {
+    let (g, at) = (i / GROUP, lane * GROUP + i % GROUP);
+    let nibble = &mut dst[(g / 2) * 64 + at];
+    *nibble |= (u & 0x0F) << (4 * (g % 2));
+    if u & 0x10 != 0 {
+        dst[4 * 64 + g * 8 + at / 8] |= 1 << (at % 8);
+    }
+}
+
+/// Value `i` of row `lane` of one five-bit panel block (0..32).
+fn unpack_five(src: &[u8], lane: usize, i: usize) -> u8 {
+    let (g, at) = (i / GROUP, lane * GROUP + i % GROUP);
+    let low = (src[(g / 2) * 64 + at] >> (4 * (g % 2))) & 0x0F;
+    let high = (src[4 * 64 + g * 8 + at / 8] >> (at % 8)) & 1;
+    low | (high << 4)
 }
 
 /// The portable kernel: per output, block by block, the exact integer dot product of the signed
@@ -502,7 +621,7 @@ fn as_bytes_mut(lines: &mut [Line]) -> &mut [u8] {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Tile, BLOCK, GROUP, GROUP_BYTES, PANEL, PANEL_BLOCK_BYTES};
+    use super::{Tile, BLOCK, FIVE_BLOCK_BYTES, GROUP, GROUP_BYTES, PANEL, PANEL_BLOCK_BYTES};
     use std::arch::x86_64::*;
 
     /// Calls `$kernel::<R>` for the run-time row count `$rows` (1..=max).
@@ -537,6 +656,16 @@ mod x86 {
     pub(super) unsafe fn vnni512_tile(t: Tile, rows: usize) {
         // SAFETY: the caller's guarantees, passed on.
         unsafe { by_rows!(vnni512, t, rows, [1 2 3 4 5 6 7 8 9 10 11 12]) }
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must support `avx512f`, `avx512bw` and `avx512vnni`, `rows` must be 1..=12, and
+    /// `t` must describe valid memory for `rows` rows of a five-bit panel (see
+    /// `Q8Kernel::run`).
+    pub(super) unsafe fn vnni512_five_tile(t: Tile, rows: usize) {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { by_rows!(vnni512_five, t, rows, [1 2 3 4 5 6 7 8 9 10 11 12]) }
     }
 
     /// # Safety
@@ -580,6 +709,55 @@ mod x86 {
                     let wv = _mm512_load_si512(w.add(g * GROUP_BYTES).cast());
                     for (r, sum) in sums.iter_mut().enumerate() {
                         *sum = _mm512_dpbusd_epi32(*sum, wv, _mm512_set1_epi32(four(&t, r, b, g)));
+                    }
+                }
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.w_scales.add(b * PANEL).cast()));
+                for (r, (acc, &sum)) in acc.iter_mut().zip(&sums).enumerate() {
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*t.x_scales.add(r * t.blocks + b)));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, *acc);
+                }
+            }
+            for (r, &acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(t.out.add(r * t.ldc), acc);
+            }
+        }
+    }
+
+    /// [`vnni512`] on a five-bit panel: each line of nibbles gives two groups' bytes (low and
+    /// high nibbles), the group's mask adds the fifth bit (16) to the bytes it marks, and the
+    /// block's sum starts at `-16 · Σ x` (the row's correction, `-128 · Σ x`, over 8): the
+    /// same integer sums, the same float steps.
+    ///
+    /// # Safety
+    ///
+    /// As `vnni512_five_tile`, with R rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni512_five<const R: usize>(t: Tile) {
+        // SAFETY: as in `vnni512`; the panel block is FIVE_BLOCK_BYTES (a multiple of 64) and
+        // its lines and masks lie inside it, the lines 64-byte aligned, the masks 8-byte.
+        unsafe {
+            let low4 = _mm512_set1_epi8(0x0F);
+            let sixteen = _mm512_set1_epi8(16);
+            let mut acc = [_mm512_setzero_ps(); R];
+            for b in 0..t.blocks {
+                let w = t.w.add(b * FIVE_BLOCK_BYTES);
+                let masks = w.add(4 * 64).cast::<u64>();
+                let mut sums: [__m512i; R] = std::array::from_fn(|r| {
+                    _mm512_set1_epi32(*t.corrections.add(r * t.blocks + b) / 8)
+                });
+                for v in 0..4 {
+                    let nibbles = _mm512_load_si512(w.add(v * 64).cast());
+                    let halves = [
+                        _mm512_and_si512(nibbles, low4),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(nibbles), low4),
+                    ];
+                    for (h, half) in halves.into_iter().enumerate() {
+                        let g = 2 * v + h;
+                        let wv = _mm512_mask_add_epi8(half, *masks.add(g), half, sixteen);
+                        for (r, sum) in sums.iter_mut().enumerate() {
+                            *sum =
+                                _mm512_dpbusd_epi32(*sum, wv, _mm512_set1_epi32(four(&t, r, b, g)));
+                        }
                     }
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(t.w_scales.add(b * PANEL).cast()));
@@ -767,7 +945,7 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            let vnni512 = has!("avx512f") && has!("avx512vnni");
+            let vnni512 = has!("avx512f") && has!("avx512bw") && has!("avx512vnni");
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
             assert_eq!(names.contains(&"Avx512Vnni"), vnni512);
             assert_eq!(names.contains(&"AvxVnni"), avx2 && has!("avxvnni"));
@@ -812,6 +990,48 @@ mod tests {
                 let got = packed.matmul_t(&x, m);
                 let want = reference(&x, &data, m, n, k);
                 assert_eq!(bits(&got), bits(&want), "{kernel:?} {m}x{n}x{k}");
+            }
+        }
+    }
+
+    /// Q5_0 values (widened to Q8_0 at load): the AVX-512 VNNI kernel keeps them in five bits,
+    /// the others in bytes; all give the reference's values bit for bit, extremes (-16, 15)
+    /// included, and the five-bit rows dequantize to the same values.
+    #[test]
+    fn five_bit_panels_match_the_reference_bit_for_bit() {
+        for (m, n, k) in [
+            (1, 16, 32),
+            (1, 37, 640),
+            (13, 33, 96),
+            (12, 48, 128),
+            (25, 20, 64),
+        ] {
+            let x = values(m * k, 3);
+            let mut data = q8_0(&values(n * k, 4), n, k);
+            for (i, block) in data.chunks_exact_mut(Q8_0_BYTES).enumerate() {
+                for (t, q) in block[2..].iter_mut().enumerate() {
+                    let v = match (i + t) % 7 {
+                        0 => -16,
+                        1 => 15,
+                        _ => (*q as i8) / 8,
+                    };
+                    *q = v as u8;
+                }
+            }
+            assert!(fits_five_bits(&data, k / BLOCK * Q8_0_BYTES));
+            let want = reference(&x, &data, m, n, k);
+            let bytes = Q8Matrix::from_q8_0(&data, n, k, Q8Kernel { isa: Isa::Portable }).unwrap();
+            for kernel in kernels() {
+                let packed = Q8Matrix::from_q8_0(&data, n, k, kernel).unwrap();
+                assert_eq!(packed.five_bit, kernel.isa.five_bit());
+                let got = packed.matmul_t(&x, m);
+                assert_eq!(bits(&got), bits(&want), "{kernel:?} {m}x{n}x{k}");
+                for row in [0, n / 2, n - 1] {
+                    assert_eq!(
+                        bits(&packed.dequantize_row(row)),
+                        bits(&bytes.dequantize_row(row))
+                    );
+                }
             }
         }
     }
