@@ -17,6 +17,12 @@
 //! stream, so one token streams the matrix once at memory speed, and a prompt's rows are
 //! multiplied in tiles of up to 12 against each panel block while it is in cache.
 //!
+//! Matrices whose values all lie in -16..16 (Q5_0 widened at load) are kept in five bits for
+//! the AVX-512 VNNI kernel: per panel block 4 lines of nibbles (two groups each) and 8 masks of
+//! 64 bits (each group's fifth bits), 320 bytes instead of 512, since a generated token's time
+//! is the bytes it reads; the kernel rebuilds each group's bytes as `w + 16` with one masked
+//! add and starts the block's sum at `-16 · Σ x`, so the sums are the same integers.
+//!
 //! Arithmetic (llama.cpp's `ggml_vec_dot_q8_0_q8_0`): each input block of 32 is quantized with
 //! `d = amax / 127` stored as f16 and `q = round(x · 127 / amax)` (ties to even, as its AVX code
 //! rounds); per (input row, weight row, block) the integer dot product is exact; then
