@@ -9,7 +9,9 @@
 //! between the ops of a graph instead. [`Team::run`] does that for the duration of one
 //! forward pass: the leader (the thread running the pass) posts each loop's tasks, the partner
 //! (one rayon thread, taken for the pass) spins waiting for them, both take tasks from one
-//! counter, and the leader waits for the last one. Outside a team, [`for_each`] is rayon's
+//! counter, and the leader waits for the last one. A partner that waits longer than the
+//! serial work between loops takes (a few hundred microseconds) parks until the next loop, so
+//! on a loaded machine it does not hold a core the leader needs. Outside a team, [`for_each`] is rayon's
 //! parallel loop.
 //!
 //! Protocol: `cursor` holds the loop's epoch (high 32 bits) and the next task (low 32 bits);
@@ -22,13 +24,17 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
 
 use rayon::prelude::*;
 
 /// The cursor's low bits: the next task, or [`CLOSED`] when the loop takes no more.
 const INDEX: u64 = 0xFFFF_FFFF;
 const CLOSED: u64 = INDEX;
-/// Spins before the partner starts yielding its core between looks at the cursor.
+/// Looks at the cursor before the partner parks, and before a waiting leader starts yielding
+/// its core between looks (a few hundred microseconds: longer than the serial work between
+/// a token's loops).
 const SPINS: u32 = 4_000;
 
 /// A loop's closure with its lifetime erased; valid while its loop is open (see the module
@@ -46,6 +52,9 @@ struct Shared {
     stop: AtomicBool,
     /// A task of the partner's panicked.
     panicked: AtomicBool,
+    /// The partner parked after waiting [`SPINS`] looks for a loop, and its thread.
+    sleeping: AtomicBool,
+    partner: OnceLock<Thread>,
 }
 
 // SAFETY: the cells are written by the leader only while no partner can read them (the
@@ -72,6 +81,8 @@ impl Team {
             active: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            partner: OnceLock::new(),
         };
         let shared = &shared;
         rayon::scope(|scope| {
@@ -87,7 +98,8 @@ impl Team {
             let before = LEADING.with(|l| l.replace(Some(shared as *const Shared)));
             let out = work();
             LEADING.with(|l| l.set(before));
-            shared.stop.store(true, Ordering::Release);
+            shared.stop.store(true, Ordering::SeqCst);
+            shared.wake();
             out
         })
     }
@@ -119,7 +131,8 @@ impl Shared {
             *self.tasks.get() = tasks as u64;
         }
         self.finished.store(0, Ordering::Relaxed);
-        self.cursor.store(epoch << 32, Ordering::Release);
+        self.cursor.store(epoch << 32, Ordering::SeqCst);
+        self.wake();
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.work(epoch, tasks as u64, task)
         }));
@@ -131,6 +144,17 @@ impl Shared {
         self.close(epoch);
         if self.panicked.load(Ordering::Relaxed) {
             panic!("a task of the engine's parallel loop panicked on the partner thread");
+        }
+    }
+
+    /// Unparks the partner if it sleeps. Called after a new loop or `stop` is published
+    /// (sequentially consistent, as the partner's `sleeping` and its last look at them, so
+    /// either it sees them or we see it asleep).
+    fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            if let Some(partner) = self.partner.get() {
+                partner.unpark();
+            }
         }
     }
 
@@ -161,15 +185,24 @@ impl Shared {
         }
     }
 
-    /// The partner's loop: waits for open loops and helps with them until `stop`.
+    /// The partner's loop: waits for open loops and helps with them until `stop`; after
+    /// [`SPINS`] looks in vain it parks until the leader wakes it (on a loaded machine a
+    /// spinning partner would take the core the leader needs).
     fn partner(&self) {
+        let _ = self.partner.set(std::thread::current());
         let mut done_epoch = 0;
         let mut spins = 0u32;
         while !self.stop.load(Ordering::Acquire) {
             let cursor = self.cursor.load(Ordering::Acquire);
             let epoch = cursor >> 32;
             if epoch == done_epoch || cursor & INDEX == CLOSED {
-                pause(&mut spins);
+                spins += 1;
+                if spins < SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    self.sleep(done_epoch);
+                    spins = 0;
+                }
                 continue;
             }
             spins = 0;
@@ -193,6 +226,19 @@ impl Shared {
             done_epoch = epoch;
             self.active.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+impl Shared {
+    /// Parks the partner unless a loop after `done_epoch` or `stop` is already published.
+    fn sleep(&self, done_epoch: u64) {
+        self.sleeping.store(true, Ordering::SeqCst);
+        let cursor = self.cursor.load(Ordering::SeqCst);
+        let idle = cursor >> 32 == done_epoch || cursor & INDEX == CLOSED;
+        if idle && !self.stop.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        self.sleeping.store(false, Ordering::SeqCst);
     }
 }
 
