@@ -184,12 +184,17 @@ impl HostKv {
         }
         // parents[t] maps the rows of position t + 1 to rows of t: keep the entries of the
         // rows t + 1 keeps, pointing to the new rows of t. (A dead row of a position left as
-        // it is may point to a dropped row: no current row's chain passes through it.)
+        // it is may point to a dropped row, `u32::MAX`: no current row's chain passes
+        // through it.)
         for (t, parents) in self.parents.iter_mut().enumerate() {
             let (map, newer) = (&maps[t], (&maps[t + 1], &live[t + 1]));
+            let moved = |p: u32| match map {
+                Some(m) => m.get(p as usize).copied().unwrap_or(u32::MAX),
+                None => p,
+            };
             let kept = (parents.iter().enumerate())
                 .filter(|&(r, _)| newer.0.is_none() || newer.1[r])
-                .map(|(_, &p)| map.as_ref().map_or(p, |m| m[p as usize]));
+                .map(|(_, &p)| moved(p));
             *parents = kept.collect();
         }
         if let (Some(rows), Some(map)) = (&mut self.pending, &maps[positions - 1]) {
@@ -894,13 +899,24 @@ mod tests {
     /// compacted away, and every step still attends exactly each row's own history.
     #[test]
     fn dropped_rows_are_compacted_and_steps_attend_the_same() {
-        let (heads, dim) = (2, 5);
+        for (start, seed) in [(6, 1u32), (12, 2), (12, 3), (16, 4)] {
+            compacts_and_attends(start, seed);
+        }
+    }
+
+    fn compacts_and_attends(start: usize, seed: u32) {
+        let (heads, dim, steps) = (2, 5, 40);
         let inner = heads * dim;
-        let mut rows = 6;
+        let mut rows = start;
         let mut kv = HostKv::new(rows, heads, dim);
         let mut keys = vec![vec![Vec::new(); heads]; rows];
         let mut values = vec![vec![Vec::new(); heads]; rows];
-        for step in 0..30 {
+        let mut lcg = seed;
+        let mut next = |n: usize| {
+            lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (lcg >> 8) as usize % n
+        };
+        for step in 0..steps {
             let qkv: Vec<f32> = (0..rows * 3 * inner)
                 .map(|i| value(i + 17 * step))
                 .collect();
@@ -915,11 +931,17 @@ mod tests {
                     close(&out[r * inner + h * dim..][..dim], &want);
                 }
             }
-            // Mostly one or two beams go on; from step 20 on, a row leaves every 4 steps.
-            let mut wanted: Vec<u32> = (0..rows as u32)
-                .map(|r| [(step as u32 * 5 + r / 3) % rows as u32, 1][(r % 2) as usize])
+            // Each row continues one of a few favourites, or itself, or any row; from step 25
+            // on, a row leaves every 3 steps.
+            let favourites = [next(rows), next(rows)];
+            let mut wanted: Vec<u32> = (0..rows)
+                .map(|r| match next(4) {
+                    0 => r,
+                    1 => next(rows),
+                    k => favourites[k - 2],
+                } as u32)
                 .collect();
-            if step >= 20 && step % 4 == 0 && rows > 2 {
+            if step >= 25 && step % 3 == 0 && rows > 2 {
                 wanted.pop();
             }
             kv.select_rows(&wanted).unwrap();
@@ -928,7 +950,11 @@ mod tests {
             rows = wanted.len();
         }
         let stored: usize = kv.keys.iter().map(|k| k.len() / inner).sum();
-        assert!(stored < 30 * 6 / 2, "{stored} rows kept of {}", 30 * 6);
+        assert!(
+            stored < steps * start / 2,
+            "{stored} rows kept of {}",
+            steps * start
+        );
         assert_eq!(
             stored,
             kv.values.iter().map(|v| v.len() / inner).sum::<usize>()
