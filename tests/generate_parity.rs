@@ -13,7 +13,7 @@ use candle_core::{DType, Device};
 use mtsum::generate::{generate_batch, Seq2Seq, Settings};
 use serde_json::Value;
 
-fn run(model: &impl Seq2Seq, settings: &Settings, batch: &[&[u32]]) -> Vec<Vec<u32>> {
+fn run(model: &(impl Seq2Seq + Sync), settings: &Settings, batch: &[&[u32]]) -> Vec<Vec<u32>> {
     generate_batch(model, settings, batch, &Device::Cpu).unwrap()
 }
 

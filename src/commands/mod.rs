@@ -24,6 +24,7 @@ use crate::{Error, Result};
 /// Applies the global flags that affect the whole process, then runs the subcommand.
 pub fn dispatch(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
+    allocator::one_arena();
     if let Some(n) = global.threads {
         if n == 0 {
             return Err(Error::Usage("--threads must be at least 1".into()));

@@ -50,7 +50,7 @@ pub fn input_limit(preset: Option<usize>, own: Option<usize>) -> usize {
     }
 }
 
-impl<M: Seq2Seq> Runner<M> {
+impl<M: Seq2Seq + Sync> Runner<M> {
     pub fn new(parts: RunnerParts<M>) -> Self {
         let max_input_tokens =
             input_limit(parts.max_input_tokens, parts.model.max_source_positions());

@@ -30,7 +30,7 @@ const MASKED: f32 = -1.0e9;
 
 /// Generates for every source (ids with the end token) of one batch; returns the generated ids
 /// of each (without the decoder start token; the end token included when produced).
-pub fn generate_batch<M: Seq2Seq>(
+pub fn generate_batch<M: Seq2Seq + Sync>(
     model: &M,
     settings: &Settings,
     sources: &[&[u32]],
@@ -39,12 +39,27 @@ pub fn generate_batch<M: Seq2Seq>(
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    let mut cache = prepare(model, sources, device)?;
-    if settings.num_beams == 1 {
-        greedy(model, settings, &mut cache, sources.len(), device)
-    } else {
-        beam_search(model, settings, &mut cache, sources.len(), device)
-    }
+    on_pool(|| {
+        let mut cache = prepare(model, sources, device)?;
+        if settings.num_beams == 1 {
+            greedy(model, settings, &mut cache, sources.len(), device)
+        } else {
+            beam_search(model, settings, &mut cache, sources.len(), device)
+        }
+    })
+}
+
+/// Runs `f` on a thread of rayon's global pool (at once when the caller is one).
+///
+/// A decoder step is some seventy short parallel regions (every linear layer, attention block
+/// and norm). Started from a thread outside the pool, each region is injected into the pool's
+/// queue while the caller sleeps on a latch until a worker wakes it: two thread switches per
+/// region, and the caller's core idles meanwhile. Started from a worker, a region is split by
+/// work stealing: the caller takes part in it and the other workers steal the rest, with no
+/// hand-over and no sleeping caller. The results are the same bits either way (every task
+/// writes its own outputs).
+pub(super) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 /// Whether a beam search with `settings` runs the output layer by blocks ([`BlockedStep`]):
@@ -624,7 +639,7 @@ impl BeamInput {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
 
     use candle_core::{DType, Device, Tensor};
 
@@ -632,7 +647,7 @@ pub(crate) mod tests {
     use crate::generate::{EarlyStopping, SpecialTokens};
 
     /// Next-token logits as a function of (source ids, generated ids so far).
-    pub type Table = dyn Fn(&[u32], &[u32]) -> Vec<f32>;
+    pub type Table = dyn Fn(&[u32], &[u32]) -> Vec<f32> + Send + Sync;
 
     /// A Seq2Seq whose "network" is a table: it keeps each row's source and prefix in the cache,
     /// exactly as a real model keeps keys and values, so wrong row bookkeeping shows up.
@@ -641,12 +656,12 @@ pub(crate) mod tests {
         pub special: SpecialTokens,
         pub vocab: usize,
         /// Rows decoded so far, summed over steps: shows that finished inputs leave the batch.
-        pub rows_decoded: Cell<usize>,
+        pub rows_decoded: AtomicUsize,
         /// Whether the logits go out by blocks (`decode_step_blocks`), as mtsum's f32 CPU
         /// models do.
         pub blocked: bool,
         /// Rows whose full logits were asked for again (`logits_of`).
-        pub rows_again: Cell<usize>,
+        pub rows_again: AtomicUsize,
     }
 
     pub struct FakeCache {
@@ -680,7 +695,7 @@ pub(crate) mod tests {
         fn decode_step(&self, last: &Tensor, cache: &mut FakeCache) -> candle_core::Result<Tensor> {
             let last = last.to_vec1::<u32>()?;
             assert_eq!(last.len(), cache.rows.len(), "one token per cached row");
-            self.rows_decoded.set(self.rows_decoded.get() + last.len());
+            self.rows_decoded.fetch_add(last.len(), Ordering::Relaxed);
             let mut out = Vec::new();
             for ((source, prefix), token) in cache.rows.iter_mut().zip(last) {
                 if !(prefix.is_empty() && token == self.special.decoder_start) {
@@ -717,7 +732,7 @@ pub(crate) mod tests {
         }
 
         fn logits_of(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-            self.rows_again.set(self.rows_again.get() + hidden.dim(0)?);
+            self.rows_again.fetch_add(hidden.dim(0)?, Ordering::Relaxed);
             Ok(hidden.clone())
         }
 
@@ -746,7 +761,10 @@ pub(crate) mod tests {
     const EOS: u32 = 0;
     const START: u32 = 1;
 
-    pub fn fake(vocab: usize, table: impl Fn(&[u32], &[u32]) -> Vec<f32> + 'static) -> FakeModel {
+    pub fn fake(
+        vocab: usize,
+        table: impl Fn(&[u32], &[u32]) -> Vec<f32> + Send + Sync + 'static,
+    ) -> FakeModel {
         FakeModel {
             table: Box::new(table),
             special: SpecialTokens {
@@ -756,9 +774,9 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             vocab,
-            rows_decoded: Cell::new(0),
+            rows_decoded: AtomicUsize::new(0),
             blocked: false,
-            rows_again: Cell::new(0),
+            rows_again: AtomicUsize::new(0),
         }
     }
 
@@ -902,11 +920,11 @@ pub(crate) mod tests {
                 .iter()
                 .map(|i| run(&model, &s, std::slice::from_ref(i)).remove(0))
                 .collect();
-            let rows_alone = model.rows_decoded.replace(0);
+            let rows_alone = model.rows_decoded.swap(0, Ordering::Relaxed);
             let batched = run(&model, &s, &inputs);
             assert_eq!(batched, alone, "beams {beams}");
             assert_eq!(
-                model.rows_decoded.get(),
+                model.rows_decoded.load(Ordering::Relaxed),
                 rows_alone,
                 "beams {beams}: rows of finished inputs left"
             );
@@ -951,7 +969,7 @@ pub(crate) mod tests {
                     "beams {beams}, coarse {coarse}"
                 );
                 // Equal scores send an input's rows through the full scan; free values do not.
-                let again = blocked.rows_again.get();
+                let again = blocked.rows_again.load(Ordering::Relaxed);
                 assert_eq!(again > 0, coarse, "rows again: {again}");
             }
         }

@@ -101,6 +101,7 @@ impl HostKv {
             Some(b) if b.len() == rows * self.heads * len => Some((b, self.heads * len)),
             Some(b) => candle_core::bail!("attention step: a bias of {} values", b.len()),
         };
+        self.compact();
         if len > 1 {
             let parents = self.pending.take();
             self.parents
@@ -139,6 +140,68 @@ impl HostKv {
         Ok(out)
     }
 
+    /// Drops the keys and values that no current row attends any more, at each position where
+    /// they are half its rows or more.
+    ///
+    /// A beam that no candidate continues leaves its keys and values behind, and so does every
+    /// ancestor it alone continued; beams soon share their older positions (a beam search of 4
+    /// beams keeps 4 rows at each position, of which mostly one or two lead to the rows that
+    /// run), and inputs that finished leave all of theirs. Kept, they are most of the cache
+    /// by the end, and the cache is most of a beam search's memory above the weights. Halving
+    /// at the least bounds the copying: each position is compacted a few times at most, and
+    /// the rows kept are copied as they are, so every attended value is the same.
+    fn compact(&mut self) {
+        let inner = self.inner();
+        let positions = self.keys.len();
+        if positions == 0 || inner == 0 {
+            return;
+        }
+        let mut live: Vec<Vec<bool>> = (self.keys.iter())
+            .map(|k| vec![false; k.len() / inner])
+            .collect();
+        match &self.pending {
+            Some(rows) => rows
+                .iter()
+                .for_each(|&r| live[positions - 1][r as usize] = true),
+            None => live[positions - 1].fill(true),
+        }
+        for t in (1..positions).rev() {
+            let (older, newer) = live.split_at_mut(t);
+            for (r, _) in newer[0].iter().enumerate().filter(|(_, &l)| l) {
+                older[t - 1][self.parents[t - 1][r] as usize] = true;
+            }
+        }
+        // For each position worth compacting, the new index of each row kept.
+        let maps: Vec<Option<Vec<u32>>> = live.iter().map(|l| compaction(l)).collect();
+        if maps.iter().all(Option::is_none) {
+            return;
+        }
+        for (t, map) in maps.iter().enumerate() {
+            if map.is_some() {
+                self.keys[t] = kept_rows(&self.keys[t], &live[t], inner);
+                self.values[t] = kept_rows(&self.values[t], &live[t], inner);
+            }
+        }
+        // parents[t] maps the rows of position t + 1 to rows of t: keep the entries of the
+        // rows t + 1 keeps, pointing to the new rows of t. (A dead row of a position left as
+        // it is may point to a dropped row, `u32::MAX`: no current row's chain passes
+        // through it.)
+        for (t, parents) in self.parents.iter_mut().enumerate() {
+            let (map, newer) = (&maps[t], (&maps[t + 1], &live[t + 1]));
+            let moved = |p: u32| match map {
+                Some(m) => m.get(p as usize).copied().unwrap_or(u32::MAX),
+                None => p,
+            };
+            let kept = (parents.iter().enumerate())
+                .filter(|&(r, _)| newer.0.is_none() || newer.1[r])
+                .map(|(_, &p)| moved(p));
+            *parents = kept.collect();
+        }
+        if let (Some(rows), Some(map)) = (&mut self.pending, &maps[positions - 1]) {
+            rows.iter_mut().for_each(|r| *r = map[*r as usize]);
+        }
+    }
+
     /// The row that current row `r` occupies at each position, oldest first.
     fn ancestors(&self, r: usize) -> Vec<u32> {
         let mut chain = vec![0u32; self.keys.len()];
@@ -151,6 +214,37 @@ impl HostKv {
         }
         chain
     }
+}
+
+/// For a position whose `live` rows are half of its rows or fewer, the new index of each of
+/// them (`u32::MAX` for the others); `None` when the position is better left as it is.
+fn compaction(live: &[bool]) -> Option<Vec<u32>> {
+    let kept = live.iter().filter(|&&l| l).count();
+    if kept == live.len() || 2 * kept > live.len() {
+        return None;
+    }
+    let mut next = 0;
+    Some(
+        (live.iter())
+            .map(|&l| match l {
+                true => {
+                    next += 1;
+                    next - 1
+                }
+                false => u32::MAX,
+            })
+            .collect(),
+    )
+}
+
+/// The rows of `values` (rows of `inner` values) that `live` marks, in order.
+fn kept_rows(values: &[f32], live: &[bool], inner: usize) -> Vec<f32> {
+    let kept = live.iter().filter(|&&l| l).count();
+    let mut out = Vec::with_capacity(kept * inner);
+    for (row, _) in values.chunks(inner).zip(live).filter(|(_, &l)| l) {
+        out.extend_from_slice(row);
+    }
+    out
 }
 
 /// The memory side of cross-attention: keys and values (memory rows, heads, positions, dim),
@@ -799,6 +893,72 @@ mod tests {
             }
         }
         assert!(kv.select_rows(&[3]).is_err());
+    }
+
+    /// Rows that beam search drops (no candidate continues them) and inputs that leave are
+    /// compacted away, and every step still attends exactly each row's own history.
+    #[test]
+    fn dropped_rows_are_compacted_and_steps_attend_the_same() {
+        for (start, seed) in [(6, 1u32), (12, 2), (12, 3), (16, 4)] {
+            compacts_and_attends(start, seed);
+        }
+    }
+
+    fn compacts_and_attends(start: usize, seed: u32) {
+        let (heads, dim, steps) = (2, 5, 40);
+        let inner = heads * dim;
+        let mut rows = start;
+        let mut kv = HostKv::new(rows, heads, dim);
+        let mut keys = vec![vec![Vec::new(); heads]; rows];
+        let mut values = vec![vec![Vec::new(); heads]; rows];
+        let mut lcg = seed;
+        let mut next = |n: usize| {
+            lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (lcg >> 8) as usize % n
+        };
+        for step in 0..steps {
+            let qkv: Vec<f32> = (0..rows * 3 * inner)
+                .map(|i| value(i + 17 * step))
+                .collect();
+            let out = kv.step(&qkv, None).unwrap();
+            for r in 0..rows {
+                for h in 0..heads {
+                    let part =
+                        |p: usize| qkv[r * 3 * inner + p * inner + h * dim..][..dim].to_vec();
+                    keys[r][h].push(part(1));
+                    values[r][h].push(part(2));
+                    let want = naive(&part(0), &keys[r][h], &values[r][h], &vec![0.0; step + 1]);
+                    close(&out[r * inner + h * dim..][..dim], &want);
+                }
+            }
+            // Each row continues one of a few favourites, or itself, or any row; from step 25
+            // on, a row leaves every 3 steps.
+            let favourites = [next(rows), next(rows)];
+            let mut wanted: Vec<u32> = (0..rows)
+                .map(|r| match next(4) {
+                    0 => r,
+                    1 => next(rows),
+                    k => favourites[k - 2],
+                } as u32)
+                .collect();
+            if step >= 25 && step % 3 == 0 && rows > 2 {
+                wanted.pop();
+            }
+            kv.select_rows(&wanted).unwrap();
+            keys = wanted.iter().map(|&r| keys[r as usize].clone()).collect();
+            values = wanted.iter().map(|&r| values[r as usize].clone()).collect();
+            rows = wanted.len();
+        }
+        let stored: usize = kv.keys.iter().map(|k| k.len() / inner).sum();
+        assert!(
+            stored < steps * start / 2,
+            "{stored} rows kept of {}",
+            steps * start
+        );
+        assert_eq!(
+            stored,
+            kv.values.iter().map(|v| v.len() / inner).sum::<usize>()
+        );
     }
 
     #[test]

@@ -94,7 +94,10 @@ impl<M: Seq2Seq + Send + Sync> TextGenerator for Runner<M> {
 
 /// The summarizer's config prefix goes before every text a pipeline sends; a blank input stays
 /// blank, so it still gives an empty output without running the model.
-fn with_prefix<'i, M: Seq2Seq>(runner: &Runner<M>, inputs: &'i [String]) -> Cow<'i, [String]> {
+fn with_prefix<'i, M: Seq2Seq + Sync>(
+    runner: &Runner<M>,
+    inputs: &'i [String],
+) -> Cow<'i, [String]> {
     if runner.prefix().is_none() {
         return Cow::Borrowed(inputs);
     }
