@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
 use rayon::prelude::*;
 
+use super::encoder_attention;
 use super::host_attention::{cross, with_host_f32, HostKv, Memory};
 use super::linear::{Linear, WeightPrecision};
 use super::weights::Weights;
@@ -152,7 +153,11 @@ impl SelfAttention {
     }
 
     fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let qkv = self.qkv.forward(x)?;
+        self.split(&self.qkv.forward(x)?)
+    }
+
+    /// The fused projection's output cut into queries, keys and values, heads split.
+    fn split(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let inner = self.shape.inner();
         let part =
             |i: usize| split_heads(&qkv.narrow(D::Minus1, i * inner, inner)?, self.shape.heads);
@@ -162,7 +167,16 @@ impl SelfAttention {
     /// Every position attends every position (the encoder); `biases` carry the padding mask
     /// (and T5's relative positions).
     pub fn forward(&self, x: &Tensor, biases: &[&Tensor]) -> Result<Tensor> {
-        let (q, k, v) = self.project(x)?;
+        let qkv = self.qkv.forward(x)?;
+        if on_host(&[&qkv]) && on_host(biases) {
+            // f32 on the CPU: one fused pass per (input, head), candle's bits (see
+            // `encoder_attention`); `None` for the shapes it leaves to candle.
+            let heads = self.shape.heads;
+            if let Some(attended) = encoder_attention::attend_tensors(&qkv, heads, biases)? {
+                return self.out.forward(&attended);
+            }
+        }
+        let (q, k, v) = self.split(&qkv)?;
         self.out
             .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
     }

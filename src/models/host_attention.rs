@@ -719,6 +719,18 @@ mod x86 {
     }
 }
 
+/// `expf` of every value, in place: the C library's very bits on every non-positive input (a
+/// softmax's differences from its maximum), eight at a time with AVX-512 where the CPU has it
+/// ([`x86::exp_avx512`]), else through the C library itself.
+pub(super) fn exp_non_positive(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { x86::exp_avx512(values) };
+    }
+    values.iter_mut().for_each(|v| *v = v.exp());
+}
+
 /// A dot product in eight lanes (vectorized by the compiler), then the lanes summed.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
