@@ -164,16 +164,8 @@ unsafe fn attend_head(
             gemm::Parallelism::None,
         )
     };
-    for (i, scores) in scores.chunks_exact_mut(len).enumerate() {
-        for bias in biases {
-            let [sb, sh, si] = bias.strides;
-            let bias = &bias.values[b * sb + h * sh + i * si..][..len];
-            for (s, &x) in scores.iter_mut().zip(bias) {
-                *s += x;
-            }
-        }
-        softmax(scores);
-    }
+    // SAFETY: `attend` runs only where `Shape::supported` found AVX2.
+    unsafe { bias_softmax_avx2(scores, biases, (b, h), len) };
     // candle: probs (len, len) times v (len, dim), (len, dim) row-major.
     // SAFETY: as above for v; `out` has the head's `dim` columns in `len` rows `inner` apart
     // for this task alone (the caller's guarantee).
@@ -202,13 +194,42 @@ unsafe fn attend_head(
     };
 }
 
+/// Each row of one head's (len, len) scores: its biases added in order, then [`softmax`],
+/// compiled for AVX2 (the same operations, in wider registers).
+///
+/// # Safety
+///
+/// The CPU must support AVX2; the biases must reach every (b, h, i, j) ([`attend`] asserts).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2"))]
+unsafe fn bias_softmax_avx2(
+    scores: &mut [f32],
+    biases: &[Bias],
+    (b, h): (usize, usize),
+    len: usize,
+) {
+    for (i, scores) in scores.chunks_exact_mut(len).enumerate() {
+        for bias in biases {
+            let [sb, sh, si] = bias.strides;
+            let bias = &bias.values[b * sb + h * sh + i * si..][..len];
+            for (s, &x) in scores.iter_mut().zip(bias) {
+                *s += x;
+            }
+        }
+        softmax(scores);
+    }
+}
+
 /// candle-nn 0.11's `softmax_last_dim` on the CPU for one row, in place: the maximum, `expf`
 /// of each value less it, their sum (candle's `vec_sum`), each value divided by the sum.
+///
+/// The maximum is taken in 16 lanes rather than in one chain (a chain of dependent `max`es was
+/// two thirds of this code's time): the same value, whatever the order, except that a row
+/// holding NaN or zeros of both signs may give another NaN or zero; neither changes an
+/// output (a NaN makes every output of its row NaN either way, and `x - 0` and `x + 0` give
+/// `expf` the same value up to the sign of a zero, whose `expf` is 1 either way).
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
-    let mut max = row[0];
-    for &x in &row[1..] {
-        max = max.max(x);
-    }
+    let max = row_max(row);
     for s in row.iter_mut() {
         *s -= max;
     }
@@ -219,9 +240,27 @@ fn softmax(row: &mut [f32]) {
     }
 }
 
+/// The largest value of a non-empty row (NaN aside: see [`softmax`]).
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let runs = row.chunks_exact(16);
+    let mut max = runs.remainder().iter().fold(row[0], |m, &x| m.max(x));
+    for run in runs {
+        for (m, &x) in lanes.iter_mut().zip(run) {
+            *m = m.max(x);
+        }
+    }
+    for m in lanes {
+        max = max.max(m);
+    }
+    max
+}
+
 /// candle-core 0.11's `vec_sum` with AVX2 (`cpu::avx`): four accumulators of eight lanes over
 /// whole runs of 32 values, folded (0 + 1, 2 + 3, then the two), the vector's two halves added
 /// lane by lane, then `hadd` twice; the values past the last run added one by one.
+#[inline(always)]
 fn candle_sum(row: &[f32]) -> f32 {
     let whole = row.len() / 32 * 32;
     let mut acc = [[0f32; 8]; 4];
