@@ -106,11 +106,14 @@ impl HostKv {
             self.parents
                 .push(parents.unwrap_or_else(|| (0..rows as u32).collect()));
         }
+        // Row by row as slices: a `flat_map` collect moved one value at a time, about 2% of a
+        // T5 summary on the step's own thread.
         let part = |p: usize| -> Vec<f32> {
-            (qkv.chunks(3 * inner.max(1)))
-                .flat_map(|row| &row[p * inner..(p + 1) * inner])
-                .copied()
-                .collect()
+            let mut part = Vec::with_capacity(rows * inner);
+            for row in qkv.chunks(3 * inner.max(1)) {
+                part.extend_from_slice(&row[p * inner..(p + 1) * inner]);
+            }
+            part
         };
         self.keys.push(part(1));
         self.values.push(part(2));
