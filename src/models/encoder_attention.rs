@@ -49,9 +49,10 @@ impl Shape {
 
     /// Whether [`attend`] gives candle's bits for this shape: `gemm` takes other paths for
     /// one or two positions or values per head (vector products), which this code does not
-    /// mirror; those shapes stay on candle. Also the CPU must have AVX2 (candle's sum order).
+    /// mirror; those shapes (and empty ones) stay on candle. Also the CPU must have AVX2 (candle's
+    /// sum order).
     pub fn supported(&self) -> bool {
-        self.len >= 3 && self.dim >= 3 && has_avx2()
+        self.inputs > 0 && self.heads > 0 && self.len >= 3 && self.dim >= 3 && has_avx2()
     }
 }
 
