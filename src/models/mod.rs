@@ -183,44 +183,28 @@ impl AnyModel {
     }
 }
 
-/// Runs `f` on one of rayon's worker threads, the caller waiting, unless it is one already.
-///
-/// Why: a decoder step is about a hundred small parallel regions (products of 15-64 rows,
-/// attention, norms). Started from a thread outside rayon's pool, every region is injected
-/// into the pool, wakes the workers and puts the caller to sleep until its last task ends,
-/// then wakes the caller again: hand-offs between threads at every region, on a 2-core machine
-/// often to a thread that has to be scheduled first. Started from a worker, the worker runs
-/// the first tasks itself and only the rest is stolen, and the serial work between regions
-/// runs on that worker too: one hand-off per step. The arithmetic is the same wherever it runs.
-fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
-    rayon::scope(|_| f())
-}
-
 impl Seq2Seq for AnyModel {
     type Cache = DecoderCache;
 
     fn encode(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        on_pool(|| match self {
+        match self {
             Self::Bart(m) => m.encode(ids, mask),
             Self::T5(m) => m.encode(ids, mask),
-        })
+        }
     }
 
     fn start_decoding(&self, encoded: &Tensor, mask: &Tensor) -> candle_core::Result<DecoderCache> {
-        on_pool(|| match self {
+        match self {
             Self::Bart(m) => m.start_decoding(encoded, mask),
             Self::T5(m) => m.start_decoding(encoded, mask),
-        })
+        }
     }
 
     fn decode_step(&self, last: &Tensor, cache: &mut DecoderCache) -> candle_core::Result<Tensor> {
-        on_pool(|| match self {
+        match self {
             Self::Bart(m) => m.decode_step(last, cache),
             Self::T5(m) => m.decode_step(last, cache),
-        })
+        }
     }
 
     fn blocked_head(&self) -> bool {
@@ -237,14 +221,12 @@ impl Seq2Seq for AnyModel {
         if !self.blocked_head() {
             candle_core::bail!("this model's output layer does not run by blocks");
         }
-        on_pool(|| {
-            let hidden = match self {
-                Self::Bart(m) => m.decode_hidden(last, cache)?,
-                Self::T5(m) => m.decode_hidden(last, cache)?,
-            };
-            self.head().logits_blocks(&hidden, block, f)?;
-            Ok(hidden)
-        })
+        let hidden = match self {
+            Self::Bart(m) => m.decode_hidden(last, cache)?,
+            Self::T5(m) => m.decode_hidden(last, cache)?,
+        };
+        self.head().logits_blocks(&hidden, block, f)?;
+        Ok(hidden)
     }
 
     fn logits_of(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
