@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
 use rayon::prelude::*;
 
+use super::encoder_attention;
 use super::host_attention::{cross, with_host_f32, HostKv, Memory};
 use super::linear::{Linear, WeightPrecision};
 use super::weights::Weights;
@@ -152,7 +153,11 @@ impl SelfAttention {
     }
 
     fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let qkv = self.qkv.forward(x)?;
+        self.split(&self.qkv.forward(x)?)
+    }
+
+    /// The fused projection's output cut into queries, keys and values, heads split.
+    fn split(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let inner = self.shape.inner();
         let part =
             |i: usize| split_heads(&qkv.narrow(D::Minus1, i * inner, inner)?, self.shape.heads);
@@ -162,7 +167,16 @@ impl SelfAttention {
     /// Every position attends every position (the encoder); `biases` carry the padding mask
     /// (and T5's relative positions).
     pub fn forward(&self, x: &Tensor, biases: &[&Tensor]) -> Result<Tensor> {
-        let (q, k, v) = self.project(x)?;
+        let qkv = self.qkv.forward(x)?;
+        if on_host(&[&qkv]) && on_host(biases) {
+            // f32 on the CPU: one fused pass per (input, head), candle's bits (see
+            // `encoder_attention`); `None` for the shapes it leaves to candle.
+            let heads = self.shape.heads;
+            if let Some(attended) = encoder_attention::attend_tensors(&qkv, heads, biases)? {
+                return self.out.forward(&attended);
+            }
+        }
+        let (q, k, v) = self.split(&qkv)?;
         self.out
             .forward(&merge_heads(&attend(&q, &k, &v, biases)?)?)
     }
@@ -977,11 +991,73 @@ impl Module for Norm {
         match self {
             Self::Layer(n) => n.forward(x),
             Self::Rms(n) if x.dtype() == DType::F32 && n.weight().dtype() == DType::F32 => {
-                n.forward(x)
+                match host_rms_norm(x, n.weight(), n.eps() as f32)? {
+                    Some(normed) => Ok(normed),
+                    None => n.forward(x),
+                }
             }
             Self::Rms(n) => rms_half(x, n.weight(), n.eps()),
         }
     }
+}
+
+/// candle-nn 0.11's `rms_norm` op (T5LayerNorm in f32) on an f32 CPU tensor, `None` for any
+/// other: per row the sum of squares in column order, `m = sqrt(sum / width + eps)`, then
+/// `x / m * weight`, the same operations in the same order, so the same bits. candle sums one
+/// row at a time, a chain of dependent adds (four cycles each) per row: summed
+/// [`NORM_ROWS`] rows side by side, the chains overlap. Few rows (a decoder step's) stay on
+/// the calling thread, as candle keeps them.
+fn host_rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    let width = x.dim(D::Minus1)?;
+    if !on_host(&[x, weight]) || !x.is_contiguous() || weight.dims() != [width] || width == 0 {
+        return Ok(None);
+    }
+    let out = with_host_f32([x, weight], |[x, alpha]| {
+        let mut out = vec![0f32; x.len()];
+        let block = width * NORM_ROWS;
+        let norm_block = |(out, x): (&mut [f32], &[f32])| {
+            let squares = if x.len() == block {
+                row_squares::<NORM_ROWS>(x, width)
+            } else {
+                let mut squares = [0f32; NORM_ROWS];
+                for (row, s) in x.chunks(width).zip(&mut squares) {
+                    *s = row_squares::<1>(row, width)[0];
+                }
+                squares
+            };
+            for ((out, x), sum2) in out.chunks_mut(width).zip(x.chunks(width)).zip(squares) {
+                let m = (sum2 / width as f32 + eps).sqrt();
+                for ((o, &v), &alpha) in out.iter_mut().zip(x).zip(alpha) {
+                    *o = v / m * alpha;
+                }
+            }
+        };
+        // candle-nn's own split: rows one after the other up to 32, rayon's threads beyond.
+        if x.len() <= 32 * width {
+            out.chunks_mut(block)
+                .zip(x.chunks(block))
+                .for_each(norm_block);
+        } else {
+            (out.par_chunks_mut(block).zip(x.par_chunks(block))).for_each(norm_block);
+        }
+        out
+    })?;
+    Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
+}
+
+/// The sum of squares of each of the `R` rows of `rows` (`R` x `width` values), each summed in
+/// column order from zero as candle-nn's `rms_norm` sums one row (see [`row_sums`] for why
+/// side by side).
+#[inline(always)]
+fn row_squares<const R: usize>(rows: &[f32], width: usize) -> [f32; R] {
+    let mut squares = [0f32; R];
+    for j in 0..width {
+        for (r, s) in squares.iter_mut().enumerate() {
+            let v = rows[r * width + j];
+            *s += v * v;
+        }
+    }
+    squares
 }
 
 /// T5LayerNorm as transformers runs it with f16/bf16 weights, on an input of either its dtype or
@@ -1169,6 +1245,29 @@ mod tests {
             unreachable!()
         };
         assert!(host_add_layer_norm(&a, &a, layer).unwrap().is_none());
+    }
+
+    /// The host RMS norm gives the bits of candle-nn's `rms_norm` op, serial and parallel,
+    /// for row counts below, at and past a block of rows.
+    #[test]
+    fn host_rms_norm_is_candles() {
+        let dev = Device::Cpu;
+        let width = 37;
+        let weight = Tensor::randn(0f32, 1.0, width, &dev).unwrap();
+        let norm = candle_nn::RmsNorm::new(weight.clone(), 1e-6);
+        for rows in [1, 3, NORM_ROWS, NORM_ROWS + 5, 32, 33, 5 * NORM_ROWS + 3] {
+            let x = Tensor::randn(0f32, 3.0, (rows, 1, width), &dev).unwrap();
+            let got = host_rms_norm(&x, &weight, 1e-6)
+                .unwrap()
+                .expect("host path");
+            let want = norm.forward(&x).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(bits(&got), bits(&want), "{rows} rows");
+        }
     }
 
     #[test]

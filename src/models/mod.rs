@@ -7,6 +7,7 @@
 pub mod bart;
 pub mod common;
 pub mod config;
+mod encoder_attention;
 pub mod gelu;
 pub mod gemm;
 mod host_attention;
