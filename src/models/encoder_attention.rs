@@ -143,26 +143,11 @@ unsafe fn attend_head(
     // SAFETY: rows `row` apart hold `dim` values from each pointer for `len` positions
     // (asserted by `attend`); `scores` holds len x len values.
     unsafe {
-        gemm::gemm(
-            len,
-            len,
-            dim,
-            scores.as_mut_ptr(),
-            1,
-            len as isize,
-            false,
-            q,
-            1,
-            row,
-            k,
-            row,
-            1,
-            0f32,
-            1f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+        product(
+            (len, len, dim),
+            (scores.as_mut_ptr(), len as isize),
+            (q, row),
+            (k, row, 1),
         )
     };
     // SAFETY: `attend` runs only where `Shape::supported` found AVX2.
@@ -171,20 +156,46 @@ unsafe fn attend_head(
     // SAFETY: as above for v; `out` has the head's `dim` columns in `len` rows `inner` apart
     // for this task alone (the caller's guarantee).
     unsafe {
+        product(
+            (len, dim, len),
+            (out.add(b * len * inner + h * dim), inner as isize),
+            (scores.as_ptr(), len as isize),
+            (v, 1, row),
+        )
+    };
+}
+
+/// `dst (m, n) = lhs (m, k) · rhs (k, n)` through `gemm::gemm` as candle's CPU matmul calls it
+/// (unit column strides for `dst` and `lhs`, destination overwritten, one thread), so the
+/// bits are candle's. `dst` and `lhs` are (pointer, row stride); `rhs` is (pointer, column
+/// stride, row stride).
+///
+/// # Safety
+///
+/// Each pointer must address every value its strides reach for the given (m, n, k), and `dst`
+/// must not overlap the others nor be written by anyone else during the call.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_row): (*mut f32, isize),
+    (lhs, lhs_row): (*const f32, isize),
+    (rhs, rhs_col, rhs_row): (*const f32, isize, isize),
+) {
+    // SAFETY: the caller's guarantee above.
+    unsafe {
         gemm::gemm(
-            len,
-            dim,
-            len,
-            out.add(b * len * inner + h * dim),
+            m,
+            n,
+            k,
+            dst,
             1,
-            inner as isize,
+            dst_row,
             false,
-            scores.as_ptr(),
+            lhs,
             1,
-            len as isize,
-            v,
-            1,
-            row,
+            lhs_row,
+            rhs,
+            rhs_col,
+            rhs_row,
             0f32,
             1f32,
             false,
@@ -192,7 +203,7 @@ unsafe fn attend_head(
             false,
             gemm::Parallelism::None,
         )
-    };
+    }
 }
 
 /// Each row of one head's (len, len) scores: its biases added in order, then [`softmax`],

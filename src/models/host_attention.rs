@@ -877,34 +877,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn steps_attend_every_position_so_far_through_reorderings() {
-        let (rows, heads, dim) = (3, 2, 5);
-        let inner = heads * dim;
-        let mut kv = HostKv::new(rows, heads, dim);
-        // history[r][h] = the keys and values written so far
-        let mut keys = vec![vec![Vec::new(); heads]; rows];
-        let mut values = vec![vec![Vec::new(); heads]; rows];
-        for step in 0..40 {
+    /// What a cache should hold, kept the plain way: history[r][h] = the keys (values) each
+    /// current row has written so far, in order.
+    struct Mirror {
+        keys: Vec<Vec<Vec<Vec<f32>>>>,
+        values: Vec<Vec<Vec<Vec<f32>>>>,
+        heads: usize,
+        dim: usize,
+    }
+
+    impl Mirror {
+        fn new(rows: usize, heads: usize, dim: usize) -> Self {
+            let empty = vec![vec![Vec::new(); heads]; rows];
+            let values = empty.clone();
+            Self {
+                keys: empty,
+                values,
+                heads,
+                dim,
+            }
+        }
+
+        /// One step of `kv` on made-up q/k/v rows (`salt` varies them per step); every row and
+        /// head must attend exactly its own history.
+        fn step_and_check(&mut self, kv: &mut HostKv, step: usize, salt: usize) {
+            let (heads, dim) = (self.heads, self.dim);
+            let (rows, inner) = (self.keys.len(), heads * dim);
             let qkv: Vec<f32> = (0..rows * 3 * inner)
-                .map(|i| value(i + 31 * step))
+                .map(|i| value(i + salt * step))
                 .collect();
             let out = kv.step(&qkv, None).unwrap();
             for r in 0..rows {
                 for h in 0..heads {
                     let part =
                         |p: usize| qkv[r * 3 * inner + p * inner + h * dim..][..dim].to_vec();
-                    keys[r][h].push(part(1));
-                    values[r][h].push(part(2));
+                    self.keys[r][h].push(part(1));
+                    self.values[r][h].push(part(2));
                     let bias = vec![0.0; step + 1];
-                    let want = naive(&part(0), &keys[r][h], &values[r][h], &bias);
+                    let want = naive(&part(0), &self.keys[r][h], &self.values[r][h], &bias);
                     close(&out[r * inner + h * dim..][..dim], &want);
                 }
             }
+        }
+
+        /// `kv.select_rows(wanted)`, mirrored.
+        fn select_rows(&mut self, kv: &mut HostKv, wanted: &[u32]) {
+            kv.select_rows(wanted).unwrap();
+            self.keys = wanted
+                .iter()
+                .map(|&r| self.keys[r as usize].clone())
+                .collect();
+            self.values = wanted
+                .iter()
+                .map(|&r| self.values[r as usize].clone())
+                .collect();
+        }
+    }
+
+    #[test]
+    fn steps_attend_every_position_so_far_through_reorderings() {
+        let (rows, heads, dim) = (3, 2, 5);
+        let mut kv = HostKv::new(rows, heads, dim);
+        let mut mirror = Mirror::new(rows, heads, dim);
+        for step in 0..40 {
+            mirror.step_and_check(&mut kv, step, 31);
             if step == 4 {
-                kv.select_rows(&[2, 0, 2]).unwrap();
-                keys = vec![keys[2].clone(), keys[0].clone(), keys[2].clone()];
-                values = vec![values[2].clone(), values[0].clone(), values[2].clone()];
+                mirror.select_rows(&mut kv, &[2, 0, 2]);
             }
         }
         assert!(kv.select_rows(&[3]).is_err());
@@ -922,30 +960,16 @@ mod tests {
     fn compacts_and_attends(start: usize, seed: u32) {
         let (heads, dim, steps) = (2, 5, 40);
         let inner = heads * dim;
-        let mut rows = start;
-        let mut kv = HostKv::new(rows, heads, dim);
-        let mut keys = vec![vec![Vec::new(); heads]; rows];
-        let mut values = vec![vec![Vec::new(); heads]; rows];
+        let mut kv = HostKv::new(start, heads, dim);
+        let mut mirror = Mirror::new(start, heads, dim);
         let mut lcg = seed;
         let mut next = |n: usize| {
             lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (lcg >> 8) as usize % n
         };
         for step in 0..steps {
-            let qkv: Vec<f32> = (0..rows * 3 * inner)
-                .map(|i| value(i + 17 * step))
-                .collect();
-            let out = kv.step(&qkv, None).unwrap();
-            for r in 0..rows {
-                for h in 0..heads {
-                    let part =
-                        |p: usize| qkv[r * 3 * inner + p * inner + h * dim..][..dim].to_vec();
-                    keys[r][h].push(part(1));
-                    values[r][h].push(part(2));
-                    let want = naive(&part(0), &keys[r][h], &values[r][h], &vec![0.0; step + 1]);
-                    close(&out[r * inner + h * dim..][..dim], &want);
-                }
-            }
+            mirror.step_and_check(&mut kv, step, 17);
+            let rows = mirror.keys.len();
             // Each row continues one of a few favourites, or itself, or any row; from step 25
             // on, a row leaves every 3 steps.
             let favourites = [next(rows), next(rows)];
@@ -959,10 +983,7 @@ mod tests {
             if step >= 25 && step % 3 == 0 && rows > 2 {
                 wanted.pop();
             }
-            kv.select_rows(&wanted).unwrap();
-            keys = wanted.iter().map(|&r| keys[r as usize].clone()).collect();
-            values = wanted.iter().map(|&r| values[r as usize].clone()).collect();
-            rows = wanted.len();
+            mirror.select_rows(&mut kv, &wanted);
         }
         let stored: usize = kv.keys.iter().map(|k| k.len() / inner).sum();
         assert!(
