@@ -245,7 +245,7 @@ fn softmax(row: &mut [f32]) {
     for s in row.iter_mut() {
         *s -= max;
     }
-    super::host_attention::exp_non_positive(row);
+    super::expf::exp_in_place(row);
     let sum = candle_sum(row);
     for s in row.iter_mut() {
         *s /= sum;

@@ -259,21 +259,20 @@ impl Linear {
             return act.forward(&self.forward(x)?);
         };
         const CHUNK: usize = 4096;
-        y.par_chunks_mut(CHUNK)
-            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+        y.par_chunks_mut(CHUNK).for_each(f);
         let mut out_dims = leading.to_vec();
         out_dims.push(self.out_features());
         Tensor::from_vec(y, out_dims, x.device())
     }
 }
 
-/// The f32 function of candle's op for `act`, for the activations whose candle op is one
-/// unary function of this exact formula (candle-core 0.11's `Silu` and `Relu` ops); `None`
-/// for the others, which keep running through candle.
-fn host_activation(act: Activation) -> Option<fn(f32) -> f32> {
+/// candle's op for `act` applied in place to a run of values, bit for bit, for the
+/// activations whose candle op is one unary function (candle-core 0.11's `Silu` and `Relu`
+/// ops); `None` for the others, which keep running through candle.
+fn host_activation(act: Activation) -> Option<fn(&mut [f32])> {
     match act {
-        Activation::Silu => Some(|v| v / (1.0 + (-v).exp())),
-        Activation::Relu => Some(|v| v.max(0f32)),
+        Activation::Silu => Some(super::expf::silu_in_place),
+        Activation::Relu => Some(|values| values.iter_mut().for_each(|v| *v = v.max(0f32))),
         _ => None,
     }
 }

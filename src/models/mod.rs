@@ -8,6 +8,7 @@ pub mod bart;
 pub mod common;
 pub mod config;
 mod encoder_attention;
+mod expf;
 pub mod gelu;
 pub mod gemm;
 mod host_attention;
