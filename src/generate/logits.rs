@@ -305,6 +305,11 @@ pub fn combine_blocks(blocks: impl Iterator<Item = (f32, f32)> + Clone) -> (f32,
 /// contraction).
 pub fn block_max_sum(block: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { x86::block_max_sum_avx512(block) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { block_max_sum_avx2(block) };
@@ -321,34 +326,149 @@ unsafe fn block_max_sum_avx2(block: &[f32]) -> (f32, f32) {
     block_max_sum_lanes(block)
 }
 
+/// Lanes of [`block_max_sum`]: the sum of a row runs in this many independent lanes, lane `l`
+/// adding the exponentials of columns `l`, `l + LANES`, `l + 2 LANES`, ... in that order.
+const LANES: usize = 8;
+
 /// Eight independent lanes for the max and the sum let the compiler vectorize both passes.
 #[inline(always)]
 fn block_max_sum_lanes(row: &[f32]) -> (f32, f32) {
-    const LANES: usize = 8;
+    let max = lanes_max(row);
+    if max == f32::NEG_INFINITY {
+        return (max, 0.0);
+    }
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut sums = [0.0f32; LANES];
+    for chunk in chunks {
+        add_exps(&mut sums, chunk, max);
+    }
+    (max, lane_total(&sums, tail, max))
+}
+
+/// The row's maximum ignoring NaN (-inf for none), taken in [`LANES`] lanes.
+#[inline(always)]
+fn lanes_max(row: &[f32]) -> f32 {
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     let mut maxes = [f32::NEG_INFINITY; LANES];
-    for chunk in chunks.clone() {
+    for chunk in chunks {
         for (m, &x) in maxes.iter_mut().zip(chunk) {
             *m = if x > *m { x } else { *m };
         }
     }
-    let max = maxes
+    maxes
         .iter()
         .chain(tail)
         .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return (max, 0.0);
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Adds `fast_exp(x - max)` of one chunk of [`LANES`] columns to the lanes' sums.
+#[inline(always)]
+fn add_exps(sums: &mut [f32; LANES], chunk: &[f32], max: f32) {
+    for (s, &x) in sums.iter_mut().zip(chunk) {
+        *s += fast_exp(x - max);
     }
-    let mut sums = [0.0f32; LANES];
-    for chunk in chunks {
-        for (s, &x) in sums.iter_mut().zip(chunk) {
-            *s += fast_exp(x - max);
-        }
-    }
+}
+
+/// The row's sum: the lanes in order, then the columns after the last whole chunk.
+#[inline(always)]
+fn lane_total(sums: &[f32; LANES], tail: &[f32], max: f32) -> f32 {
     let tail_sum: f32 = tail.iter().map(|&x| fast_exp(x - max)).sum();
-    (max, sums.iter().sum::<f32>() + tail_sum)
+    sums.iter().sum::<f32>() + tail_sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{add_exps, lane_total, lanes_max, LANES};
+
+    /// [`super::block_max_sum_lanes`] with the exponentials sixteen at a time: two chunks of
+    /// [`LANES`] columns side by side in one register, then added to the lanes' sums one chunk
+    /// after the other, so every lane adds the same values in the same order (the same bits).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block_max_sum_avx512(row: &[f32]) -> (f32, f32) {
+        let max = lanes_max(row);
+        if max == f32::NEG_INFINITY {
+            return (max, 0.0);
+        }
+        let pairs = row.chunks_exact(2 * LANES);
+        let rest = pairs.remainder();
+        let mut acc = _mm256_setzero_ps();
+        for pair in pairs {
+            // SAFETY: the pair holds 16 values; the CPU supports AVX-512F (the caller's).
+            let e = unsafe {
+                fast_exp16(_mm512_sub_ps(
+                    _mm512_loadu_ps(pair.as_ptr()),
+                    _mm512_set1_ps(max),
+                ))
+            };
+            acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
+            acc = _mm256_add_ps(acc, high_half(e));
+        }
+        let mut sums = [0f32; LANES];
+        // SAFETY: `sums` holds 8 values.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), acc) };
+        let chunks = rest.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            add_exps(&mut sums, chunk, max);
+        }
+        (max, lane_total(&sums, tail, max))
+    }
+
+    /// Lanes 8..16 of `v` (AVX-512F has no f32 form of this extract; AVX-512DQ does).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn high_half(v: __m512) -> __m256 {
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+    }
+
+    /// [`super::fast_exp`] of sixteen values: the same operations (no fused multiply-adds),
+    /// so the same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn fast_exp16(x: __m512) -> __m512 {
+        let c = _mm512_set1_ps;
+        // f32::max(x, -87.0): -87 for a NaN x, as MAXPS returns its second operand then.
+        let x = _mm512_max_ps(x, c(-87.0));
+        let round = c(12_582_912.0);
+        let shifted = _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), round);
+        let n = _mm512_sub_ps(shifted, round);
+        let n_int = _mm512_sub_epi32(
+            _mm512_castps_si512(shifted),
+            _mm512_set1_epi32(12_582_912f32.to_bits() as i32),
+        );
+        let r = _mm512_sub_ps(
+            _mm512_sub_ps(x, _mm512_mul_ps(n, c(0.693_359_4))),
+            _mm512_mul_ps(n, c(-2.121_944_4e-4)),
+        );
+        let mut p = c(1.987_569_1e-4);
+        for coefficient in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), c(coefficient));
+        }
+        let poly = _mm512_add_ps(
+            _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r),
+            c(1.0),
+        );
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            n_int,
+            _mm512_set1_epi32(127),
+        )));
+        _mm512_mul_ps(poly, scale)
+    }
 }
 
 /// exp(x) for x <= 0 to about one ulp (Cephes' expf polynomial), written without branches or
@@ -674,6 +794,31 @@ mod tests {
         );
         let (m, sum) = block_max_sum_lanes(&row);
         assert_eq!((m, sum.ln()), (max, log_sum));
+    }
+
+    /// Every build of a block's (max, sum) gives the portable code's bits, on rows of every
+    /// length up to two pairs of chunks past a block, with NaN, infinities and large gaps.
+    #[test]
+    fn block_max_sum_is_the_same_on_every_kernel() {
+        for len in (0..70).chain([LOG_SUM_BLOCK - 1, LOG_SUM_BLOCK, LOG_SUM_BLOCK + 33]) {
+            let mut row: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1013) as f32 * 0.37).sin() * 30.0)
+                .collect();
+            if len > 20 {
+                row[3] = f32::NAN;
+                row[11] = f32::NEG_INFINITY;
+                row[17] = 95.0;
+            }
+            let bits = |(m, s): (f32, f32)| (m.to_bits(), s.to_bits());
+            let portable = bits(block_max_sum_lanes(&row));
+            assert_eq!(bits(block_max_sum(&row)), portable, "length {len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                let wide = unsafe { x86::block_max_sum_avx512(&row) };
+                assert_eq!(bits(wide), portable, "length {len}");
+            }
+        }
     }
 
     #[test]

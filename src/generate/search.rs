@@ -365,9 +365,16 @@ fn blocked_rows<M: Seq2Seq>(
             ends: Vec::with_capacity(rows),
         };
         for (row, floor) in values.chunks(width).zip(&floors) {
-            part.sums.push(block_max_sum(row));
+            let (max, sum) = block_max_sum(row);
+            part.sums.push((max, sum));
             let below = unordered(floor.load(Ordering::Relaxed));
-            let best = top_k_logits_from(row, depth, below);
+            // A block whose maximum is below the floor has nothing to keep (most blocks, once
+            // a few are done): skip its scan.
+            let best = if max < below {
+                Vec::new()
+            } else {
+                top_k_logits_from(row, depth, below)
+            };
             if best.len() == depth {
                 floor.fetch_max(ordered(best[depth - 1].0), Ordering::Relaxed);
             }
