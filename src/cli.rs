@@ -70,7 +70,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "N")]
     pub min_length: Option<usize>,
     /// Token budget of one batch: inputs times their longest source, and at most N / 32
-    /// hypotheses (inputs times beams) [default: 2048 on the CPU, 16384 on a GPU].
+    /// hypotheses (inputs times beams) [default: 2048 on the CPU, 16384 on a GPU; with
+    /// --dtype int8, 2048 tokens and 128 hypotheses].
     #[arg(long, global = true, value_name = "N")]
     pub batch_tokens: Option<usize>,
     /// Make no network call: use only the local cache (also HF_HUB_OFFLINE=1).

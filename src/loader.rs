@@ -10,8 +10,8 @@ use candle_core::{DType, Device};
 
 use crate::device::DeviceSpec;
 use crate::generate::{
-    runner::device_name, GenerationConfig, LlmInfo, ModelInfo, Origin, Runner, RunnerParts,
-    TaskDefaults,
+    runner::device_name, schedule, GenerationConfig, LlmInfo, ModelInfo, Origin, Runner,
+    RunnerParts, TaskDefaults,
 };
 use crate::hub::{HubOptions, Preset, ResolvedModel};
 use crate::llm::GgufModel;
@@ -131,6 +131,10 @@ pub fn load_with(
         device: device_name(device),
         llm: None,
     };
+    let budget = match batch_tokens {
+        Some(tokens) => schedule::Budget::of_tokens(tokens),
+        None => schedule::default_budget(device, precision == WeightPrecision::Int8),
+    };
     let runner = Runner::new(RunnerParts {
         model,
         tokenizer,
@@ -138,7 +142,7 @@ pub fn load_with(
         info,
         device: device.clone(),
         max_input_tokens: resolved.preset.as_ref().and_then(|p| p.max_input_tokens),
-        batch_tokens,
+        budget,
     });
     Ok(runner.with_dir(dir.clone()).with_prefix(prefix))
 }

@@ -198,7 +198,7 @@ fn bench_seq2seq(
         let settings = runner.resolve(&overrides)?;
         let batch: Vec<&[u32]> = sources.iter().map(Vec::as_slice).collect();
         // The whole batch goes to the engine at once; its scheduler cuts it by the token budget
-        // (--batch-tokens, default schedule::default_batch_tokens).
+        // (--batch-tokens, default schedule::default_budget).
         let run = |batch: &[&[u32]]| -> Result<Vec<Vec<u32>>> {
             let owned: Vec<Vec<u32>> = batch.iter().map(|s| s.to_vec()).collect();
             Ok(runner.generate_ids(&owned, &settings, &|_, _| {})?)

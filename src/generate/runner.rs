@@ -16,7 +16,7 @@ pub struct Runner<M> {
     info: ModelInfo,
     device: Device,
     max_input_tokens: usize,
-    batch_tokens: usize,
+    budget: schedule::Budget,
     /// The model's folder, when loaded from one.
     dir: Option<std::path::PathBuf>,
     /// Text put before every pipeline input (the summarizer's config `prefix`); never applied
@@ -32,7 +32,8 @@ pub struct RunnerParts<M> {
     pub info: ModelInfo,
     pub device: Device,
     pub max_input_tokens: Option<usize>,
-    pub batch_tokens: Option<usize>,
+    /// What one batch may hold (`--batch-tokens`, or the default for the device and weights).
+    pub budget: schedule::Budget,
 }
 
 /// Most source tokens when neither the model nor a preset sets a limit (T5's relative
@@ -54,8 +55,6 @@ impl<M: Seq2Seq + Sync> Runner<M> {
     pub fn new(parts: RunnerParts<M>) -> Self {
         let max_input_tokens =
             input_limit(parts.max_input_tokens, parts.model.max_source_positions());
-        let batch_tokens =
-            (parts.batch_tokens).unwrap_or_else(|| schedule::default_batch_tokens(&parts.device));
         Self {
             model: parts.model,
             tokenizer: parts.tokenizer,
@@ -63,7 +62,7 @@ impl<M: Seq2Seq + Sync> Runner<M> {
             info: parts.info,
             device: parts.device,
             max_input_tokens,
-            batch_tokens,
+            budget: parts.budget,
             dir: None,
             prefix: None,
         }
@@ -358,7 +357,7 @@ impl<M: Seq2Seq + Sync> Runner<M> {
         let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
         schedule::run(
             &lengths,
-            schedule::Budget::of_tokens(self.batch_tokens),
+            self.budget,
             beams,
             |batch| {
                 let indices: Vec<usize> = (batch.iter().copied())

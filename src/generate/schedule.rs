@@ -25,6 +25,26 @@ pub fn default_batch_tokens(device: &candle_core::Device) -> usize {
     }
 }
 
+/// Hypotheses of one batch by default on the CPU with int8 weights (`--dtype int8`); the
+/// token budget stays [`DEFAULT_BATCH_TOKENS_CPU`]. int8 weights take a quarter of f32's
+/// memory, and a wider decoder step reads them once for more rows. Measured with `mtsum bench`
+/// (real-size Marian, 64 inputs, 32 new tokens, 2 threads, three alternating rounds, medians of
+/// tokens/s and peak memory), beam 4 at ~27 / 12 source tokens: 64 hypotheses 853 / 823 at
+/// 301 / 290 MiB, 128: 975 / 964 at 375 / 345 MiB, 256 (with 4,096 tokens) 871 / 1,062 at 509 /
+/// 461 MiB. The token budget is left alone: the summarizer's long inputs fill a batch by tokens
+/// long before they reach 64 hypotheses, and a wider one ran slower (T5 int8, 8 inputs of
+/// 400-600 tokens, 5 beams: 89-100 tokens/s at 2,048 tokens, 79-92 at 8,192).
+pub const DEFAULT_HYPOTHESES_CPU_INT8: usize = 128;
+
+/// The default budget for `device`, with int8 linear layers or not.
+pub fn default_budget(device: &candle_core::Device, int8_weights: bool) -> Budget {
+    let mut budget = Budget::of_tokens(default_batch_tokens(device));
+    if int8_weights && device.is_cpu() {
+        budget.hypotheses = DEFAULT_HYPOTHESES_CPU_INT8;
+    }
+    budget
+}
+
 /// What one batch may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -147,6 +167,23 @@ mod tests {
         assert_eq!(Budget::of_tokens(10).hypotheses, 1);
         // Beams beyond the cap still get a batch of one input.
         assert_eq!(sizes(8), vec![1; 10]);
+    }
+
+    #[test]
+    fn int8_weights_widen_the_default_batch_by_hypotheses_only() {
+        let cpu = candle_core::Device::Cpu;
+        let f32_budget = default_budget(&cpu, false);
+        let int8_budget = default_budget(&cpu, true);
+        assert_eq!(f32_budget, Budget::of_tokens(DEFAULT_BATCH_TOKENS_CPU));
+        assert_eq!(int8_budget.tokens, f32_budget.tokens);
+        assert_eq!(int8_budget.hypotheses, DEFAULT_HYPOTHESES_CPU_INT8);
+        // The bench's 64 sentences of 12 tokens with 4 beams: 4 batches in f32, 2 in int8.
+        let lengths = [12; 64];
+        assert_eq!(plan(&lengths, f32_budget, 4).len(), 4);
+        assert_eq!(plan(&lengths, int8_budget, 4).len(), 2);
+        // Long inputs (a summarizer's) fill a batch by tokens first, as in f32.
+        let long = [600; 8];
+        assert_eq!(plan(&long, int8_budget, 5), plan(&long, f32_budget, 5));
     }
 
     #[test]
