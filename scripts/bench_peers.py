@@ -27,6 +27,7 @@ arithmetic's fidelity, CTranslate2 int8 being the yardstick for int8).
 
     python3 scripts/bench_peers.py            # builds target/release/mtsum first
     python3 scripts/bench_peers.py --skip-build --model marian --source-tokens 12 27
+    python3 scripts/bench_peers.py --skip-build --rounds 3   # ratios per round and their median
 
 Needs: torch, transformers, sentencepiece, safetensors, ctranslate2.
 """
@@ -35,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -298,6 +300,48 @@ class Suite:
     def __init__(self, args, tag, count, new_tokens, repeat):
         self.tag, self.count, self.new_tokens, self.repeat = tag, count, new_tokens, repeat
         self.threads, self.mtsum = args.threads, args.mtsum
+        self.rounds = args.rounds
+
+
+def more_round(folder: Path, suite, int8):
+    """One more round of the engines the targets compare (CTranslate2 and mtsum; transformers'
+    ids and speed come from the first round), in the same order, so that every round's ratios
+    are taken a few seconds apart on the same machine."""
+    figures = []
+    for peer in ("float32", "int8"):
+        figures += peer_process(peer, folder, suite)
+    figures += run_mtsum(folder, suite, suite.tag, "f32")
+    if int8:
+        figures += run_mtsum(folder, suite, suite.tag, "int8")
+    print(f"done: {suite.tag} one more round", file=sys.stderr)
+    return figures
+
+
+def rounds_table(rounds):
+    """mtsum's tokens/s against CTranslate2's of the same round (float32 for f32, int8 for
+    int8), per round and their median: single runs of a few seconds swing 10-20% on a shared
+    machine, the median of several rounds much less."""
+    pairs = [("mtsum f32", "ctranslate2 float32"), ("mtsum int8", "ctranslate2 int8")]
+    lines = [
+        f"\nRatios over {len(rounds)} rounds (tokens/s against CTranslate2 of the same round):",
+        "| mtsum | against | mode | per round | median |",
+        "|---|---|---|---|---:|",
+    ]
+    speed = lambda figs, engine, beams: next(  # noqa: E731
+        (f["tokens_per_s"] for f in figs if f["engine"] == engine and f["beams"] == beams), None)
+    for ours, theirs in pairs:
+        for beams in sorted({f["beams"] for f in rounds[0] if f["engine"] == ours}):
+            ratios = []
+            for figs in rounds:
+                a, b = speed(figs, ours, beams), speed(figs, theirs, beams)
+                if a and b:
+                    ratios.append(a / b)
+            if not ratios:
+                continue
+            mode = "greedy" if beams == 1 else f"beam {beams}"
+            each = " / ".join(f"{r:.2f}x" for r in ratios)
+            lines.append(f"| {ours} | {theirs} | {mode} | {each} | {statistics.median(ratios):.2f}x |")
+    return "\n".join(lines)
 
 
 def run_suite(folder: Path, suite, title, engines):
@@ -319,6 +363,10 @@ def run_suite(folder: Path, suite, title, engines):
     compared = suite.new_tokens - 1 if suite.tag.startswith("marian") else suite.new_tokens
     print(table(figures, weights_mib, suite.new_tokens, not int8, compared))
     sys.stdout.flush()
+    if suite.rounds > 1:
+        rounds = [figures] + [more_round(folder, suite, int8) for _ in range(suite.rounds - 1)]
+        print(rounds_table(rounds))
+        sys.stdout.flush()
     for f in figures:
         f.pop("outputs")
     print(json.dumps({"suite": suite.tag, "figures": figures}), file=sys.stderr)
@@ -335,6 +383,10 @@ def main():
         help="Marian source lengths to measure: N cuts each sentence to N tokens (end token "
              "included), 0 keeps them whole (about 27 tokens with the fixture tokenizer)")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run CTranslate2 and mtsum this many times in all (alternating; transformers once) "
+             "and print each round's ratios and their median")
     parser.add_argument("--t5-inputs", type=int, default=32)
     parser.add_argument("--t5-new-tokens", type=int, default=64)
     parser.add_argument("--t5-repeat", type=int, default=1)
