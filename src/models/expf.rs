@@ -189,8 +189,6 @@ pub(in crate::models) mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use rayon::prelude::*;
-
     use super::*;
 
     /// The inputs (as bit patterns) where [`x86::exp_avx512`] differs from `f32::exp` (the C
@@ -257,6 +255,7 @@ mod tests {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
         }
+        use rayon::prelude::*;
         let bad: Vec<_> = (0u32..=0xffff)
             .into_par_iter()
             .flat_map_iter(|high| exp_mismatches((high << 16..=(high << 16) | 0xffff).step_by(1)))
