@@ -18,9 +18,11 @@
 //! crate takes the same path and each value is the same chain of fused multiply-adds (the
 //! other strides only say where rows start). The biases are added in their order, the softmax
 //! is candle-nn's (`softmax_last_dim`: the row's maximum, `expf` of each difference, the sum in
-//! candle's AVX order, each value divided by it), with `expf` as [`super::host_attention`]
-//! computes it (the C library's bits on every non-positive input). So the encoder output is
-//! candle's bit for bit (a test compares them).
+//! candle's AVX order, each value divided by it), with `expf` as [`super::expf`]
+//! computes it (the C library's bits). So the encoder output is candle's bit for bit on each
+//! input alone, padded or not: a padded row's softmax sums only up to its last nonzero value,
+//! where candle's sum, whose order depends on the row's length, would give a padded input
+//! other last bits than the same input alone (a test compares them).
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
@@ -246,7 +248,15 @@ fn softmax(row: &mut [f32]) {
         *s -= max;
     }
     super::expf::exp_in_place(row);
-    let sum = candle_sum(row);
+    // The sum over the row up to its last nonzero value: a padded key adds an exact zero, but
+    // `candle_sum`'s order depends on the row's length (runs of 32 in lanes, the rest in
+    // order), so summing the padding in would give a padded input other bits than the same
+    // input alone whenever the padding crosses a multiple of 32 positions.
+    let used = row
+        .iter()
+        .rposition(|&s| s != 0.0)
+        .map_or(0, |last| last + 1);
+    let sum = candle_sum(&row[..used]);
     for s in row.iter_mut() {
         *s /= sum;
     }
@@ -400,9 +410,10 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// The same bits as candle's ops, with a T5-like position bias (1, heads, len, len) and a
-    /// padding mask (inputs, 1, 1, len) in either order, or a mask alone; over lengths on
-    /// both sides of `gemm`'s 512-deep blocks and of its small-matrix paths.
+    /// The same bits as candle's ops on each input alone, with a T5-like position bias (1,
+    /// heads, len, len) and a padding mask (inputs, 1, 1, len) in either order, or a mask
+    /// alone; over lengths on both sides of `gemm`'s 512-deep blocks and of its small-matrix
+    /// paths, and paddings across multiples of 32 positions (129 padded to 125, 40 to 38).
     #[test]
     fn equals_candles_ops_bit_for_bit() {
         if !has_avx2() {
@@ -439,9 +450,34 @@ mod tests {
                 let got = attend_tensors(&qkv, heads, biases)
                     .unwrap()
                     .expect("host path");
-                let want = candle_attention(&qkv, heads, biases);
-                assert_eq!(got.dims(), want.dims());
-                assert_eq!(bits(&got), bits(&want), "{inputs}x{len}, {heads}x{dim}");
+                assert_eq!(got.dims(), &[inputs, len, inner]);
+                // Input b keeps len - 2b positions: each gets, on its own positions, the bits
+                // candle's ops give the same input alone, unpadded.
+                for b in 0..inputs {
+                    let kept = len - 2 * b;
+                    let alone_qkv = qkv.narrow(0, b, 1).unwrap().narrow(1, 0, kept).unwrap();
+                    let alone_biases: Vec<Tensor> = (biases.iter())
+                        .map(|bias| {
+                            let bias = match bias.dim(0).unwrap() {
+                                1 => (*bias).clone(),
+                                _ => bias.narrow(0, b, 1).unwrap(),
+                            };
+                            let bias = match bias.dim(2).unwrap() {
+                                1 => bias,
+                                _ => bias.narrow(2, 0, kept).unwrap(),
+                            };
+                            bias.narrow(3, 0, kept).unwrap()
+                        })
+                        .collect();
+                    let alone_biases: Vec<&Tensor> = alone_biases.iter().collect();
+                    let want = candle_attention(&alone_qkv, heads, &alone_biases);
+                    let got = got.narrow(0, b, 1).unwrap().narrow(1, 0, kept).unwrap();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{inputs}x{len}, {heads}x{dim}, input {b}"
+                    );
+                }
             }
         }
     }
