@@ -301,8 +301,8 @@ pub fn combine_blocks(blocks: impl Iterator<Item = (f32, f32)> + Clone) -> (f32,
 }
 
 /// (max, sum(exp(x - max))) of one block (-inf and 0 for an empty or all -inf block). Runs
-/// the AVX2 build of the same code where the CPU has it (the results are identical: no FMA
-/// contraction).
+/// the AVX-512 version (`x86::block_max_sum_avx512`) or the AVX2 build of the same code where
+/// the CPU has them; the results are identical (no FMA contraction, the same sum order).
 pub fn block_max_sum(block: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
