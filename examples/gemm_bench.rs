@@ -4,6 +4,14 @@
 //!     cargo run --release --example gemm_bench -- [THREADS]
 //!
 //! For each shape it prints milliseconds per product and GFLOP/s for both, and their ratio.
+//! Then one beam-search decoder step's products (6 layers of the fused q/k/v, the self- and
+//! cross-attention outputs, the cross-attention query and the two feed-forward products, at 64
+//! rows: a 4-beam batch of 16 sentences), run from a rayon worker as the decoder runs them, in
+//! milliseconds and GFLOP/s. Running it with 1 and 2 threads, and twice with 1 thread side by
+//! side, tells whether two threads are held back by each other or by what the two cores share:
+//!
+//!     cargo run --release --example gemm_bench -- 1
+//!     (target/release/examples/gemm_bench 1 & target/release/examples/gemm_bench 1; wait)
 
 use std::time::Instant;
 
@@ -56,5 +64,59 @@ fn main() -> candle_core::Result<()> {
             );
         }
     }
+    decoder_step(kernel, threads);
     Ok(())
+}
+
+/// A decoder step's products at 64 rows, timed over 200 steps on a rayon worker.
+fn decoder_step(kernel: Kernel, threads: usize) {
+    const ROWS: usize = 64;
+    let shapes = [
+        (1536, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (2048, 512),
+        (512, 2048),
+    ];
+    let matrix = |(outputs, inputs): (usize, usize)| {
+        let w: Vec<f32> = (0..outputs * inputs)
+            .map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        PackedMatrix::pack(&w, outputs, inputs, kernel)
+    };
+    let layers: Vec<Vec<PackedMatrix>> = (0..6)
+        .map(|_| shapes.iter().map(|&shape| matrix(shape)).collect())
+        .collect();
+    let input = |width: usize| -> Vec<f32> {
+        (0..ROWS * width)
+            .map(|i| (i * 31 % 997) as f32 / 997.0 - 0.5)
+            .collect()
+    };
+    let (narrow, wide) = (input(512), input(2048));
+    let step = || {
+        for layer in &layers {
+            for (m, &(_, inputs)) in layer.iter().zip(&shapes) {
+                let x = if inputs == 512 { &narrow } else { &wide };
+                std::hint::black_box(m.matmul_t(x, ROWS, None));
+            }
+        }
+    };
+    // From a worker, as `generate::search` runs the decoder: the products split by stealing.
+    let (seconds, ()) = rayon::join(
+        || {
+            step();
+            let started = Instant::now();
+            (0..200).for_each(|_| step());
+            started.elapsed().as_secs_f64() / 200.0
+        },
+        || {},
+    );
+    let flops: f64 =
+        2.0 * ROWS as f64 * 6.0 * shapes.iter().map(|&(o, i)| (o * i) as f64).sum::<f64>();
+    println!(
+        "\none decoder step's products ({ROWS} rows, 6 layers), {threads} threads: {:.2} ms, {:.0} GFLOP/s",
+        seconds * 1e3,
+        flops / seconds / 1e9
+    );
 }

@@ -27,11 +27,12 @@ pub fn default_batch_tokens(device: &candle_core::Device) -> usize {
 
 /// Hypotheses of one batch by default on the CPU with int8 weights (`--dtype int8`); the
 /// token budget stays [`DEFAULT_BATCH_TOKENS_CPU`]. int8 weights take a quarter of f32's
-/// memory, and a wider decoder step reads them once for more rows. Measured with `mtsum bench`
-/// (real-size Marian, 64 inputs, 32 new tokens, 2 threads, three alternating rounds, medians of
-/// tokens/s and peak memory), beam 4 at ~27 / 12 source tokens: 64 hypotheses 853 / 823 at
-/// 301 / 290 MiB, 128: 975 / 964 at 375 / 345 MiB, 256 (with 4,096 tokens) 871 / 1,062 at 509 /
-/// 461 MiB. The token budget is left alone: the summarizer's long inputs fill a batch by tokens
+/// memory, and a wider decoder step reads them once for more rows. Measured with `mtsum bench
+/// --dtype int8 --beams 4` (real-size Marian, 64 inputs, 32 new tokens, 2 threads, three
+/// alternating rounds, medians of tokens/s and peak memory) at ~27 / 12 source tokens:
+/// `--batch-tokens 2048` (64 hypotheses) 597 / 693 at 299 / 287 MiB, this default (128) 697 /
+/// 742 at 372 / 343 MiB, `--batch-tokens 8192` (256) 676 / 834 at 506 / 458 MiB. The token
+/// budget is left alone: the summarizer's long inputs fill a batch by tokens
 /// long before they reach 64 hypotheses, and a wider one ran slower (T5 int8, 8 inputs of
 /// 400-600 tokens, 5 beams: 89-100 tokens/s at 2,048 tokens, 79-92 at 8,192).
 pub const DEFAULT_HYPOTHESES_CPU_INT8: usize = 128;
