@@ -6,9 +6,11 @@
 //! For each shape it prints milliseconds per product and GFLOP/s for both, and their ratio.
 //! Then one beam-search decoder step's products (6 layers of the fused q/k/v, the self- and
 //! cross-attention outputs, the cross-attention query and the two feed-forward products, at 64
-//! rows: a 4-beam batch of 16 sentences), run from a rayon worker as the decoder runs them, in
-//! milliseconds and GFLOP/s. Running it with 1 and 2 threads, and twice with 1 thread side by
-//! side, tells whether two threads are held back by each other or by what the two cores share:
+//! rows: a 4-beam batch of 16 sentences), in milliseconds and GFLOP/s: once as rayon loops from
+//! a worker (each product hands its tasks to the sleeping second thread), once in a
+//! `mtsum::parallel::Team` as the decoder runs them. Running it with 1 and 2 threads, and twice
+//! with 1 thread side by side, tells whether two threads are held back by each other or by what
+//! the two cores share:
 //!
 //!     cargo run --release --example gemm_bench -- 1
 //!     (target/release/examples/gemm_bench 1 & target/release/examples/gemm_bench 1; wait)
@@ -102,21 +104,24 @@ fn decoder_step(kernel: Kernel, threads: usize) {
             }
         }
     };
-    // From a worker, as `generate::search` runs the decoder: the products split by stealing.
-    let (seconds, ()) = rayon::join(
-        || {
-            step();
-            let started = Instant::now();
-            (0..200).for_each(|_| step());
-            started.elapsed().as_secs_f64() / 200.0
-        },
-        || {},
-    );
+    let timed = || {
+        step();
+        let started = Instant::now();
+        (0..200).for_each(|_| step());
+        started.elapsed().as_secs_f64() / 200.0
+    };
     let flops: f64 =
         2.0 * ROWS as f64 * 6.0 * shapes.iter().map(|&(o, i)| (o * i) as f64).sum::<f64>();
-    println!(
-        "\none decoder step's products ({ROWS} rows, 6 layers), {threads} threads: {:.2} ms, {:.0} GFLOP/s",
-        seconds * 1e3,
-        flops / seconds / 1e9
-    );
+    let report = |how: &str, seconds: f64| {
+        println!(
+            "one decoder step's products ({ROWS} rows, 6 layers), {threads} threads, {how}: {:.2} ms, {:.0} GFLOP/s",
+            seconds * 1e3,
+            flops / seconds / 1e9
+        )
+    };
+    println!();
+    // From a worker, each product a rayon loop split by stealing (the decoder before its team).
+    report("rayon", rayon::join(timed, || {}).0);
+    // In a team of two threads, as `generate::search` runs the decoder now.
+    report("team", mtsum::parallel::Team::run(timed));
 }

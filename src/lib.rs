@@ -19,7 +19,8 @@
 //! module below `cli`/`commands` imports them, and the top-level modules import each other in
 //! one direction only (`tests/architecture.rs` checks both). Beside the flow: `error` (the
 //! crate-wide error wrapping each layer's own), `outcome` (how a command ended, and its exit
-//! code), `progress` (the observer that turns events into bars or log lines), `device`.
+//! code), `progress` (the observer that turns events into bars or log lines), `device`, `parallel`
+//! (the kernels' parallel loops and the team of threads that runs them).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -36,6 +37,7 @@ pub mod llm;
 pub mod loader;
 pub mod models;
 pub mod outcome;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod seq2seq;

@@ -26,12 +26,12 @@
 //! This search is not transformers' (transformers has dropped constrained beam search): it is
 //! only ever run for inputs that have constraints, and inputs without any never come here.
 
+use crate::parallel;
 use candle_core::Device;
-use rayon::prelude::*;
 
 use super::config::{EarlyStopping, Settings};
 use super::logits::{LogProbs, RowRule};
-use super::search::{keep_rows, prepare, with_logits};
+use super::search::{keep_rows, on_pool, prepare, with_logits};
 use super::Result;
 use super::Seq2Seq;
 
@@ -51,7 +51,19 @@ pub fn constrained_beams(settings: &Settings) -> usize {
 /// within the length limit. `continuations[id]`: the token continues the word before it; such
 /// a token never follows a placed constraint, so that a term is not glued to the next word
 /// (`▁police` + `s`); ids beyond the slice count as word starts.
-pub fn generate_constrained<M: Seq2Seq>(
+pub fn generate_constrained<M: Seq2Seq + Sync>(
+    model: &M,
+    settings: &Settings,
+    sources: &[&[u32]],
+    constraints: &[Vec<Vec<u32>>],
+    continuations: &[bool],
+    device: &Device,
+) -> Result<Vec<Option<Vec<u32>>>> {
+    on_pool(|| constrained_batch(model, settings, sources, constraints, continuations, device))
+}
+
+/// [`generate_constrained`] on the calling thread.
+fn constrained_batch<M: Seq2Seq>(
     model: &M,
     settings: &Settings,
     sources: &[&[u32]],
@@ -97,15 +109,14 @@ pub fn generate_constrained<M: Seq2Seq>(
             let rules: Vec<RowRule> = (hyps.iter())
                 .map(|hyp| RowRule::for_history(settings, &hyp.history))
                 .collect();
-            let rows: Vec<LogProbs> = (logits.par_chunks(vocab).zip(&rules))
-                .map(|(logits, rule)| LogProbs::new(logits, rule, settings.renormalize_logits))
-                .collect();
-            (active.par_iter().enumerate())
-                .map(|(group, &i)| {
-                    let own = &rows[offsets[group]..offsets[group] + rows_of[group]];
-                    inputs[i].step(settings, beams, own, continuations, generated)
-                })
-                .collect::<Vec<_>>()
+            let rows: Vec<LogProbs> = parallel::map(rules.len(), |r| {
+                let row = &logits[r * vocab..][..vocab];
+                LogProbs::new(row, &rules[r], settings.renormalize_logits)
+            });
+            parallel::map(active.len(), |group| {
+                let own = &rows[offsets[group]..offsets[group] + rows_of[group]];
+                inputs[active[group]].step(settings, beams, own, continuations, generated)
+            })
         })?;
         let mut next_rows = Vec::new();
         let mut still = Vec::with_capacity(active.len());

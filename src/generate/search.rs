@@ -11,8 +11,8 @@
 //! the rest decode on fewer rows; transformers keeps such rows running but ignores them, so the
 //! ids are the same either way.
 
+use crate::parallel;
 use candle_core::{Device, Tensor};
-use rayon::prelude::*;
 
 use super::config::{EarlyStopping, Settings};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,17 +49,18 @@ pub fn generate_batch<M: Seq2Seq + Sync>(
     })
 }
 
-/// Runs `f` on a thread of rayon's global pool (at once when the caller is one).
+/// Runs `f` as a [`parallel::Team`]: on a thread of rayon's global pool, with a second one
+/// spinning for the parallel loops of the models' kernels.
 ///
-/// A decoder step is some seventy short parallel regions (every linear layer, attention block
-/// and norm). Started from a thread outside the pool, each region is injected into the pool's
-/// queue while the caller sleeps on a latch until a worker wakes it: two thread switches per
-/// region, and the caller's core idles meanwhile. Started from a worker, a region is split by
-/// work stealing: the caller takes part in it and the other workers steal the rest, with no
-/// hand-over and no sleeping caller. The results are the same bits either way (every task
-/// writes its own outputs).
+/// A decoder step is some seventy short parallel loops (every linear layer, attention block
+/// and norm). Started from a thread outside the pool, each loop would be injected into the
+/// pool's queue while the caller sleeps on a latch until a worker wakes it: two thread
+/// switches per loop, and the caller's core idles meanwhile. Started from a worker, a loop is
+/// split by work stealing, but the other worker sleeps between loops and is woken through the
+/// kernel for each. In a team the partner spins between loops and takes its share at once.
+/// The results are the same bits either way (every task writes its own outputs).
 pub(super) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+    parallel::Team::run(f)
 }
 
 /// Whether a beam search with `settings` runs the output layer by blocks ([`BlockedStep`]):
@@ -155,9 +156,10 @@ fn greedy<M: Seq2Seq>(
             .map(|&i| *histories[i].last().unwrap())
             .collect();
         let chosen = with_logits(model, &last, cache, device, |logits, vocab| {
-            (logits.par_chunks(vocab).zip(&active))
-                .map(|(row, &i)| greedy_choice(row, &RowRule::for_history(settings, &histories[i])))
-                .collect::<Vec<u32>>()
+            parallel::map(active.len(), |r| {
+                let rule = RowRule::for_history(settings, &histories[active[r]]);
+                greedy_choice(&logits[r * vocab..][..vocab], &rule)
+            })
         })?;
         let mut kept = Vec::with_capacity(active.len());
         let mut still = Vec::with_capacity(active.len());
@@ -213,15 +215,14 @@ fn beam_search<M: Seq2Seq>(
             step.candidates(model, &last, cache, device)?
         } else {
             with_logits(model, &last, cache, device, |logits, vocab| {
-                let rows: Vec<LogProbs> = (logits.par_chunks(vocab).zip(&rules))
-                    .map(|(logits, rule)| LogProbs::new(logits, rule, settings.renormalize_logits))
-                    .collect();
-                (active.par_iter().enumerate())
-                    .map(|(group, &i)| {
-                        let own = &rows[group * rows_per_input..(group + 1) * rows_per_input];
-                        inputs[i].candidates(keep, own, |beam| beam % rows_per_input)
-                    })
-                    .collect::<Vec<_>>()
+                let rows: Vec<LogProbs> = parallel::map(rules.len(), |r| {
+                    let row = &logits[r * vocab..][..vocab];
+                    LogProbs::new(row, &rules[r], settings.renormalize_logits)
+                });
+                parallel::map(active.len(), |group| {
+                    let own = &rows[group * rows_per_input..(group + 1) * rows_per_input];
+                    inputs[active[group]].candidates(keep, own, |beam| beam % rows_per_input)
+                })
             })?
         };
         let mut next_rows = Vec::with_capacity(active.len() * beams);
@@ -391,21 +392,18 @@ fn blocked_rows<M: Seq2Seq>(
         .collect::<Option<_>>()
         .ok_or_else(|| candle_core::Error::Msg("a block of the output layer is missing".into()))?;
     let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let best = (0..rows)
-        .into_par_iter()
-        .map(|r| {
-            let (max, log_sum) = combine_blocks(parts.iter().map(|part| part.sums[r]));
-            let mut best: Vec<(f32, u32)> = (parts.iter())
-                .flat_map(|part| part.row(r).iter().copied())
-                .collect();
-            if best.len() > depth {
-                best.select_nth_unstable_by(depth, order);
-                best.truncate(depth);
-            }
-            best.sort_unstable_by(order);
-            RowBest { max, log_sum, best }
-        })
-        .collect();
+    let best = parallel::map(rows, |r| {
+        let (max, log_sum) = combine_blocks(parts.iter().map(|part| part.sums[r]));
+        let mut best: Vec<(f32, u32)> = (parts.iter())
+            .flat_map(|part| part.row(r).iter().copied())
+            .collect();
+        if best.len() > depth {
+            best.select_nth_unstable_by(depth, order);
+            best.truncate(depth);
+        }
+        best.sort_unstable_by(order);
+        RowBest { max, log_sum, best }
+    });
     Ok((hidden, best))
 }
 

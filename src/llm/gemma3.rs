@@ -21,7 +21,7 @@ use half::slice::HalfFloatSliceExt;
 use super::gguf::GgufInfo;
 use super::kquant::{KKernel, KMatrix};
 use super::q8::{Q8Kernel, Q8Matrix};
-use super::team::Team;
+use crate::parallel::Team;
 
 /// A Q5_0 matrix as the same values in Q8_0 blocks.
 ///

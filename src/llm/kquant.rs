@@ -5,7 +5,7 @@
 //! Q4_K and Q6_K (23 MB). Through candle's `QMatMul` each of them quantized its input and ran
 //! on candle's barrier thread pool, whose workers spin between the engine's own parallel
 //! loops (18% of the samples of a generated token with 2 threads); here they run as one
-//! parallel loop over weight rows ([`super::team::for_each`]: rayon's pool, or a generated
+//! parallel loop over weight rows ([`crate::parallel::for_each`]: rayon's pool, or a generated
 //! token's team of two threads), as the Q8_0 kernel does.
 //!
 //! Layout: each 256-value super-block is repacked at load with its sub-block scales and mins
@@ -296,7 +296,7 @@ impl KMatrix {
         // A few tasks per thread even out the work when threads are interrupted.
         let per_task = chunks.div_ceil(rayon::current_num_threads() * 4).max(1);
         let shared = SharedOut(out.as_mut_ptr());
-        super::team::for_each(chunks.div_ceil(per_task), |task| {
+        crate::parallel::for_each(chunks.div_ceil(per_task), |task| {
             let first = task * per_task;
             let rows = first * ROWS_PER_CHUNK..((first + per_task) * ROWS_PER_CHUNK).min(n);
             for start in rows.clone().step_by(ROWS_PER_CHUNK) {

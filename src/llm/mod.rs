@@ -11,7 +11,6 @@ mod gguf;
 mod kquant;
 mod model;
 mod q8;
-mod team;
 mod template;
 mod tokenizer;
 

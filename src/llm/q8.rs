@@ -453,7 +453,7 @@ impl Q8Matrix {
         // A few tasks per thread even out the work when threads are interrupted.
         let per_task = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         let shared = SharedOut(out.as_mut_ptr());
-        super::team::for_each(panels.div_ceil(per_task), |task| {
+        crate::parallel::for_each(panels.div_ceil(per_task), |task| {
             let first = task * per_task;
             let last = (first + per_task).min(panels);
             // SAFETY: this task alone writes the columns of panels first..last of `out`

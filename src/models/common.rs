@@ -11,7 +11,6 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::Activation;
-use rayon::prelude::*;
 
 use super::encoder_attention;
 use super::host_attention::{cross, with_host_f32, HostKv, Memory};
@@ -934,31 +933,30 @@ fn host_add_layer_norm(
     let out = with_host_f32([&a, &b, alpha, beta], |[a, b, alpha, beta]| {
         let mut out = vec![0f32; a.len()];
         let block = width * NORM_ROWS;
-        (out.par_chunks_mut(block))
-            .zip(a.par_chunks(block).zip(b.par_chunks(block)))
-            .for_each(|(out, (a, b))| {
-                // candle's add, then candle-nn 0.11's layer_norm CPU kernel, step for step.
-                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                    *o = x + y;
+        crate::parallel::for_each_chunk_mut(&mut out, block, |i, out| {
+            let (a, b) = (&a[i * block..][..out.len()], &b[i * block..][..out.len()]);
+            // candle's add, then candle-nn 0.11's layer_norm CPU kernel, step for step.
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = x + y;
+            }
+            let stats = if out.len() == block {
+                row_sums::<NORM_ROWS>(out, width)
+            } else {
+                let mut stats = [(0f32, 0f32); NORM_ROWS];
+                for (row, s) in out.chunks(width).zip(&mut stats) {
+                    *s = row_sums::<1>(row, width)[0];
                 }
-                let stats = if out.len() == block {
-                    row_sums::<NORM_ROWS>(out, width)
-                } else {
-                    let mut stats = [(0f32, 0f32); NORM_ROWS];
-                    for (row, s) in out.chunks(width).zip(&mut stats) {
-                        *s = row_sums::<1>(row, width)[0];
-                    }
-                    stats
-                };
-                for (row, (sum, sum2)) in out.chunks_mut(width).zip(stats) {
-                    let mean = sum / width as f32;
-                    let var = sum2 / width as f32 - mean * mean;
-                    let inv_std = (var + eps).sqrt().recip();
-                    for ((o, &alpha), &beta) in row.iter_mut().zip(alpha).zip(beta) {
-                        *o = (*o - mean) * inv_std * alpha + beta;
-                    }
+                stats
+            };
+            for (row, (sum, sum2)) in out.chunks_mut(width).zip(stats) {
+                let mean = sum / width as f32;
+                let var = sum2 / width as f32 - mean * mean;
+                let inv_std = (var + eps).sqrt().recip();
+                for ((o, &alpha), &beta) in row.iter_mut().zip(alpha).zip(beta) {
+                    *o = (*o - mean) * inv_std * alpha + beta;
                 }
-            });
+            }
+        });
         out
     })?;
     Ok(Some(Tensor::from_vec(out, a.shape(), a.device())?))
@@ -1015,7 +1013,8 @@ fn host_rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>
     let out = with_host_f32([x, weight], |[x, alpha]| {
         let mut out = vec![0f32; x.len()];
         let block = width * NORM_ROWS;
-        let norm_block = |(out, x): (&mut [f32], &[f32])| {
+        let norm_block = |i: usize, out: &mut [f32]| {
+            let x = &x[i * block..][..out.len()];
             let squares = if x.len() == block {
                 row_squares::<NORM_ROWS>(x, width)
             } else {
@@ -1032,13 +1031,11 @@ fn host_rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>
                 }
             }
         };
-        // candle-nn's own split: rows one after the other up to 32, rayon's threads beyond.
+        // candle-nn's own split: rows one after the other up to 32, parallel beyond.
         if x.len() <= 32 * width {
-            out.chunks_mut(block)
-                .zip(x.chunks(block))
-                .for_each(norm_block);
+            (out.chunks_mut(block).enumerate()).for_each(|(i, out)| norm_block(i, out));
         } else {
-            (out.par_chunks_mut(block).zip(x.par_chunks(block))).for_each(norm_block);
+            crate::parallel::for_each_chunk_mut(&mut out, block, norm_block);
         }
         out
     })?;

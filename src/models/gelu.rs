@@ -20,8 +20,6 @@
 //! Safety: the AVX2 kernel exists only on x86-64, and only [`Kernel::available`] (run-time
 //! detection) creates a [`Kernel`] naming it.
 
-use rayon::prelude::*;
-
 /// Values per parallel task (rows are split into runs of about this many values).
 const VALUES_PER_TASK: usize = 32 * 1024;
 
@@ -82,8 +80,9 @@ pub fn gated_gelu(h: &[f32], d_ff: usize) -> Vec<f32> {
 fn gelu_with(kernel: Kernel, x: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     let chunk = VALUES_PER_TASK;
-    (out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)))
-        .for_each(|(out, x)| kernel.run(x, None, out));
+    crate::parallel::for_each_chunk_mut(&mut out, chunk, |i, out| {
+        kernel.run(&x[i * chunk..][..out.len()], None, out)
+    });
     out
 }
 
@@ -92,14 +91,13 @@ fn gated_gelu_with(kernel: Kernel, h: &[f32], d_ff: usize) -> Vec<f32> {
     let rows = h.len() / (2 * d_ff);
     let mut out = vec![0f32; rows * d_ff];
     let per_task = (VALUES_PER_TASK / d_ff).max(1);
-    (out.par_chunks_mut(per_task * d_ff))
-        .zip(h.par_chunks(per_task * 2 * d_ff))
-        .for_each(|(out, h)| {
-            for (out, h) in out.chunks_mut(d_ff).zip(h.chunks(2 * d_ff)) {
-                let (v, gate) = h.split_at(d_ff);
-                kernel.run(v, Some(gate), out);
-            }
-        });
+    crate::parallel::for_each_chunk_mut(&mut out, per_task * d_ff, |i, out| {
+        let h = &h[i * per_task * 2 * d_ff..][..2 * out.len()];
+        for (out, h) in out.chunks_mut(d_ff).zip(h.chunks(2 * d_ff)) {
+            let (v, gate) = h.split_at(d_ff);
+            kernel.run(v, Some(gate), out);
+        }
+    });
     out
 }
 

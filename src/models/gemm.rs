@@ -226,16 +226,14 @@ impl PackedMatrix {
         // A few tasks per thread even out the work when threads are interrupted.
         let per_task = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         let shared = SharedOut(out.as_mut_ptr());
-        (0..panels)
-            .into_par_iter()
-            .step_by(per_task)
-            .for_each(|first| {
-                let last = (first + per_task).min(panels);
-                // SAFETY: this task alone writes the columns of panels first..last, `out` holds
-                // m x n values and outlives the tasks; x (m x cols, checked above), the bias
-                // (n values, checked above) and the panels are read in bounds.
-                unsafe { self.panels(x, m, first..last, bias, shared) }
-            });
+        crate::parallel::for_each(panels.div_ceil(per_task), |task| {
+            let first = task * per_task;
+            let last = (first + per_task).min(panels);
+            // SAFETY: this task alone writes the columns of panels first..last, `out` holds
+            // m x n values and outlives the tasks; x (m x cols, checked above), the bias
+            // (n values, checked above) and the panels are read in bounds.
+            unsafe { self.panels(x, m, first..last, bias, shared) }
+        });
         // SAFETY: the tasks above wrote all m x n values: the panels cover all n columns, the
         // row blocks all m rows, and every kernel (the portable one included, so on every
         // target) writes each valid column of each of its rows.
@@ -245,7 +243,7 @@ impl PackedMatrix {
 
     /// `x Wᵀ + bias` handed out a block of `block` output columns at a time (the last block
     /// narrower), never held whole: `f(first_column, values)` gets the block's (m, width)
-    /// products row-major, on rayon's threads, each block once and in no set order. The values
+    /// products row-major, on the threads of `crate::parallel::for_each`, each block once and in no set order. The values
     /// are those of [`Self::matmul_t`] bit for bit (the same chains). The output layer of a
     /// beam search uses it: its (hypotheses, vocabulary) product is reduced block by block
     /// while the block is still in cache, so the full logits matrix (64 MiB at 256 rows) is
@@ -275,7 +273,7 @@ impl PackedMatrix {
         thread_local! {
             static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+        crate::parallel::for_each(n.div_ceil(block), |b| {
             let first = b * block;
             let width = (n - first).min(block);
             BLOCK.with_borrow_mut(|buffer| {

@@ -12,7 +12,6 @@
 //! of the values.
 
 use candle_core::{Storage, Tensor};
-use rayon::prelude::*;
 
 /// Runs `f` on the values of contiguous f32 CPU tensors; an error for any other tensor.
 pub fn with_host_f32<T, const N: usize>(
@@ -120,10 +119,8 @@ impl HostKv {
         self.values.push(part(2));
         let mut out = vec![0f32; rows * inner];
         let (heads, dim) = (self.heads, self.dim);
-        (out.par_chunks_mut(inner.max(1))
-            .zip(qkv.par_chunks(3 * inner.max(1))))
-        .enumerate()
-        .for_each(|(r, (out_row, qkv_row))| {
+        crate::parallel::for_each_chunk_mut(&mut out, inner.max(1), |r, out_row| {
+            let qkv_row = &qkv[r * 3 * inner..][..3 * inner];
             let chain = self.ancestors(r);
             let mut scores = Vec::with_capacity(len);
             for h in 0..heads {
@@ -284,26 +281,23 @@ pub fn cross(q: &[f32], memory: &Memory, group: usize) -> candle_core::Result<Ve
         return Ok(out);
     }
     let block = positions * dim;
-    let attended: Vec<Vec<f32>> = (0..memory_rows * heads)
-        .into_par_iter()
-        .map(|task| {
-            let (m, h) = (task / heads, task % heads);
-            let at = (m * heads + h) * block;
-            let queries: Vec<&[f32]> = (0..group)
-                .map(|b| &q[(m * group + b) * inner + h * dim..][..dim])
-                .collect();
-            let block = Block {
-                queries: &queries,
-                keys: &memory.keys[at..at + block],
-                values: &memory.values[at..at + block],
-                bias: &memory.bias[m * positions..][..positions],
-                dim,
-            };
-            let mut attended = vec![0f32; group * dim];
-            block.attend(&mut attended);
-            attended
-        })
-        .collect();
+    let attended: Vec<Vec<f32>> = crate::parallel::map(memory_rows * heads, |task| {
+        let (m, h) = (task / heads, task % heads);
+        let at = (m * heads + h) * block;
+        let queries: Vec<&[f32]> = (0..group)
+            .map(|b| &q[(m * group + b) * inner + h * dim..][..dim])
+            .collect();
+        let block = Block {
+            queries: &queries,
+            keys: &memory.keys[at..at + block],
+            values: &memory.values[at..at + block],
+            bias: &memory.bias[m * positions..][..positions],
+            dim,
+        };
+        let mut attended = vec![0f32; group * dim];
+        block.attend(&mut attended);
+        attended
+    });
     for (task, attended) in attended.iter().enumerate() {
         let (m, h) = (task / heads, task % heads);
         for (b, part) in attended.chunks(dim).enumerate() {

@@ -259,7 +259,7 @@ impl Linear {
             return act.forward(&self.forward(x)?);
         };
         const CHUNK: usize = 4096;
-        y.par_chunks_mut(CHUNK).for_each(f);
+        crate::parallel::for_each_chunk_mut(&mut y, CHUNK, |_, values| f(values));
         let mut out_dims = leading.to_vec();
         out_dims.push(self.out_features());
         Tensor::from_vec(y, out_dims, x.device())

@@ -303,17 +303,14 @@ impl QuantizedMatrix {
             scales: &row_scales,
             m,
         };
-        (0..panels)
-            .into_par_iter()
-            .step_by(per_task)
-            .for_each(|first| {
-                let last = (first + per_task).min(panels);
-                // SAFETY: this task alone writes the columns of panels first..last, `out` holds
-                // m x n values and outlives the tasks; the inputs (m rows of whole groups,
-                // m scales), the bias (n values, checked above) and the panels are read in
-                // bounds.
-                unsafe { self.panels(&inputs, first..last, bias, shared) }
-            });
+        crate::parallel::for_each(panels.div_ceil(per_task), |task| {
+            let first = task * per_task;
+            let last = (first + per_task).min(panels);
+            // SAFETY: this task alone writes the columns of panels first..last, `out` holds
+            // m x n values and outlives the tasks; the inputs (m rows of whole groups, m
+            // scales), the bias (n values, checked above) and the panels are read in bounds.
+            unsafe { self.panels(&inputs, first..last, bias, shared) }
+        });
         // SAFETY: the tasks above wrote all m x n values: the panels cover all n columns, the
         // row blocks all m rows, and every kernel (the portable one included, so on every
         // target) writes each valid column of each of its rows.

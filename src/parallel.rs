@@ -1,18 +1,24 @@
-//! The engine's parallel loops, and a team of two threads that runs them without sleeping
-//! while one token is generated.
+//! Parallel loops for the models' kernels, and a team of two threads that runs them without
+//! sleeping while a generation runs.
 //!
-//! Why: one generated token of a small model is about a hundred small products (Gemma 3 270M:
-//! 0.2-1.4 MB of weights each, tens of microseconds on two cores) with a little serial work
-//! between them. On rayon's pool each product wakes the sleeping second thread through the
-//! kernel (a futex) and the thread arrives tens of microseconds later, often after the
-//! product is done: the second core idles through most of the token. llama.cpp's threads spin
-//! between the ops of a graph instead. [`Team::run`] does that for the duration of one
-//! forward pass: the leader (the thread running the pass) posts each loop's tasks, the partner
-//! (one rayon thread, taken for the pass) spins waiting for them, both take tasks from one
-//! counter, and the leader waits for the last one. A partner that waits longer than the
-//! serial work between loops takes (a few hundred microseconds) parks until the next loop, so
-//! on a loaded machine it does not hold a core the leader needs. Outside a team, [`for_each`] is rayon's
-//! parallel loop.
+//! Why: one decoder step of a small model is some seventy short parallel loops (every linear
+//! layer, attention block and norm; opus-mt's products take tens of microseconds each on two
+//! cores at a beam search's 64 hypotheses) with a little serial work between them. On rayon's
+//! pool each loop wakes the sleeping second thread through the kernel (a futex) and the thread
+//! arrives tens of microseconds later, often after the loop is done: the second core idles
+//! through much of the step (`examples/gemm_bench.rs` measures a decoder step's products at
+//! 233-293 GFLOP/s on two threads of one process against 341-351 for two one-thread processes
+//! side by side). llama.cpp's threads spin between the ops of a graph instead. [`Team::run`]
+//! does that for the length of one closure (a generation, or one token of the GGUF engine): the
+//! leader (the thread running the closure) posts each loop's tasks, the partner (one rayon
+//! thread, taken for the closure) spins waiting for them, both take tasks from one counter,
+//! and the leader waits for the last one. While it waits the partner also runs rayon's own
+//! pending work (`rayon::yield_now`), so a rayon loop inside the closure (candle's ops) still
+//! gets both threads. A partner that waits longer than the serial work between loops takes (a
+//! few hundred microseconds) parks until the next loop, so on a loaded machine it does not
+//! hold a core the leader needs. Outside a team, [`for_each`] is rayon's parallel loop.
+//!
+//! Results never depend on which thread ran a task: every task writes its own outputs.
 //!
 //! Protocol: `cursor` holds the loop's epoch (high 32 bits) and the next task (low 32 bits);
 //! the leader publishes a loop's closure and task count before the epoch (release), the
@@ -108,11 +114,65 @@ impl Team {
 /// Runs `task(0..tasks)`, each index once, on the team this thread leads, else on rayon's
 /// pool; returns when all are done.
 pub fn for_each(tasks: usize, task: impl Fn(usize) + Sync) {
+    if tasks <= 1 {
+        // Nothing to share: no hand-off, no cursor traffic.
+        (0..tasks).for_each(task);
+        return;
+    }
     match LEADING.with(|l| l.get()) {
         // SAFETY: `LEADING` holds the team only while `Team::run`'s frame, which owns it, runs
         // the work on this thread.
         Some(shared) => unsafe { &*shared }.lead(tasks, &task),
         None => (0..tasks).into_par_iter().for_each(&task),
+    }
+}
+
+/// Runs `f(i, chunk)` for every `size`-value chunk of `data` (the last may be shorter), as
+/// [`for_each`] runs tasks.
+pub fn for_each_chunk_mut<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    assert!(size > 0, "chunks of at least one value");
+    let len = data.len();
+    let base = SharedSlice(data.as_mut_ptr());
+    for_each(len.div_ceil(size), |i| {
+        let start = i * size;
+        // SAFETY: `for_each` runs each index once, so the chunks of the tasks are disjoint
+        // parts of `data`, which this call borrows mutably until every task is done.
+        let chunk =
+            unsafe { std::slice::from_raw_parts_mut(base.at(start), size.min(len - start)) };
+        f(i, chunk)
+    });
+}
+
+/// `f(0..tasks)` collected in order, the calls made as [`for_each`] runs tasks.
+pub fn map<R: Send>(tasks: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let mut out: Vec<Option<R>> = (0..tasks).map(|_| None).collect();
+    for_each_chunk_mut(&mut out, 1, |i, slot| slot[0] = Some(f(i)));
+    (out.into_iter())
+        .map(|r| r.expect("for_each runs every task"))
+        .collect()
+}
+
+/// The start of a slice whose disjoint parts tasks on several threads write.
+struct SharedSlice<T>(*mut T);
+
+// SAFETY: only `for_each_chunk_mut` makes one, and hands each task its own part of the slice;
+// sending those parts needs `T: Send`.
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
+
+impl<T> SharedSlice<T> {
+    /// The pointer `offset` values in (a method, so closures capture the whole `Sync` value
+    /// and not its raw pointer field).
+    ///
+    /// # Safety
+    ///
+    /// `offset` must lie within the slice (or at its end).
+    unsafe fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: the caller keeps `offset` within the slice.
+        unsafe { self.0.add(offset) }
     }
 }
 
@@ -197,7 +257,10 @@ impl Shared {
             let epoch = cursor >> 32;
             if epoch == done_epoch || cursor & INDEX == CLOSED {
                 spins += 1;
-                if spins < SPINS {
+                if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+                    // A job of a rayon loop inside the team's closure: keep helping.
+                    spins = 0;
+                } else if spins < SPINS {
                     std::hint::spin_loop();
                 } else {
                     self.sleep(done_epoch);
@@ -289,6 +352,63 @@ mod tests {
             .build()
             .expect("pool");
         pool.install(|| Team::run(check));
+    }
+
+    /// Chunks cover the slice once each, the last one short; `map` keeps the order.
+    #[test]
+    fn chunks_and_maps_cover_every_index_in_order() {
+        let check = || {
+            for (len, size) in [(0, 3), (1, 3), (10, 3), (12, 4), (1000, 7)] {
+                let mut data = vec![usize::MAX; len];
+                for_each_chunk_mut(&mut data, size, |i, chunk| {
+                    assert!(chunk.len() == size || (i + 1) * size > len);
+                    for (j, v) in chunk.iter_mut().enumerate() {
+                        *v = i * size + j;
+                    }
+                });
+                assert_eq!(data, (0..len).collect::<Vec<_>>());
+                assert_eq!(
+                    map(len, |i| i * 2),
+                    (0..len).map(|i| i * 2).collect::<Vec<_>>()
+                );
+            }
+        };
+        check();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        pool.install(|| Team::run(check));
+    }
+
+    /// A rayon loop inside a team still gets the second thread: the partner runs rayon's
+    /// pending jobs while it waits. Two halves of a `join` that each wait for the other meet
+    /// only when both run at once (each gives up after a few seconds, so a regression fails
+    /// instead of hanging).
+    #[test]
+    fn the_partner_runs_rayon_jobs_while_it_waits() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        let met = pool.install(|| {
+            Team::run(|| {
+                let here = [AtomicBool::new(false), AtomicBool::new(false)];
+                let meet = |me: usize| {
+                    here[me].store(true, Ordering::SeqCst);
+                    let start = std::time::Instant::now();
+                    while !here[1 - me].load(Ordering::SeqCst) {
+                        if start.elapsed() > std::time::Duration::from_secs(5) {
+                            return false;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    true
+                };
+                rayon::join(|| meet(0), || meet(1))
+            })
+        });
+        assert_eq!(met, (true, true));
     }
 
     /// Work done on the partner is visible to the leader when the loop returns.
