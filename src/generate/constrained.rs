@@ -31,7 +31,7 @@ use candle_core::Device;
 
 use super::config::{EarlyStopping, Settings};
 use super::logits::{LogProbs, RowRule};
-use super::search::{keep_rows, on_pool, prepare, with_logits};
+use super::search::{in_team, keep_rows, prepare, with_logits};
 use super::Result;
 use super::Seq2Seq;
 
@@ -59,7 +59,7 @@ pub fn generate_constrained<M: Seq2Seq + Sync>(
     continuations: &[bool],
     device: &Device,
 ) -> Result<Vec<Option<Vec<u32>>>> {
-    on_pool(|| constrained_batch(model, settings, sources, constraints, continuations, device))
+    in_team(|| constrained_batch(model, settings, sources, constraints, continuations, device))
 }
 
 /// [`generate_constrained`] on the calling thread.

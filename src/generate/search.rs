@@ -39,7 +39,7 @@ pub fn generate_batch<M: Seq2Seq + Sync>(
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    on_pool(|| {
+    in_team(|| {
         let mut cache = prepare(model, sources, device)?;
         if settings.num_beams == 1 {
             greedy(model, settings, &mut cache, sources.len(), device)
@@ -59,7 +59,7 @@ pub fn generate_batch<M: Seq2Seq + Sync>(
 /// split by work stealing, but the other worker sleeps between loops and is woken through the
 /// kernel for each. In a team the partner spins between loops and takes its share at once.
 /// The results are the same bits either way (every task writes its own outputs).
-pub(super) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub(super) fn in_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     parallel::Team::run(f)
 }
 
