@@ -101,13 +101,32 @@ impl Team {
                     }
                 });
             }
-            let before = LEADING.with(|l| l.replace(Some(shared as *const Shared)));
-            let out = work();
-            LEADING.with(|l| l.set(before));
-            shared.stop.store(true, Ordering::SeqCst);
-            shared.wake();
-            out
+            let _leading = Leading::start(shared);
+            work()
         })
+    }
+}
+
+/// This thread leads a team from [`Leading::start`] until the value drops, also when the
+/// work panics: the drop releases the partner, for which the scope around the work waits
+/// before it lets the panic go on (else a panic would hang the caller instead).
+struct Leading<'a> {
+    shared: &'a Shared,
+    before: Option<*const Shared>,
+}
+
+impl<'a> Leading<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let before = LEADING.with(|l| l.replace(Some(shared as *const Shared)));
+        Self { shared, before }
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        LEADING.with(|l| l.set(self.before));
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
     }
 }
 
@@ -409,6 +428,30 @@ mod tests {
             })
         });
         assert_eq!(met, (true, true));
+    }
+
+    /// A panic in the team's work reaches the caller (the partner is released, not waited
+    /// for forever); checked on a thread of its own so that a regression fails, not hangs.
+    #[test]
+    fn a_panic_in_the_work_reaches_the_caller() {
+        let (sent, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .expect("pool");
+            let caught = pool.install(|| {
+                std::panic::catch_unwind(|| {
+                    Team::run(|| {
+                        for_each(4, |_| {});
+                        panic!("the work fails")
+                    })
+                })
+            });
+            let _ = sent.send(caught.is_err());
+        });
+        let panicked = received.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(panicked, Ok(true), "Team::run hung or swallowed the panic");
     }
 
     /// Work done on the partner is visible to the leader when the loop returns.

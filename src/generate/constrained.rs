@@ -59,84 +59,74 @@ pub fn generate_constrained<M: Seq2Seq + Sync>(
     continuations: &[bool],
     device: &Device,
 ) -> Result<Vec<Option<Vec<u32>>>> {
-    in_team(|| constrained_batch(model, settings, sources, constraints, continuations, device))
-}
-
-/// [`generate_constrained`] on the calling thread.
-fn constrained_batch<M: Seq2Seq>(
-    model: &M,
-    settings: &Settings,
-    sources: &[&[u32]],
-    constraints: &[Vec<Vec<u32>>],
-    continuations: &[bool],
-    device: &Device,
-) -> Result<Vec<Option<Vec<u32>>>> {
-    assert_eq!(
-        sources.len(),
-        constraints.len(),
-        "constraints for every source"
-    );
-    if sources.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut cache = prepare(model, sources, device)?;
-    let beams = constrained_beams(settings);
-    let mut inputs: Vec<Input> = (constraints.iter())
-        .map(|c| {
-            Input::new(
-                settings,
-                c.iter().filter(|c| !c.is_empty()).cloned().collect(),
-            )
-        })
-        .collect();
-    let mut active: Vec<usize> = (0..sources.len()).collect();
-    for generated in 0..settings.max_new_tokens {
-        // Each active input's rows, in order: as many as it has running beams.
-        let rows_of: Vec<usize> = active.iter().map(|&i| inputs[i].running.len()).collect();
-        let offsets: Vec<usize> = (rows_of.iter())
-            .scan(0, |at, &n| {
-                let start = *at;
-                *at += n;
-                Some(start)
+    in_team(|| {
+        assert_eq!(
+            sources.len(),
+            constraints.len(),
+            "constraints for every source"
+        );
+        if sources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cache = prepare(model, sources, device)?;
+        let beams = constrained_beams(settings);
+        let mut inputs: Vec<Input> = (constraints.iter())
+            .map(|c| {
+                Input::new(
+                    settings,
+                    c.iter().filter(|c| !c.is_empty()).cloned().collect(),
+                )
             })
             .collect();
-        let last: Vec<u32> = (active.iter())
-            .flat_map(|&i| &inputs[i].running)
-            .map(|hyp| *hyp.history.last().unwrap())
-            .collect();
-        let steps = with_logits(model, &last, &mut cache, device, |logits, vocab| {
-            let hyps: Vec<&Hyp> = active.iter().flat_map(|&i| &inputs[i].running).collect();
-            let rules: Vec<RowRule> = (hyps.iter())
-                .map(|hyp| RowRule::for_history(settings, &hyp.history))
+        let mut active: Vec<usize> = (0..sources.len()).collect();
+        for generated in 0..settings.max_new_tokens {
+            // Each active input's rows, in order: as many as it has running beams.
+            let rows_of: Vec<usize> = active.iter().map(|&i| inputs[i].running.len()).collect();
+            let offsets: Vec<usize> = (rows_of.iter())
+                .scan(0, |at, &n| {
+                    let start = *at;
+                    *at += n;
+                    Some(start)
+                })
                 .collect();
-            let rows: Vec<LogProbs> = parallel::map(rules.len(), |r| {
-                let row = &logits[r * vocab..][..vocab];
-                LogProbs::new(row, &rules[r], settings.renormalize_logits)
-            });
-            parallel::map(active.len(), |group| {
-                let own = &rows[offsets[group]..offsets[group] + rows_of[group]];
-                inputs[active[group]].step(settings, beams, own, continuations, generated)
-            })
-        })?;
-        let mut next_rows = Vec::new();
-        let mut still = Vec::with_capacity(active.len());
-        for ((group, &i), step) in active.iter().enumerate().zip(steps) {
-            let input = &mut inputs[i];
-            input.apply(settings, beams, step, generated);
-            if !input.done {
-                still.push(i);
-                let rows = input.parents.iter().map(|&b| (offsets[group] + b) as u32);
-                next_rows.extend(rows);
+            let last: Vec<u32> = (active.iter())
+                .flat_map(|&i| &inputs[i].running)
+                .map(|hyp| *hyp.history.last().unwrap())
+                .collect();
+            let steps = with_logits(model, &last, &mut cache, device, |logits, vocab| {
+                let hyps: Vec<&Hyp> = active.iter().flat_map(|&i| &inputs[i].running).collect();
+                let rules: Vec<RowRule> = (hyps.iter())
+                    .map(|hyp| RowRule::for_history(settings, &hyp.history))
+                    .collect();
+                let rows: Vec<LogProbs> = parallel::map(rules.len(), |r| {
+                    let row = &logits[r * vocab..][..vocab];
+                    LogProbs::new(row, &rules[r], settings.renormalize_logits)
+                });
+                parallel::map(active.len(), |group| {
+                    let own = &rows[offsets[group]..offsets[group] + rows_of[group]];
+                    inputs[active[group]].step(settings, beams, own, continuations, generated)
+                })
+            })?;
+            let mut next_rows = Vec::new();
+            let mut still = Vec::with_capacity(active.len());
+            for ((group, &i), step) in active.iter().enumerate().zip(steps) {
+                let input = &mut inputs[i];
+                input.apply(settings, beams, step, generated);
+                if !input.done {
+                    still.push(i);
+                    let rows = input.parents.iter().map(|&b| (offsets[group] + b) as u32);
+                    next_rows.extend(rows);
+                }
             }
+            if still.is_empty() {
+                break;
+            }
+            let current = rows_of.iter().sum();
+            keep_rows(model, &mut cache, &next_rows, current, device)?;
+            active = still;
         }
-        if still.is_empty() {
-            break;
-        }
-        let current = rows_of.iter().sum();
-        keep_rows(model, &mut cache, &next_rows, current, device)?;
-        active = still;
-    }
-    Ok(inputs.iter().map(Input::best).collect())
+        Ok(inputs.iter().map(Input::best).collect())
+    })
 }
 
 /// How far a hypothesis is with its input's constraints.
