@@ -348,6 +348,14 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
+    /// A rayon pool of `threads` threads of its own.
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+    }
+
     /// Every index runs exactly once, loop after loop, led or not.
     #[test]
     fn every_task_runs_once() {
@@ -366,10 +374,7 @@ mod tests {
                 check();
             }
         });
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("pool");
+        let pool = pool(1);
         pool.install(|| Team::run(check));
     }
 
@@ -393,10 +398,7 @@ mod tests {
             }
         };
         check();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("pool");
+        let pool = pool(2);
         pool.install(|| Team::run(check));
     }
 
@@ -406,10 +408,7 @@ mod tests {
     /// instead of hanging).
     #[test]
     fn the_partner_runs_rayon_jobs_while_it_waits() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("pool");
+        let pool = pool(2);
         let met = pool.install(|| {
             Team::run(|| {
                 let here = [AtomicBool::new(false), AtomicBool::new(false)];
@@ -436,10 +435,7 @@ mod tests {
     fn a_panic_in_the_work_reaches_the_caller() {
         let (sent, received) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .expect("pool");
+            let pool = pool(2);
             let caught = pool.install(|| {
                 std::panic::catch_unwind(|| {
                     Team::run(|| {
@@ -457,10 +453,7 @@ mod tests {
     /// Work done on the partner is visible to the leader when the loop returns.
     #[test]
     fn results_are_visible_after_the_loop() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("pool");
+        let pool = pool(2);
         pool.install(|| {
             Team::run(|| {
                 for round in 0..500u64 {
